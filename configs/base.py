@@ -1,0 +1,125 @@
+"""SATracker-B: ViT-B/16 + BERT-base, template 128 / search 256, as in the paper.
+
+Usage: `satracker train --config configs/base.py --workdir DIR [--config.key=value ...]`.
+Every choice the SPEC marks *(config)* is a field here; `tiny.py` and `large.py` start from this.
+"""
+import ml_collections
+
+
+def get_model_config(size: str = "base") -> ml_collections.ConfigDict:
+  m = ml_collections.ConfigDict()
+  m.template_size = 128
+  m.search_size = 256
+  m.patch_size = 16
+  m.max_text_len = 40
+  # Visual branch: MAE/OSTrack ViT layout, one-stream joint attention over [Z; X].
+  m.vit = ml_collections.ConfigDict(dict(
+      dim=768, depth=12, heads=12, mlp_ratio=4.0, ln_eps=1e-6,
+      pretrain_grid=14,  # position embeddings of pretrained weights are 14x14 (224/16)
+  ))
+  # Text branch: BERT-base-uncased layout.
+  m.bert = ml_collections.ConfigDict(dict(
+      vocab_size=30522, dim=768, layers=12, heads=12, intermediate=3072,
+      max_position=512, type_vocab=2, ln_eps=1e-12,
+  ))
+  # Stage i runs ViT block i with BERT layer text_layer_map[i]; () = identity (i -> i).
+  # A visual depth larger than the text depth needs an explicit map (see large/tiny).
+  m.text_layer_map = ()
+  # Synchronous Learning Backbone fusion.
+  m.tem_layers = (1, 3, 5)
+  m.sam_layers = (7, 9, 11)
+  m.dm_layers = (7, 9, 11)  # default: the SAM stages
+  m.use_tem = True
+  m.use_sam = True
+  m.use_text = True
+  m.fusion_heads = 8
+  m.fusion_mlp = False  # TEM/SAM are attention-only residual blocks
+  # Dense-matching projection.
+  m.dm_dim = 256
+  m.dm_tau_init = 0.07
+  # OSTrack centre head.
+  m.head_channels = 256
+  m.head_layers = 4
+  m.dtype = "float32"  # compute dtype; "bfloat16" keeps f32 params (train.bf16 switch sets this)
+  if size == "large":
+    m.vit.update(dim=1024, depth=24, heads=16)
+    # 24 visual stages, 12 BERT layers: each BERT layer serves two consecutive stages.
+    m.text_layer_map = tuple(i // 2 for i in range(24))
+    m.tem_layers = (3, 7, 11)
+    m.sam_layers = (15, 19, 23)
+    m.dm_layers = (15, 19, 23)
+  return m
+
+
+def get_config(arg=None):
+  """arg: optional 'size' override (base|large) for quick variants."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.model = get_model_config(arg or "base")
+
+  c.loss = ml_collections.ConfigDict(dict(
+      focal_weight=1.0, giou_weight=2.0, l1_weight=5.0, dm_weight=1.0,
+      focal_alpha=2.0, focal_beta=4.0,  # CornerNet/OSTrack focal exponents
+      heatmap_sigma_factor=1.0 / 6.0,   # Gaussian radius as in OSTrack's generate_heatmap
+  ))
+
+  # Tokenizer: "wordpiece" (BERT vocab.txt) or "sentencepiece" (.model file).
+  c.text = ml_collections.ConfigDict(dict(
+      tokenizer="wordpiece", vocab_file="", spm_model="", lower_case=True,
+  ))
+
+  c.data = ml_collections.ConfigDict()
+  # name -> dict(root=..., weight=..., split=...); readers in data_pipelines/readers.py.
+  c.data.datasets = ml_collections.ConfigDict(dict(
+      lasot=dict(root="", weight=1.0, split="train"),
+      tnl2k=dict(root="", weight=1.0, split="train"),
+      otb99_lang=dict(root="", weight=1.0, split="train"),
+  ))
+  c.data.max_gap = 200
+  c.data.template_factor = 2.0
+  c.data.search_factor = 4.0
+  c.data.search_center_jitter = 3.0
+  c.data.search_scale_jitter = 0.25
+  c.data.brightness_jitter = 0.2
+  c.data.grayscale_prob = 0.05
+  c.data.flip_prob = 0.5  # only applied when the sentence's left/right words can be swapped
+  c.data.num_parallel_calls = -1  # tf.data.AUTOTUNE
+  c.data.prefetch = 2
+  c.data.cache_dir = ""  # sequence index cache; "" = beside the data set root
+
+  c.train = ml_collections.ConfigDict()
+  c.train.batch_size = 32  # global batch
+  c.train.total_steps = 300 * 1000
+  c.train.log_every = 50
+  c.train.checkpoint_every = 2000
+  c.train.keep_checkpoints = 3
+  c.train.keep_best = True
+  c.train.grad_accum_steps = 1
+  c.train.bf16 = False
+  c.train.max_consecutive_nonfinite = 10
+  c.train.init_from = ""  # directory written by `satracker convert`
+  c.train.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1))  # -1: all remaining devices
+
+  c.optim = ml_collections.ConfigDict()
+  c.optim.lr = 4e-4
+  c.optim.weight_decay = 1e-4
+  c.optim.b1 = 0.9
+  c.optim.b2 = 0.999
+  c.optim.warmup_steps = 2000
+  c.optim.schedule = "cosine"  # cosine | step
+  c.optim.step_decay_at = 0.8  # fraction of total_steps where "step" decays
+  c.optim.step_decay_factor = 0.1
+  c.optim.min_lr_ratio = 0.0
+  c.optim.clip_norm = 0.1
+  c.optim.backbone_lr_mult = 0.1
+  c.optim.layer_decay = 1.0  # <1: layer-wise lr decay over backbone blocks
+  # (regex on '/'-joined param path, lr multiplier); first match wins, 0.0 freezes.
+  c.optim.lr_rules = ()
+
+  c.tracker = ml_collections.ConfigDict(dict(
+      hann_window=True, template_update=False, template_update_interval=0,
+      template_update_threshold=0.7,
+  ))
+
+  c.eval = ml_collections.ConfigDict(dict(parallel=1))
+  return c
