@@ -1,0 +1,163 @@
+"""`satracker analyze`: AUC / P / NP, plots and tables from raw result folders.
+
+  satracker analyze --dataset tnl2k --root /data/TNL2K_test \
+      --results ours=runs/ours/results/tnl2k ostrack=/raw/OSTrack/tnl2k --out reports/tnl2k
+
+Each `--results NAME=DIR` is a folder of `<seq>.txt` files (ours or any pytracking-style
+tracker's). Writes to `--out`: `metrics.json` ({NAME: {auc, precision, norm_precision,
+num_sequences}}, fractions), `per_sequence.csv`, `success.png`, `precision.png`,
+`norm_precision.png` and `results.md` (percentages), and prints the table.
+
+Python callers (the eval runner, the demo) use `analyze(sequences, {name: dir}, dataset, out_dir)`.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import os
+
+import numpy as np
+
+from satracker_jax import utils
+from satracker_jax.evaluation import metrics, plots, results_io
+
+
+@dataclasses.dataclass
+class Report:
+  dataset: str
+  sequence_names: list[str]                        # the sequences scored, in dataset order
+  skipped: list[str]                               # sequences dropped by skip_missing
+  per_sequence: dict[str, list[metrics.SequenceCurves]]   # tracker -> one per scored sequence
+  metrics: dict[str, dict]                         # tracker -> summarize(...)
+  curves: dict[str, dict[str, np.ndarray]]         # tracker -> averaged curves
+
+
+def evaluate(sequences, results: dict[str, str], dataset: str, skip_missing: bool = False) -> Report:
+  """Scores every tracker's `<seq>.txt` in `results[name]` against `sequences`' ground truth.
+
+  A missing result file is an error; with `skip_missing` the sequence is dropped for every
+  tracker instead (as pytracking does), so all trackers are compared on the same sequences.
+  """
+  if not results:
+    raise ValueError("no result folders to analyze")
+  if not sequences:
+    raise ValueError(f"no {dataset} sequences to analyze")
+  for name, results_dir in results.items():
+    if not os.path.isdir(results_dir):
+      raise FileNotFoundError(f"results of {name!r}: folder {results_dir} does not exist")
+  per_sequence = {name: [] for name in results}
+  scored, skipped = [], []
+  for seq in sequences:
+    paths = {name: results_io.results_path(d, seq.name) for name, d in results.items()}
+    missing = [p for p in paths.values() if not os.path.isfile(p)]
+    if missing:
+      if skip_missing:
+        skipped.append(seq.name)
+        continue
+      raise FileNotFoundError(f"result file not found: {missing[0]} (sequence {seq.name!r}; "
+                              "pass --skip-missing to score only the sequences every tracker has)")
+    gt = np.asarray(seq.boxes, dtype=np.float64)
+    visible = metrics.target_visible_of(seq, dataset)
+    for name, path in paths.items():
+      pred = results_io.read_boxes(path)
+      per_sequence[name].append(metrics.sequence_curves(pred, gt, visible, dataset, source=path))
+    scored.append(seq.name)
+  if not scored:
+    raise ValueError(f"none of the {len(sequences)} {dataset} sequences has results for every tracker")
+  return Report(
+      dataset=dataset, sequence_names=scored, skipped=skipped, per_sequence=per_sequence,
+      metrics={name: metrics.summarize(c) for name, c in per_sequence.items()},
+      curves={name: metrics.average_curves(c) for name, c in per_sequence.items()})
+
+
+def results_table(report: Report) -> str:
+  """Markdown table, scores in percent with 2 decimals."""
+  rows = [[name, 100.0 * m["auc"], 100.0 * m["precision"], 100.0 * m["norm_precision"],
+           m["num_sequences"]] for name, m in report.metrics.items()]
+  return utils.format_table(["Tracker", "AUC", "P", "NP", "Sequences"], rows, floatfmt=".2f")
+
+
+def write_report(report: Report, out_dir: str, title: str | None = None) -> dict[str, str]:
+  """Writes metrics.json, per_sequence.csv, the three PNG plots and results.md; returns paths."""
+  os.makedirs(out_dir, exist_ok=True)
+  paths = {"metrics": os.path.join(out_dir, "metrics.json"),
+           "per_sequence": os.path.join(out_dir, "per_sequence.csv"),
+           "table": os.path.join(out_dir, "results.md")}
+  utils.write_json(paths["metrics"], report.metrics)
+  with open(paths["per_sequence"], "w", newline="") as f:
+    writer = csv.writer(f)
+    writer.writerow(["tracker", "sequence", "num_frames", "num_valid_frames",
+                     "auc", "precision", "norm_precision", "mean_iou"])
+    for name, curves in report.per_sequence.items():
+      for seq_name, c in zip(report.sequence_names, curves):
+        writer.writerow([name, seq_name, c.num_frames, c.num_valid, repr(c.auc),
+                         repr(c.precision_20), repr(c.norm_precision_20), repr(c.mean_iou)])
+  title = title or report.dataset
+  for path in plots.plot_curves(report.curves, out_dir, title_prefix=f"{title}: "):
+    paths[os.path.splitext(os.path.basename(path))[0] + "_plot"] = path
+  lines = [f"# {title}: {len(report.sequence_names)} sequences", "", results_table(report), "",
+           "AUC: mean success rate over IoU thresholds 0:0.05:1; P: precision at 20 px; "
+           "NP: normalised precision at 0.20 (pytracking / OSTrack definitions)."]
+  if report.skipped:
+    lines += ["", f"Skipped ({len(report.skipped)}, missing results): " + ", ".join(report.skipped)]
+  with open(paths["table"], "w") as f:
+    f.write("\n".join(lines) + "\n")
+  return paths
+
+
+def analyze(sequences, results: dict[str, str], dataset: str, out_dir: str | None = None,
+            skip_missing: bool = False, title: str | None = None) -> dict:
+  """{tracker: {"auc", "precision", "norm_precision", "num_sequences"}} (fractions).
+
+  With `out_dir`, also writes the report files (see `write_report`).
+  """
+  report = evaluate(sequences, results, dataset, skip_missing=skip_missing)
+  if out_dir is not None:
+    write_report(report, out_dir, title=title)
+  return report.metrics
+
+
+def parse_results_arg(values: list[str]) -> dict[str, str]:
+  """`NAME=DIR` (or a bare `DIR`, named after its folder) -> {name: dir}, order kept."""
+  results = {}
+  for value in values:
+    name, sep, path = value.partition("=")
+    if not sep:
+      name, path = os.path.basename(os.path.normpath(value)), value
+    if not name or not path:
+      raise ValueError(f"--results expects NAME=DIR, got {value!r}")
+    if name in results:
+      raise ValueError(f"--results: tracker name {name!r} given twice")
+    results[name] = path
+  return results
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument("--dataset", required=True,
+                      help="lasot | tnl2k | otb99_lang | got10k | synthetic")
+  parser.add_argument("--root", required=True, help="dataset root folder")
+  parser.add_argument("--split", default="test")
+  parser.add_argument("--results", nargs="+", required=True, metavar="NAME=DIR",
+                      help="one folder of <seq>.txt raw results per tracker")
+  parser.add_argument("--out", required=True, help="report folder")
+  parser.add_argument("--skip-missing", action="store_true",
+                      help="drop sequences some tracker has no result for (for every tracker)")
+
+
+def run(args, overrides) -> int:
+  if overrides:
+    raise SystemExit(f"satracker analyze takes no --config overrides (got {' '.join(overrides)})")
+  from data_pipelines.readers import load_dataset  # only this verb needs the dataset readers
+  try:
+    results = parse_results_arg(args.results)
+  except ValueError as e:
+    raise SystemExit(str(e)) from None
+  sequences = load_dataset(args.dataset, args.root, args.split)
+  report = evaluate(sequences, results, args.dataset, skip_missing=args.skip_missing)
+  write_report(report, args.out, title=f"{args.dataset} ({args.split})")
+  print(results_table(report))
+  if report.skipped:
+    print(f"skipped {len(report.skipped)} sequences with missing results")
+  print(f"wrote {args.out}")
+  return 0

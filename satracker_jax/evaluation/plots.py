@@ -1,0 +1,51 @@
+"""Success / precision / normalised-precision plots, trackers ranked in the legend by score.
+
+Uses matplotlib's object API with the Agg canvas (no pyplot, no global backend switch), so it
+works headless and does not disturb a caller that has its own figures open.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from satracker_jax.evaluation import metrics
+
+# key of the averaged curve -> (file stem, title, x label, x values, legend score label, score fn)
+PLOTS = {
+    "success": ("success", "Success plot", "Overlap threshold",
+                metrics.OVERLAP_THRESHOLDS, "AUC", lambda c: c.mean()),
+    "precision": ("precision", "Precision plot", "Location error threshold [pixels]",
+                  metrics.CENTER_THRESHOLDS, "P", lambda c: c[metrics.PRECISION_INDEX]),
+    "norm_precision": ("norm_precision", "Normalized precision plot", "Location error threshold",
+                       metrics.NORM_CENTER_THRESHOLDS, "NP", lambda c: c[metrics.NORM_PRECISION_INDEX]),
+}
+
+
+def plot_curves(curves: dict[str, dict[str, np.ndarray]], out_dir: str, title_prefix: str = "") -> list[str]:
+  """`curves[tracker][key]` are averaged curves (fractions); writes one PNG per key, returns paths."""
+  os.makedirs(out_dir, exist_ok=True)
+  paths = []
+  for key, (stem, title, xlabel, xs, score_name, score_fn) in PLOTS.items():
+    ranked = sorted(curves.items(), key=lambda item: -float(score_fn(item[1][key])))
+    fig = Figure(figsize=(7, 6))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    for name, tracker_curves in ranked:
+      ys = 100.0 * np.asarray(tracker_curves[key])
+      label = f"[{score_name} {100.0 * float(score_fn(tracker_curves[key])):.2f}] {name}"
+      ax.plot(xs, ys, linewidth=2, label=label)
+    ax.set_xlim(float(xs[0]), float(xs[-1]))
+    ax.set_ylim(0, 101)  # a curve at 100 % stays visible above the frame's edge
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("Overlap Precision [%]" if key == "success" else "Distance Precision [%]")
+    ax.set_title(f"{title_prefix}{title}")
+    ax.grid(True, linestyle=":")
+    ax.legend(loc="lower left" if key == "success" else "lower right", fontsize="small")
+    fig.tight_layout()
+    path = os.path.join(out_dir, f"{stem}.png")
+    fig.savefig(path, dpi=100)
+    paths.append(path)
+  return paths

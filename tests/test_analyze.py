@@ -1,0 +1,183 @@
+"""`satracker analyze` and its Python API, end to end on tiny fixtures."""
+import csv
+import dataclasses
+import json
+import os
+import sys
+import types
+
+import numpy as np
+import pytest
+
+from satracker_jax.evaluation import analyze, results_io
+
+
+@dataclasses.dataclass
+class FakeSequence:  # the fields of data_pipelines.readers.Sequence that the metrics read
+  name: str
+  boxes: np.ndarray
+  dataset: str = "tnl2k"
+  full_occlusion: np.ndarray | None = None
+  out_of_view: np.ndarray | None = None
+
+
+def make_sequences():
+  # seq_a: 10 frames of a 100x100 box; seq_b: 5 frames of a 40x20 box moving right.
+  a = np.tile([50.0, 50.0, 100.0, 100.0], (10, 1))
+  b = np.array([[10.0 + 3 * i, 20.0, 40.0, 20.0] for i in range(5)])
+  return [FakeSequence("seq_a", a), FakeSequence("seq_b", b)]
+
+
+def write_trackers(root, sequences):
+  perfect, shifted = os.path.join(root, "perfect"), os.path.join(root, "shifted")
+  for seq in sequences:
+    results_io.write_results(perfect, seq.name, seq.boxes, np.full(len(seq.boxes), 0.01))
+    results_io.write_results(shifted, seq.name, seq.boxes + [10.0, 0.0, 0.0, 0.0])
+  return {"perfect": perfect, "shifted": shifted}
+
+
+def test_analyze_writes_every_file(tmp_path):
+  sequences = make_sequences()
+  results = write_trackers(str(tmp_path), sequences)
+  out = str(tmp_path / "report")
+  summary = analyze.analyze(sequences, results, "tnl2k", out_dir=out)
+
+  with open(os.path.join(out, "metrics.json")) as f:
+    on_disk = json.load(f)
+  assert on_disk == summary  # JSON keeps floats exactly
+  assert set(on_disk) == {"perfect", "shifted"}
+  for m in on_disk.values():
+    assert set(m) == {"auc", "precision", "norm_precision", "num_sequences"}
+    assert m["num_sequences"] == 2
+  # Perfect: AUC 20/21 (IoU > 1.0 never holds), P = NP = 1.
+  assert on_disk["perfect"]["auc"] == pytest.approx(20 / 21, abs=1e-12)
+  assert on_disk["perfect"]["precision"] == 1.0 and on_disk["perfect"]["norm_precision"] == 1.0
+  # Shifted 10 px: seq_a AUC 17.3/21 (see test_metrics). seq_b (40x20 boxes, 5 frames): IoU of
+  # frames 1..4 = 30*20 / (800 + 800 - 600) = 0.6 > t for t <= 0.55 (12 thresholds), frame 0
+  # succeeds at 20 -> AUC = (12 + 8 * 0.2) / 21 = 13.6 / 21. Mean (17.3 + 13.6) / 42.
+  assert on_disk["shifted"]["auc"] == pytest.approx((17.3 + 13.6) / 42, abs=1e-12)
+  # Centre errors are 10 px <= 20 px: P = 1. Normalised: seq_a 0.1, seq_b 10/40 = 0.25 > 0.20,
+  # so seq_b only hits with frame 0 (1/5): NP = (1 + 0.2) / 2.
+  assert on_disk["shifted"]["precision"] == 1.0
+  assert on_disk["shifted"]["norm_precision"] == pytest.approx(0.6, abs=1e-12)
+
+  with open(os.path.join(out, "per_sequence.csv")) as f:
+    rows = list(csv.DictReader(f))
+  assert [(r["tracker"], r["sequence"]) for r in rows] == [
+      ("perfect", "seq_a"), ("perfect", "seq_b"), ("shifted", "seq_a"), ("shifted", "seq_b")]
+  assert float(rows[3]["auc"]) == pytest.approx(13.6 / 21, abs=1e-12)
+  assert rows[1]["num_frames"] == "5" and rows[1]["num_valid_frames"] == "5"
+
+  for stem in ("success", "precision", "norm_precision"):
+    with open(os.path.join(out, f"{stem}.png"), "rb") as f:
+      assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+  table = open(os.path.join(out, "results.md")).read()
+  assert "| Tracker" in table
+  assert "95.24" in table            # 100 * 20/21
+  assert "73.57" in table            # 100 * 30.9/42
+  assert "60.00" in table            # NP of the shifted tracker
+
+
+def test_missing_result_file_is_a_clear_error(tmp_path):
+  sequences = make_sequences()
+  results = write_trackers(str(tmp_path), sequences)
+  missing = os.path.join(results["shifted"], "seq_b.txt")
+  os.remove(missing)
+  with pytest.raises(FileNotFoundError, match="seq_b.txt"):
+    analyze.analyze(sequences, results, "tnl2k")
+  # --skip-missing drops the sequence for every tracker, so both compare on seq_a only.
+  summary = analyze.analyze(sequences, results, "tnl2k", skip_missing=True)
+  assert summary["perfect"]["num_sequences"] == summary["shifted"]["num_sequences"] == 1
+  assert summary["shifted"]["auc"] == pytest.approx(17.3 / 21, abs=1e-12)
+
+
+def test_missing_results_folder_is_a_clear_error(tmp_path):
+  with pytest.raises(FileNotFoundError, match="nowhere"):
+    analyze.analyze(make_sequences(), {"x": str(tmp_path / "nowhere")}, "tnl2k")
+
+
+def test_nan_result_line_names_file_and_line(tmp_path):
+  sequences = make_sequences()
+  results = write_trackers(str(tmp_path), sequences)
+  path = os.path.join(results["shifted"], "seq_a.txt")
+  lines = open(path).read().splitlines()
+  lines[3] = "nan\tnan\tnan\tnan"
+  open(path, "w").write("\n".join(lines) + "\n")
+  with pytest.raises(ValueError, match=f"{path}:4:"):
+    analyze.analyze(sequences, results, "tnl2k")
+
+
+def test_lasot_short_result_is_an_error(tmp_path):
+  seq = FakeSequence("cat-1", np.tile([5.0, 5.0, 10.0, 10.0], (4, 1)), "lasot",
+                     np.zeros(4, bool), np.zeros(4, bool))
+  results_io.write_results(str(tmp_path / "t"), "cat-1", seq.boxes[:3])
+  with pytest.raises(ValueError, match="cat-1.txt"):
+    analyze.analyze([seq], {"t": str(tmp_path / "t")}, "lasot")
+  # The same file is padded elsewhere.
+  assert analyze.analyze([seq], {"t": str(tmp_path / "t")}, "tnl2k")["t"]["num_sequences"] == 1
+
+
+def test_parse_results_arg():
+  assert analyze.parse_results_arg(["a=/x/y", "/p/q/ostrack/"]) == {"a": "/x/y", "ostrack": "/p/q/ostrack/"}
+  with pytest.raises(ValueError, match="twice"):
+    analyze.parse_results_arg(["a=/x", "a=/y"])
+
+
+def run_cli(argv):
+  from satracker_jax import cli
+  return cli.main(argv)
+
+
+def test_cli_with_a_stub_reader(tmp_path, monkeypatch, capsys):
+  # The verb end to end, with the dataset reader replaced by a stub returning fixed sequences.
+  sequences = make_sequences()
+  results = write_trackers(str(tmp_path), sequences)
+  calls = []
+
+  def load_dataset(name, root, split):
+    calls.append((name, root, split))
+    return sequences
+
+  stub = types.ModuleType("data_pipelines.readers")
+  stub.load_dataset = load_dataset
+  monkeypatch.setitem(sys.modules, "data_pipelines.readers", stub)
+  out = tmp_path / "report"
+  rc = run_cli(["analyze", "--dataset", "tnl2k", "--root", str(tmp_path), "--results",
+                f"perfect={results['perfect']}", f"shifted={results['shifted']}", "--out", str(out)])
+  assert rc == 0 and calls == [("tnl2k", str(tmp_path), "test")]
+  printed = capsys.readouterr().out
+  assert "95.24" in printed and "shifted" in printed
+  for name in ("metrics.json", "per_sequence.csv", "results.md", "success.png", "precision.png",
+               "norm_precision.png"):
+    assert (out / name).is_file(), name
+
+
+def write_tnl2k_fixture(root, sequences):
+  from PIL import Image
+  for seq in sequences:
+    seq_dir = os.path.join(root, seq.name)
+    os.makedirs(os.path.join(seq_dir, "imgs"))
+    for i in range(len(seq.boxes)):
+      Image.new("RGB", (200, 200), (i * 20, 100, 50)).save(os.path.join(seq_dir, "imgs", f"{i + 1:05d}.jpg"))
+    np.savetxt(os.path.join(seq_dir, "groundtruth.txt"), seq.boxes, fmt="%d", delimiter=",")
+    with open(os.path.join(seq_dir, "language.txt"), "w") as f:
+      f.write("the grey square\n")
+
+
+def test_cli_on_a_tnl2k_fixture(tmp_path):
+  readers = pytest.importorskip("data_pipelines.readers")
+  sequences = make_sequences()
+  data_root = str(tmp_path / "TNL2K")
+  write_tnl2k_fixture(data_root, sequences)
+  loaded = readers.load_dataset("tnl2k", data_root, "test")
+  assert sorted(s.name for s in loaded) == ["seq_a", "seq_b"]
+  results = write_trackers(str(tmp_path), sequences)
+  out = tmp_path / "report"
+  rc = run_cli(["analyze", "--dataset", "tnl2k", "--root", data_root, "--results",
+                f"perfect={results['perfect']}", f"shifted={results['shifted']}", "--out", str(out)])
+  assert rc == 0
+  on_disk = json.loads((out / "metrics.json").read_text())
+  assert on_disk["perfect"]["auc"] == pytest.approx(20 / 21, abs=1e-12)
+  assert on_disk["shifted"]["auc"] == pytest.approx((17.3 + 13.6) / 42, abs=1e-12)
+  assert on_disk["shifted"]["num_sequences"] == 2
