@@ -1,0 +1,228 @@
+import functools
+import os
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from satracker_jax import losses
+from satracker_jax.config_utils import load_config
+from satracker_jax.models import build_model, count_params, decode_box, model_config_from_dict, normalize_image
+from satracker_jax.models import bert, fusion, vit
+from satracker_jax.smoke import model_inputs, random_batch
+
+CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+
+
+def _small(batch, n=2):
+  return {k: v[:n] for k, v in batch.items()}
+
+
+@functools.lru_cache(maxsize=None)
+def _jit_apply(model):
+  # One compile per model variant; op-by-op execution compiles every primitive separately and is
+  # slower on a small CPU.
+  return jax.jit(model.apply)
+
+
+def _expected_param_count(m) -> int:
+  """SATracker-B parameters from layer formulas (independent of the model's own tree)."""
+  c, ct, d = m.vit.dim, m.bert.dim, m.dm_dim
+  dense = lambda i, o: i * o + o
+  ln = lambda n: 2 * n
+  attn = lambda n: 4 * dense(n, n)
+  p = m.patch_size
+  vit_total = (dense(p * p * 3, c) + (m.template_size // p) ** 2 * c + (m.search_size // p) ** 2 * c
+               + m.vit.depth * (2 * ln(c) + attn(c) + dense(c, 4 * c) + dense(4 * c, c)) + ln(c))
+  b = m.bert
+  bert_total = ((b.vocab_size + b.max_position + b.type_vocab) * ct + ln(ct)
+                + b.layers * (attn(ct) + ln(ct) + dense(ct, b.intermediate) + dense(b.intermediate, ct) + ln(ct)))
+  # TEM and SAM both hold: per direction a query LN, a context LN, a cross-dim projection, an
+  # attention and a gate (TEM's two context LNs: one over [Z; proj T] of width C, one of width Ct).
+  fusion_block = (2 * ln(c) + dense(ct, c) + attn(c) + 1) + (2 * ln(ct) + dense(c, ct) + attn(ct) + 1)
+  fusion_total = (len(m.tem_layers) + len(m.sam_layers)) * fusion_block
+  dm_total = len(m.dm_layers) * (ln(c) + dense(c, d) + dense(ct, d) + 1)
+  widths = [m.head_channels // 2 ** k for k in range(m.head_layers)]
+  def tower(out):
+    total, prev = 0, c
+    for w in widths:
+      total += 9 * prev * w + w + 2 * w  # conv3x3 + BatchNorm scale/bias
+      prev = w
+    return total + dense(prev, out)
+  head_total = tower(1) + tower(2) + tower(2)
+  return vit_total + bert_total + fusion_total + dm_total + head_total
+
+
+def test_tiny_output_shapes(tiny_model, tiny_variables, tiny_batch):
+  cfg = tiny_model.config
+  out = _jit_apply(tiny_model)(tiny_variables, *model_inputs(_small(tiny_batch)))
+  g, n = cfg.search_grid, cfg.num_template + cfg.num_search
+  assert out["score_map"].shape == (2, g, g, 1)
+  assert out["size_map"].shape == out["offset_map"].shape == (2, g, g, 2)
+  assert out["pred_box"].shape == (2, 4)
+  assert out["vision_tokens"].shape == (2, n, cfg.vit.dim)
+  assert out["text_tokens"].shape == (2, cfg.max_text_len, cfg.bert.dim)
+  assert len(out["dm"]) == len(cfg.dm_layers)
+  for stage in out["dm"]:
+    assert stage["patch_emb"].shape == (2, cfg.num_search, cfg.dm_dim)
+    assert stage["text_emb"].shape == (2, cfg.dm_dim)
+    np.testing.assert_allclose(jnp.linalg.norm(stage["patch_emb"], axis=-1), 1.0, atol=1e-5)
+    assert float(stage["logit_scale"]) == pytest.approx(1 / 0.07, rel=1e-5)
+  for k in ("size_map", "offset_map"):
+    assert float(out[k].min()) > 0.0 and float(out[k].max()) < 1.0
+  assert set(tiny_variables) == {"params", "batch_stats"}
+  names = set(tiny_variables["params"])
+  assert {"patch_embed", "pos_embed_template", "pos_embed_search", "vit_norm", "bert_embeddings",
+          "bert_layer_0", "bert_layer_1", "tem_0", "tem_1", "sam_2", "sam_3", "dm_2", "dm_3", "box_head"} <= names
+  assert tiny_variables["params"]["vit_block_0"]["attn"]["query"]["kernel"].shape == (192, 192)
+  assert tiny_variables["params"]["patch_embed"]["kernel"].shape == (16, 16, 3, 192)
+
+
+def test_base_shapes_and_param_count():
+  config = load_config(os.path.join(CONFIGS, "base.py"))
+  model = build_model(config.model)
+  batch = random_batch(model.config, 2)
+  variables = jax.eval_shape(model.init, jax.random.key(0), *model_inputs(batch))
+  out = jax.eval_shape(model.apply, variables, *model_inputs(batch))
+  assert out["score_map"].shape == (2, 16, 16, 1)
+  assert out["vision_tokens"].shape == (2, 64 + 256, 768)
+  assert out["text_tokens"].shape == (2, 40, 768)
+  assert variables["params"]["pos_embed_template"].shape == (1, 64, 768)
+  assert variables["params"]["pos_embed_search"].shape == (1, 256, 768)
+  # The whole train computation (forward, losses on the 16x16 grid, backward) traces for base.
+  def loss_fn(params, batch_stats, batch):
+    out, _ = model.apply({"params": params, "batch_stats": batch_stats}, *model_inputs(batch),
+                         train=True, mutable=["batch_stats"])
+    return losses.compute_losses(out, batch, config.loss, model_config=config.model)[0]
+  grads = jax.eval_shape(jax.grad(loss_fn), variables["params"], variables["batch_stats"], batch)
+  assert jax.tree.map(lambda g: g.shape, grads) == jax.tree.map(lambda p: p.shape, variables["params"])
+  n = count_params(variables["params"])
+  expected = _expected_param_count(model.config)
+  print(f"SATracker-B parameters: {n:,} (expected from formulas {expected:,})")
+  assert abs(n - expected) <= 0.01 * expected
+
+
+def _plain_vit_and_bert(cfg, params, batch):
+  """ViT blocks on [Z; X] and the BERT layers of the stage map, run on their own, same params."""
+  v, t = cfg.vit, cfg.bert
+  conv = vit.patch_embed(v.dim, cfg.patch_size)
+  embed = lambda img: vit.grid_to_tokens(conv.apply({"params": params["patch_embed"]}, normalize_image(img)))
+  tokens = jnp.concatenate([embed(batch["template"]) + params["pos_embed_template"],
+                            embed(batch["search"]) + params["pos_embed_search"]], 1)
+  for i in range(v.depth):
+    tokens = vit.ViTBlock(v.dim, v.heads, v.mlp_ratio, v.ln_eps).apply({"params": params[f"vit_block_{i}"]}, tokens)
+  tokens = nn.LayerNorm(epsilon=v.ln_eps).apply({"params": params["vit_norm"]}, tokens)
+  text = bert.BertEmbeddings(t.vocab_size, t.dim, t.max_position, t.type_vocab, t.ln_eps).apply(
+      {"params": params["bert_embeddings"]}, batch["text_ids"])
+  for j in cfg.stage_text_layers:  # tiny maps 4 stages onto 2 layers: (0, 0, 1, 1)
+    text = bert.BertLayer(t.dim, t.heads, t.intermediate, t.ln_eps).apply(
+        {"params": params[f"bert_layer_{j}"]}, text, batch["text_mask"])
+  return tokens, text
+
+
+def test_zero_gates_equal_plain_vit_and_bert(tiny_model, tiny_variables, tiny_batch):
+  batch = _small(tiny_batch)
+  params = tiny_variables["params"]
+  gates = [x for p, x in jax.tree.flatten_with_path(params)[0] if "gate" in jax.tree_util.keystr(p)]
+  assert len(gates) == 8 and all(float(g) == 0.0 for g in gates)
+  out = _jit_apply(tiny_model)(tiny_variables, *model_inputs(batch))
+  vision, text = jax.jit(functools.partial(_plain_vit_and_bert, tiny_model.config))(params, batch)
+  assert float(jnp.max(jnp.abs(out["vision_tokens"] - vision))) < 1e-5
+  assert float(jnp.max(jnp.abs(out["text_tokens"] - text))) < 1e-5
+
+
+def _set_gates(params, value):
+  return jax.tree.map_with_path(
+      lambda p, x: jnp.full_like(x, value) if "gate" in jax.tree_util.keystr(p) else x, params)
+
+
+def test_jitted_train_step_batch8_and_gradients_reach_every_parameter(tiny_config, tiny_model, tiny_variables,
+                                                                      tiny_batch):
+  def loss_fn(params, batch_stats, batch):
+    out, state = tiny_model.apply({"params": params, "batch_stats": batch_stats}, *model_inputs(batch),
+                                  train=True, mutable=["batch_stats"])
+    total, terms = losses.compute_losses(out, batch, tiny_config.loss, model_config=tiny_config.model)
+    return total, (terms, state)
+
+  step = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))
+  params = _set_gates(tiny_variables["params"], 0.5)
+  (total, (terms, state)), grads = step(params, tiny_variables["batch_stats"], tiny_batch)
+  assert tiny_batch["search"].shape[0] == 8
+  assert np.isfinite(float(total))
+  for name, value in terms.items():
+    assert np.isfinite(float(value)) and float(value) >= 0.0, name
+  changed = jax.tree.map(lambda a, b: bool(jnp.any(a != b)), state["batch_stats"], tiny_variables["batch_stats"])
+  assert all(jax.tree.leaves(changed))  # train=True updates the head's BatchNorm statistics
+  dead = [jax.tree_util.keystr(p) for p, g in jax.tree.flatten_with_path(grads)[0]
+          if not bool(jnp.any(g != 0)) or not bool(jnp.all(jnp.isfinite(g)))]
+  assert not dead, f"parameters without (finite) gradient: {dead}"
+
+
+def test_use_text_false_outputs_independent_of_text(tiny_config, tiny_variables, tiny_batch):
+  model_config = tiny_config.model.copy_and_resolve_references()
+  model_config.use_text = False
+  model = build_model(model_config)
+  batch = _small(tiny_batch)
+  other = dict(batch, text_ids=(batch["text_ids"] * 7 + 3) % model.config.bert.vocab_size,
+               text_mask=np.ones_like(batch["text_mask"]))
+  out_a = _jit_apply(model)(tiny_variables, *model_inputs(batch))
+  out_b = _jit_apply(model)(tiny_variables, *model_inputs(other))
+  for a, b in zip(jax.tree.leaves(out_a), jax.tree.leaves(out_b)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  _, terms = jax.jit(lambda o, b: losses.compute_losses(o, b, tiny_config.loss, model_config=model_config))(
+      out_a, batch)
+  assert float(terms["dm"]) == 0.0
+
+
+def test_bfloat16_compute_keeps_float32_outputs(tiny_config, tiny_variables, tiny_batch):
+  model_config = tiny_config.model.copy_and_resolve_references()
+  model_config.dtype = "bfloat16"
+  out = _jit_apply(build_model(model_config))(tiny_variables, *model_inputs(_small(tiny_batch)))
+  for k in ("score_map", "size_map", "offset_map", "pred_box", "vision_tokens"):
+    assert out[k].dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(out[k]))), k
+
+
+def test_decode_box_and_window():
+  score = jnp.full((1, 4, 4, 1), -5.0).at[0, 1, 2, 0].set(3.0).at[0, 3, 3, 0].set(3.5)
+  size = jnp.full((1, 4, 4, 2), 0.25)
+  offset = jnp.full((1, 4, 4, 2), 0.5).at[0, 1, 2].set(jnp.array([0.2, 0.6]))
+  box, best = decode_box(score, size, offset)
+  np.testing.assert_allclose(box[0], [3.5 / 4, 3.5 / 4, 0.25, 0.25], atol=1e-6)
+  assert float(best[0]) == pytest.approx(float(jax.nn.sigmoid(3.5)))
+  window = jnp.zeros((4, 4)).at[1, 2].set(1.0).at[3, 3].set(0.5)
+  box, best = decode_box(score, size, offset, window)
+  np.testing.assert_allclose(box[0], [2.2 / 4, 1.6 / 4, 0.25, 0.25], atol=1e-6)
+  assert float(best[0]) == pytest.approx(float(jax.nn.sigmoid(3.0)))
+
+
+def test_template_target_mask_is_patch_coverage():
+  m = fusion.template_target_mask(jnp.asarray([[0.125, 0.125, 0.25, 0.25], [0.25, 0.125, 0.25, 0.125]]), 4)
+  np.testing.assert_allclose(m[0], np.eye(16)[0], atol=1e-6)  # exactly the top-left cell
+  # Box x in [0.125, 0.375], y in [0.0625, 0.1875]: half the width of cells 0 and 1, half the height of row 0.
+  expected = np.zeros((4, 4))
+  expected[0, 0] = expected[0, 1] = 0.25
+  np.testing.assert_allclose(np.asarray(m[1]).reshape(4, 4), expected, atol=1e-6)
+
+
+def test_resample_pos_embed():
+  pe = jnp.ones((1, 14 * 14, 8)) * 0.3
+  out = vit.resample_pos_embed(pe, 8)
+  assert out.shape == (1, 64, 8)
+  np.testing.assert_allclose(out, 0.3, atol=1e-5)
+  grid = jnp.arange(4 * 4, dtype=jnp.float32).reshape(16, 1)
+  np.testing.assert_allclose(vit.resample_pos_embed(grid, 4), grid, atol=1e-5)
+  with pytest.raises(ValueError):
+    vit.resample_pos_embed(jnp.ones((1, 197, 8)), 8)
+
+
+def test_config_validation(tiny_config):
+  bad = tiny_config.model.to_dict()
+  bad["text_layer_map"] = (0, 1)
+  with pytest.raises(ValueError, match="text_layer_map"):
+    model_config_from_dict(bad)
+  typo = dict(tiny_config.model.to_dict(), tem_layer=(1,))
+  with pytest.raises(ValueError, match="tem_layer"):
+    model_config_from_dict(typo)
+  hash(model_config_from_dict(tiny_config.model))  # Linen fields must be hashable
