@@ -29,7 +29,9 @@ EXTRAS = {
     ],
     # PyTorch reference models for the weight-conversion parity tests (`pytest -m torch`) and
     # for reading .pth/.bin checkpoints with torch.load(weights_only=True).
-    "torch": ["torch>=2.4,<2.14"],
+    # transformers provides the reference BertModel; timm is not needed (the tests carry a small
+    # MAE-layout ViT) and would pull a CUDA torch build.
+    "torch": ["torch>=2.4,<2.14", "transformers>=4.44,<6"],
 }
 
 setup(
