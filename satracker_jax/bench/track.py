@@ -1,0 +1,134 @@
+"""`satracker bench track`: tracker frames/s, single stream and batched.
+
+  satracker bench track --config configs/base.py --json bench_track.json [--frames 100] \
+      [--parallel 8] [--bf16] [--frame-size 720,1280]
+
+Measures, on random-initialised weights (speed does not depend on their values) and synthetic
+frames with a moving target:
+- `loop`: the full single-stream tracker (`Tracker.track`: host crop + resize, upload, the jitted
+  step, box mapping), what a user of the tracker gets;
+- `step`: the device step alone on a prepared search crop (upper bound without host work);
+- `crop`: the host-side search crop alone;
+- with `--parallel N`: the same for a `BatchedTracker` of N slots, frames/s counting all N streams.
+Compilation is excluded (warm-up calls) and the compile count is reported (it must be 1 each).
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import jax
+import numpy as np
+
+from satracker_jax import config_utils, utils
+from satracker_jax import boxes as box_lib
+from satracker_jax import tracker as tracker_lib
+
+WARMUP = 3
+
+
+class _FixedTokenizer:
+  """Speed does not depend on the words; avoids needing a vocabulary file for a benchmark."""
+
+  def __init__(self, max_len: int):
+    self.ids = np.zeros(max_len, np.int32)
+    self.mask = np.zeros(max_len, np.int32)
+    n = min(max_len, 12)  # a typical sentence length in tokens
+    self.ids[:n] = np.arange(n) + 100
+    self.mask[:n] = 1
+
+  def encode(self, text):
+    return self.ids.copy(), self.mask.copy()
+
+
+def _frames(height: int, width: int, count: int, seed: int = 0):
+  """Frames with a bright target drifting over a noise background, and its first box."""
+  rng = np.random.default_rng(seed)
+  background = rng.integers(0, 200, (height, width, 3), dtype=np.uint8)
+  w, h = width // 8, height // 6
+  frames = []
+  for i in range(count):
+    frame = background.copy()
+    x = int(width * 0.3 + 2 * i) % (width - w)
+    y = int(height * 0.4 + i) % (height - h)
+    frame[y:y + h, x:x + w] = (240, 60, 40)
+    frames.append(frame)
+  return frames, np.array([width * 0.3, height * 0.4, w, h], np.float64)
+
+
+def _time(fn, n: int) -> float:
+  """Seconds per call of `fn` (which must block until its work is done)."""
+  for _ in range(WARMUP):
+    fn()
+  start = time.perf_counter()
+  for _ in range(n):
+    fn()
+  return (time.perf_counter() - start) / n
+
+
+def _bench_tracker(config, variables, tok, frames, box, num_frames: int, slots: int) -> dict:
+  bt = tracker_lib.BatchedTracker(config, variables, slots, tokenizer=tok)
+  for s in range(slots):
+    bt.init(s, frames[0], box, "the red target")
+  cursor = [0]
+
+  def loop():
+    cursor[0] += 1
+    frame = frames[1 + cursor[0] % (len(frames) - 1)]
+    bt.track([frame] * slots)  # returns host numpy: the step has finished
+
+  loop_s = _time(loop, num_frames)
+  params = box_lib.crop_params(box, bt.search_factor, bt.search_size)
+  crop_s = _time(lambda: tracker_lib.crop_image(frames[1], params), num_frames)
+  search = np.stack([tracker_lib.crop_image(frames[1], params)] * slots)
+  step_s = _time(lambda: jax.block_until_ready(bt.step(search)), num_frames)
+  return {
+      "slots": slots,
+      "loop_ms_per_call": 1e3 * loop_s, "loop_fps": slots / loop_s,
+      "step_ms_per_call": 1e3 * step_s, "step_fps": slots / step_s,
+      "crop_ms_per_frame": 1e3 * crop_s,
+      "compiles": bt.trace_count,
+  }
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument("--frames", type=int, default=100, help="timed calls per measurement")
+  parser.add_argument("--parallel", type=int, default=0, help="also time a BatchedTracker of N slots")
+  parser.add_argument("--bf16", action="store_true", help="bfloat16 compute (model.dtype)")
+  parser.add_argument("--frame-size", default="480,640", help="H,W of the synthetic frames")
+
+
+def run(args, overrides) -> dict:
+  config = config_utils.load_config(args.config, overrides)
+  if args.bf16:
+    config.model.dtype = "bfloat16"
+  height, width = (int(v) for v in args.frame_size.split(","))
+  from satracker_jax.models.satracker import count_params
+  variables = tracker_lib.random_variables(config)
+  tok = _FixedTokenizer(config.model.max_text_len)
+  frames, box = _frames(height, width, 16)
+  runs = [_bench_tracker(config, variables, tok, frames, box, args.frames, 1)]
+  if args.parallel > 1:
+    runs.append(_bench_tracker(config, variables, tok, frames, box, max(1, args.frames // args.parallel),
+                               args.parallel))
+  m = config.model
+  result = {
+      "bench": "track",
+      "config": args.config,
+      "overrides": list(overrides),
+      "dtype": m.dtype,
+      "params": int(count_params(variables["params"])),
+      "template_size": int(m.template_size), "search_size": int(m.search_size),
+      "frame_size": [height, width],
+      "frames": args.frames,
+      "single": runs[0],
+      "batched": runs[1] if len(runs) > 1 else None,
+      "machine": utils.machine_info(),
+  }
+  rows = [[f"{r['slots']}", r["loop_fps"], r["loop_ms_per_call"], r["step_fps"], r["step_ms_per_call"],
+           r["crop_ms_per_frame"], r["compiles"]] for r in runs]
+  print(f"{args.config} ({m.dtype}, {result['params'] / 1e6:.1f}M params, frames {height}x{width}, "
+        f"{result['machine']['device_kind']} x{result['machine']['num_devices']})")
+  print(utils.format_table(["streams", "loop fps", "loop ms/call", "step fps", "step ms/call",
+                            "crop ms/frame", "compiles"], rows, floatfmt=".2f"))
+  return result

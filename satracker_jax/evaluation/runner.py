@@ -1,0 +1,244 @@
+"""`satracker eval`: track every sequence of a benchmark, write raw results, score them.
+
+  satracker eval --checkpoint runs/tiny --dataset tnl2k --root /data/TNL2K_test --out runs/tiny/tnl2k \
+      [--split test] [--parallel 4] [--config configs/tiny.py] [--config.tracker.hann_window=False]
+
+Writes `<out>/<seq>.txt` (x,y,w,h per frame) and `<out>/<seq>_time.txt` (seconds per frame), the
+pytracking/OSTrack raw-result layout, then `<out>/metrics.json` ({tracker: {auc, precision,
+norm_precision, num_sequences}}, fractions), plots, `per_sequence.csv` and `results.md` via
+`evaluation.analyze`, and prints the table. Sequences whose results are already complete are
+skipped, so an interrupted run resumes where it stopped.
+
+Config: the checkpoint's own config is used; `--config.x=y` overrides change it (tracker settings,
+typically). A `--config` file given as well is only checked: if its model's parameter shapes
+differ from the checkpoint's, that is an error (wrong file or wrong checkpoint). Without
+`--checkpoint` the model runs with random weights (a pipeline smoke test; says so loudly).
+
+Per-frame times: frame 0 is the `init` time; with `--parallel N` a batched call's time is shared
+equally by the frames it tracked (the amortised per-frame cost, which is what fps should mean).
+
+Python API (the demo uses it): `evaluate(config, variables, sequences, out_dir, parallel=1)`.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import concurrent.futures
+import os
+import sys
+import time
+from typing import Iterator, Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from satracker_jax import config_utils
+from satracker_jax import tracker as tracker_lib
+from satracker_jax.evaluation import analyze as analyze_lib
+from satracker_jax.evaluation import results_io
+from satracker_jax.visualize import load_frame
+
+DATASETS = ("lasot", "tnl2k", "otb99_lang", "got10k", "synthetic")
+PREFETCH = 4  # frames decoded ahead of the tracker per sequence (JPEG decoding overlaps compute)
+
+
+def is_done(out_dir: str, sequence) -> bool:
+  """Complete results exist: the time file (written last) and one box per frame."""
+  if not os.path.isfile(results_io.times_path(out_dir, sequence.name)):
+    return False
+  try:
+    boxes = results_io.read_boxes(results_io.results_path(out_dir, sequence.name))
+  except (OSError, ValueError):
+    return False
+  return len(boxes) == len(sequence.frames)
+
+
+def _frames(paths: Sequence[str], pool: concurrent.futures.Executor) -> Iterator[np.ndarray]:
+  pending = collections.deque(pool.submit(load_frame, p) for p in paths[:PREFETCH])
+  next_index = len(pending)
+  while pending:
+    frame = pending.popleft().result()
+    if next_index < len(paths):
+      pending.append(pool.submit(load_frame, paths[next_index]))
+      next_index += 1
+    yield frame
+
+
+def _init_box(sequence) -> np.ndarray:
+  box = np.asarray(sequence.boxes[0], np.float64)
+  if not np.isfinite(box).all() or box[2] <= 0 or box[3] <= 0:
+    raise ValueError(f"sequence {sequence.name}: the first frame's ground-truth box {box.tolist()} "
+                     "is not a valid x,y,w,h; the tracker needs it to start")
+  return box
+
+
+class _Progress:
+  """A tqdm bar over frames with the tracker's own frames/s (time inside init/track only)."""
+
+  def __init__(self, total: int, enabled: bool):
+    self.bar = tqdm(total=total, unit="frame", disable=not enabled, dynamic_ncols=True, file=sys.stdout)
+    self.frames = 0
+    self.seconds = 0.0
+
+  def update(self, frames: int, seconds: float, sequence: str):
+    self.frames += frames
+    self.seconds += seconds
+    self.bar.update(frames)
+    if self.seconds > 0:
+      self.bar.set_postfix(fps=f"{self.frames / self.seconds:.1f}", seq=sequence[:24], refresh=False)
+
+  def close(self):
+    self.bar.close()
+
+
+def _track_single(tracker: tracker_lib.Tracker, sequences, out_dir, progress, pool):
+  for seq in sequences:
+    boxes, times = [], []
+    for i, frame in enumerate(_frames(seq.frames, pool)):
+      start = time.perf_counter()
+      if i == 0:
+        box = _init_box(seq)
+        tracker.init(frame, box, seq.sentence)
+      else:
+        box, _ = tracker.track(frame)
+      times.append(time.perf_counter() - start)
+      boxes.append(box)
+      progress.update(1, times[-1], seq.name)
+    results_io.write_results(out_dir, seq.name, np.stack(boxes), times)
+
+
+def _track_batched(tracker: tracker_lib.BatchedTracker, sequences, out_dir, progress, pool):
+  queue = collections.deque(sequences)
+  slots: list[dict | None] = [None] * tracker.num_slots
+
+  def start(slot):
+    # Loads the next sequence into `slot` (frame 0 = init, no network call); None when drained.
+    while queue:
+      seq = queue.popleft()
+      frames = _frames(seq.frames, pool)
+      t0 = time.perf_counter()
+      box = _init_box(seq)
+      tracker.init(slot, next(frames), box, seq.sentence)
+      state = {"seq": seq, "frames": frames, "boxes": [box], "times": [time.perf_counter() - t0]}
+      progress.update(1, state["times"][0], seq.name)
+      if len(seq.frames) > 1:
+        return state
+      finish(state)
+    tracker.release(slot)
+    return None
+
+  def finish(state):
+    results_io.write_results(out_dir, state["seq"].name, np.stack(state["boxes"]), state["times"])
+
+  for slot in range(tracker.num_slots):
+    slots[slot] = start(slot)
+  while any(s is not None for s in slots):
+    frames = [next(s["frames"]) if s is not None else None for s in slots]
+    t0 = time.perf_counter()
+    results = tracker.track(frames)
+    elapsed = time.perf_counter() - t0
+    active = [i for i, s in enumerate(slots) if s is not None]
+    share = elapsed / len(active)
+    for i in active:
+      state = slots[i]
+      state["boxes"].append(results[i][0])
+      state["times"].append(share)
+      progress.update(1, share, state["seq"].name)
+      if len(state["boxes"]) == len(state["seq"].frames):
+        finish(state)
+        slots[i] = start(i)
+
+
+def evaluate(config, variables, sequences, out_dir: str, parallel: int = 1, progress: bool = True,
+             dataset: str | None = None, name: str = "satracker", apply_fn=None, tokenizer=None,
+             write_report: bool = True) -> dict:
+  """Tracks the `sequences` not yet done in `out_dir`, then scores all of them.
+
+  Returns `{name: {"auc", "precision", "norm_precision", "num_sequences"}}` (fractions), the
+  schema of `<out_dir>/metrics.json`. `apply_fn` / `tokenizer` replace the model / tokenizer
+  (tests). `parallel` > 1 tracks that many sequences at once with a `BatchedTracker`.
+  """
+  sequences = list(sequences)
+  if not sequences:
+    raise ValueError("no sequences to evaluate")
+  dataset = dataset or sequences[0].dataset
+  os.makedirs(out_dir, exist_ok=True)
+  pending = [s for s in sequences if not is_done(out_dir, s)]
+  if len(pending) < len(sequences):
+    print(f"{len(sequences) - len(pending)} of {len(sequences)} sequences already have results "
+          f"in {out_dir}; skipping them")
+  if pending:
+    parallel = max(1, min(int(parallel), len(pending)))
+    bar = _Progress(sum(len(s.frames) for s in pending), progress)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+      try:
+        if parallel == 1:
+          tracker = tracker_lib.Tracker(config, variables, apply_fn=apply_fn, tokenizer=tokenizer)
+          tracker.warmup()  # compile outside the timed frames
+          _track_single(tracker, pending, out_dir, bar, pool)
+        else:
+          tracker = tracker_lib.BatchedTracker(config, variables, parallel, apply_fn=apply_fn,
+                                               tokenizer=tokenizer)
+          tracker.warmup()
+          _track_batched(tracker, pending, out_dir, bar, pool)
+      finally:
+        bar.close()
+    if bar.seconds > 0:
+      print(f"tracked {bar.frames} frames of {len(pending)} sequences at "
+            f"{bar.frames / bar.seconds:.1f} frames/s (parallel={parallel})")
+  report = analyze_lib.evaluate(sequences, {name: out_dir}, dataset)
+  if write_report:
+    analyze_lib.write_report(report, out_dir, title=dataset)
+  print(analyze_lib.results_table(report))
+  return report.metrics
+
+
+# -- CLI ------------------------------------------------------------------------------------------
+def load_model(checkpoint: str | None, config_spec: str | None, overrides: Sequence[str]):
+  """(config, variables) for eval / track / export (see the module docstring for the rules)."""
+  if not checkpoint:
+    if not config_spec:
+      raise SystemExit("give --checkpoint DIR (or --config C to smoke-test with random weights)")
+    config = config_utils.load_config(config_spec, overrides)
+    print("WARNING: no --checkpoint: using RANDOMLY INITIALISED weights", file=sys.stderr)
+    return config, tracker_lib.random_variables(config)
+  from satracker_jax.train import checkpoint as ckpt_lib
+  config, variables = ckpt_lib.load_for_inference(checkpoint)
+  config_utils.apply_overrides(config, overrides)
+  try:
+    if overrides:
+      # An override may not change the model's parameters: they come from the checkpoint.
+      tracker_lib.check_variables_fit(config, variables, f"{checkpoint} with --config overrides")
+    if config_spec:
+      tracker_lib.check_variables_fit(config_utils.load_config(config_spec, overrides), variables,
+                                      f"{checkpoint} vs --config {config_spec}")
+  except ValueError as e:
+    raise SystemExit(str(e)) from None
+  return config, variables
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument("--checkpoint", default="", help="training workdir or its checkpoints/ folder")
+  parser.add_argument("--config", default="", help="config file[:arg]; checked against the checkpoint")
+  parser.add_argument("--dataset", required=True, choices=DATASETS)
+  parser.add_argument("--root", required=True, help="dataset root folder")
+  parser.add_argument("--split", default="test")
+  parser.add_argument("--out", required=True, help="raw results + metrics.json go here")
+  parser.add_argument("--parallel", type=int, default=0,
+                      help="sequences tracked at once (batched); default config.eval.parallel")
+  parser.add_argument("--name", default="satracker", help="tracker name in metrics.json / tables")
+  parser.add_argument("--limit", type=int, default=0, help="only the first N sequences (0 = all)")
+  parser.add_argument("--no-progress", action="store_true")
+
+
+def run(args, overrides) -> int:
+  from data_pipelines.readers import load_dataset  # imported late: only eval needs the readers
+  config, variables = load_model(args.checkpoint, args.config, overrides)
+  sequences = load_dataset(args.dataset, args.root, args.split)
+  if args.limit:
+    sequences = sequences[:args.limit]
+  parallel = args.parallel or int(config.eval.get("parallel", 1))
+  metrics = evaluate(config, variables, sequences, args.out, parallel=parallel,
+                     progress=not args.no_progress, dataset=args.dataset, name=args.name)
+  print(f"wrote {os.path.join(args.out, 'metrics.json')}")
+  return 0 if metrics else 1

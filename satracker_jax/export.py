@@ -1,0 +1,162 @@
+"""`satracker export`: the tracker's device step serialised with `jax.export` (StableHLO).
+
+  satracker export --checkpoint runs/tiny --out tiny_step.stablehlo [--batch 1] \
+      [--weights baked|inputs] [--platforms cpu,cuda,tpu]
+
+The exported function is `tracker.make_step_fn` (network + Hann-windowed decode):
+
+  step(template u8 [B,Ht,Wt,3], template_box f32 [B,4], search u8 [B,Hs,Ws,3],
+       text_ids i32 [B,L], text_mask i32 [B,L], window f32 [Hf,Wf])
+    -> {"box" f32 [B,4] (normalised cx,cy,w,h in the search crop), "score" f32 [B],
+        "score_map" [B,Hf,Wf,1] logits, "size_map" [B,Hf,Wf,2], "offset_map" [B,Hf,Wf,2]}
+
+Weights: `--weights baked` (default) folds the variables into the module as constants, so FILE
+alone runs the network (simplest to ship; fine up to a few hundred MB — the serialised module is
+a flatbuffer limited to 2 GB, so ViT-L exports should use `inputs`). `--weights inputs` makes the
+variables the first argument (a flat list) and writes them to `FILE.weights.npz`, which
+`load_exported` reads and binds. Either way `FILE.json` records the input/output shapes and dtypes,
+the weight mode, the platforms and the model config. Host-side cropping and box mapping are not
+in the export (they are plain numpy; see `satracker_jax/tracker.py`).
+
+`load_exported(FILE)` deserialises and runs the step without this package's model code (jax and
+numpy only).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Sequence
+
+import jax
+import numpy as np
+
+FORMAT = "satracker-step/1"
+INPUT_NAMES = ("template", "template_box", "search", "text_ids", "text_mask", "window")
+
+
+def sidecar_path(path: str) -> str:
+  return path + ".json"
+
+
+def weights_path(path: str) -> str:
+  return path + ".weights.npz"
+
+
+def export_step(config, variables, batch_size: int = 1, weights: str = "baked",
+                platforms: Sequence[str] | None = None, apply_fn=None):
+  """Returns (jax.export.Exported, metadata dict, weight leaves or None)."""
+  from satracker_jax import tracker as tracker_lib
+  if weights not in ("baked", "inputs"):
+    raise ValueError(f"weights must be 'baked' or 'inputs', got {weights!r}")
+  step = tracker_lib.make_step_fn(apply_fn or tracker_lib.model_apply_fn(config))
+  specs = tracker_lib.step_input_specs(config, batch_size)
+  in_specs = [specs[n] for n in INPUT_NAMES]
+  leaves = None
+  if weights == "baked":
+    def fn(*inputs):
+      return step(variables, *inputs)
+    exported = jax.export.export(jax.jit(fn), platforms=platforms)(*in_specs)
+  else:
+    leaves, treedef = jax.tree.flatten(variables)
+    leaf_specs = [jax.ShapeDtypeStruct(np.shape(l), l.dtype) for l in leaves]
+
+    def fn(weight_list, *inputs):
+      return step(jax.tree.unflatten(treedef, weight_list), *inputs)
+    exported = jax.export.export(jax.jit(fn), platforms=platforms)(leaf_specs, *in_specs)
+  outputs = jax.tree.unflatten(exported.out_tree, exported.out_avals)
+  meta = {
+      "format": FORMAT,
+      "weights": weights,
+      "num_weights": 0 if leaves is None else len(leaves),
+      "inputs": [{"name": n, "shape": list(s.shape), "dtype": str(np.dtype(s.dtype))}
+                 for n, s in zip(INPUT_NAMES, in_specs)],
+      "outputs": {k: {"shape": list(a.shape), "dtype": str(np.dtype(a.dtype))} for k, a in outputs.items()},
+      "platforms": list(exported.platforms),
+      "calling_convention_version": exported.calling_convention_version,
+      "jax_version": jax.__version__,
+      "model": config.model.to_dict(),
+      "tracker": config.tracker.to_dict(),
+      "crop": {"template_factor": float(config.data.template_factor),
+               "search_factor": float(config.data.search_factor)},
+  }
+  return exported, meta, leaves
+
+
+def save_exported(path: str, exported, meta: dict, leaves=None) -> list[str]:
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  with open(path, "wb") as f:
+    f.write(exported.serialize())
+  written = [path]
+  if leaves is not None:
+    np.savez(weights_path(path), **{f"w{i:05d}": np.asarray(l) for i, l in enumerate(leaves)})
+    written.append(weights_path(path))
+  with open(sidecar_path(path), "w") as f:
+    json.dump(meta, f, indent=2, default=list)
+    f.write("\n")
+  written.append(sidecar_path(path))
+  return written
+
+
+class ExportedStep:
+  """A deserialised step: `step(template, template_box, search, text_ids, text_mask, window)`."""
+
+  def __init__(self, exported, meta: dict, leaves=None):
+    self.exported = exported
+    self.meta = meta
+    self._leaves = leaves
+    # jit so repeated calls reuse one compilation of the deserialised module.
+    self._call = jax.jit(exported.call)
+
+  def __call__(self, template, template_box, search, text_ids, text_mask, window) -> dict:
+    inputs = (template, template_box, search, text_ids, text_mask, window)
+    for spec, value in zip(self.meta["inputs"], inputs):
+      shape = tuple(np.shape(value))
+      dtype = str(np.dtype(value.dtype if hasattr(value, "dtype") else np.asarray(value).dtype))
+      if shape != tuple(spec["shape"]) or dtype != spec["dtype"]:
+        raise ValueError(f"exported step input {spec['name']!r}: expected {spec['dtype']}{spec['shape']}, "
+                         f"got {dtype}{list(shape)}")
+    if self._leaves is not None:
+      return self._call(self._leaves, *inputs)
+    return self._call(*inputs)
+
+
+def load_exported(path: str) -> ExportedStep:
+  with open(sidecar_path(path)) as f:
+    meta = json.load(f)
+  if meta.get("format") != FORMAT:
+    raise ValueError(f"{sidecar_path(path)}: not a {FORMAT} sidecar (format={meta.get('format')!r})")
+  with open(path, "rb") as f:
+    exported = jax.export.deserialize(bytearray(f.read()))
+  leaves = None
+  if meta["weights"] == "inputs":
+    with np.load(weights_path(path)) as data:
+      leaves = [data[f"w{i:05d}"] for i in range(meta["num_weights"])]
+    leaves = [jax.device_put(l) for l in leaves]
+  return ExportedStep(exported, meta, leaves)
+
+
+# -- CLI ------------------------------------------------------------------------------------------
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument("--checkpoint", default="", help="training workdir or its checkpoints/ folder")
+  parser.add_argument("--config", default="", help="config file[:arg] (checked against the checkpoint; "
+                      "alone: random weights, for trying the export)")
+  parser.add_argument("--out", required=True, help="serialised StableHLO file (sidecar: FILE.json)")
+  parser.add_argument("--batch", type=int, default=1, help="batch size baked into the export")
+  parser.add_argument("--weights", choices=("baked", "inputs"), default="baked",
+                      help="baked: constants inside FILE; inputs: FILE.weights.npz bound at load")
+  parser.add_argument("--platforms", default="",
+                      help="comma-separated (cpu,cuda,rocm,tpu); default: this machine's backend")
+
+
+def run(args, overrides) -> int:
+  from satracker_jax.evaluation.runner import load_model
+  config, variables = load_model(args.checkpoint, args.config, overrides)
+  platforms = [p.strip() for p in args.platforms.split(",") if p.strip()] or None
+  exported, meta, leaves = export_step(config, variables, args.batch, args.weights, platforms)
+  for path in save_exported(args.out, exported, meta, leaves):
+    print(f"wrote {path} ({os.path.getsize(path) / 2**20:.1f} MiB)")
+  print("inputs: " + ", ".join(f"{i['name']} {i['dtype']}{i['shape']}" for i in meta["inputs"]),
+        file=sys.stdout)
+  return 0

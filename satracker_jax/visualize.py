@@ -1,0 +1,190 @@
+"""Drawing tracker output on frames and writing the frames as a GIF or MP4.
+
+Used by `satracker track` and the demo. Pillow only: GIFs need nothing else; MP4 needs either the
+`imageio` package (with its ffmpeg plugin) or an `ffmpeg` binary on PATH, and says so when neither
+is there. Reading videos (`read_video`) has the same rule, except GIF input, which Pillow reads.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import textwrap
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+PRED_COLOR = (255, 40, 40)
+GT_COLOR = (40, 220, 40)
+
+
+def _font(size: int):
+  try:
+    return ImageFont.load_default(size=size)
+  except TypeError:  # Pillow built without FreeType: fixed bitmap font
+    return ImageFont.load_default()
+
+
+def draw_tracking(frame: np.ndarray, box=None, score: float | None = None, sentence: str | None = None,
+                  gt_box=None, frame_index: int | None = None, color=PRED_COLOR) -> np.ndarray:
+  """Returns a copy of `frame` (uint8 HxWx3) with the x,y,w,h boxes, the score and the sentence.
+
+  The prediction is drawn in `color`, the ground truth (optional) in green; the sentence is
+  wrapped along the bottom on a dark band so it stays readable on any background.
+  """
+  image = Image.fromarray(np.asarray(frame, dtype=np.uint8)).convert("RGB")
+  draw = ImageDraw.Draw(image)
+  height, width = image.height, image.width
+  # Line width and font scale with the frame so small synthetic frames and HD video both read well.
+  line = max(1, round(min(height, width) / 160))
+  font = _font(max(9, round(min(height, width) / 28)))
+  for b, c in ((gt_box, GT_COLOR), (box, color)):
+    if b is None:
+      continue
+    x, y, w, h = (float(v) for v in b)
+    if not np.isfinite([x, y, w, h]).all() or w <= 0 or h <= 0:
+      continue
+    draw.rectangle([x, y, x + w - 1, y + h - 1], outline=c, width=line)
+  labels = []
+  if frame_index is not None:
+    labels.append(f"#{frame_index}")
+  if score is not None:
+    labels.append(f"score {score:.2f}")
+  if labels:
+    text = "  ".join(labels)
+    left, top, right, bottom = draw.textbbox((2, 2), text, font=font)
+    draw.rectangle([0, 0, right + 2, bottom + 2], fill=(0, 0, 0))
+    draw.text((2, 2), text, fill=(255, 255, 255), font=font)
+  if sentence:
+    char_width = max(1, draw.textlength("M", font=font))
+    lines = textwrap.wrap(sentence, width=max(8, int(width / char_width * 1.4)))[:3]
+    text = "\n".join(lines)
+    left, top, right, bottom = draw.multiline_textbbox((0, 0), text, font=font)
+    band = bottom - top + 6
+    draw.rectangle([0, height - band, width, height], fill=(0, 0, 0))
+    draw.multiline_text((3, height - band + 2 - top), text, fill=(255, 255, 200), font=font)
+  return np.asarray(image)
+
+
+def _ffmpeg() -> str | None:
+  return shutil.which("ffmpeg")
+
+
+def _needs_ffmpeg(what: str) -> RuntimeError:
+  return RuntimeError(
+      f"{what} needs the `imageio` package with its ffmpeg plugin (pip install imageio[ffmpeg]) or an "
+      "`ffmpeg` binary on PATH; neither is available. Write a .gif instead (Pillow only).")
+
+
+def check_writable(path: str) -> None:
+  """Raises before any work is done when `path` cannot be written (bad suffix, no MP4 encoder)."""
+  suffix = os.path.splitext(path)[1].lower()
+  if suffix not in (".gif", ".mp4"):
+    raise ValueError(f"{path}: output must end in .gif or .mp4")
+  if suffix == ".mp4" and _ffmpeg() is None:
+    try:
+      import imageio.v3  # noqa: F401  (optional)
+    except ImportError:
+      raise _needs_ffmpeg("writing .mp4") from None
+
+
+def write_gif(frames: Iterable[np.ndarray], path: str, fps: float = 10.0) -> str:
+  images = [Image.fromarray(np.asarray(f, dtype=np.uint8)) for f in frames]
+  if not images:
+    raise ValueError("write_gif: no frames")
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  images[0].save(path, save_all=True, append_images=images[1:],
+                 duration=max(20, round(1000.0 / fps)), loop=0, optimize=False)
+  return path
+
+
+def write_mp4(frames: Iterable[np.ndarray], path: str, fps: float = 25.0) -> str:
+  frames = [np.asarray(f, dtype=np.uint8) for f in frames]
+  if not frames:
+    raise ValueError("write_mp4: no frames")
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  # H.264 with yuv420p needs even sides; pad by one pixel rather than resample.
+  h, w = frames[0].shape[:2]
+  ph, pw = h + h % 2, w + w % 2
+  frames = [np.pad(f, ((0, ph - h), (0, pw - w), (0, 0)), mode="edge") for f in frames]
+  try:
+    import imageio.v3 as iio  # optional
+  except ImportError:
+    iio = None
+  if iio is not None:
+    iio.imwrite(path, np.stack(frames), fps=fps, codec="libx264")
+    return path
+  binary = _ffmpeg()
+  if binary is None:
+    raise _needs_ffmpeg("writing .mp4")
+  cmd = [binary, "-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{pw}x{ph}",
+         "-r", str(fps), "-i", "-", "-pix_fmt", "yuv420p", "-vcodec", "libx264", path]
+  subprocess.run(cmd, input=b"".join(f.tobytes() for f in frames), check=True)
+  return path
+
+
+def write_video(frames: Iterable[np.ndarray], path: str, fps: float = 10.0) -> str:
+  """Dispatches on the suffix: .gif (Pillow) or .mp4 (imageio / ffmpeg)."""
+  check_writable(path)
+  if path.lower().endswith(".gif"):
+    return write_gif(frames, path, fps)
+  return write_mp4(frames, path, fps)
+
+
+def read_video(path: str) -> Iterator[np.ndarray]:
+  """Yields uint8 HxWx3 RGB frames of a video file (GIF via Pillow; others via imageio / ffmpeg)."""
+  if not os.path.exists(path):
+    raise FileNotFoundError(path)
+  if path.lower().endswith(".gif"):
+    with Image.open(path) as image:
+      for i in range(getattr(image, "n_frames", 1)):
+        image.seek(i)
+        yield np.asarray(image.convert("RGB"))
+    return
+  try:
+    import imageio.v3 as iio  # optional
+  except ImportError:
+    iio = None
+  if iio is not None:
+    for frame in iio.imiter(path):
+      yield np.asarray(frame)[..., :3].astype(np.uint8)
+    return
+  binary = _ffmpeg()
+  if binary is None:
+    raise _needs_ffmpeg(f"reading {os.path.basename(path)}")
+  probe = shutil.which("ffprobe")
+  if probe is None:
+    raise _needs_ffmpeg(f"reading {os.path.basename(path)} (ffprobe missing)")
+  size = subprocess.run([probe, "-v", "error", "-select_streams", "v:0", "-show_entries",
+                         "stream=width,height", "-of", "csv=p=0", path],
+                        capture_output=True, text=True, check=True).stdout.strip().split(",")
+  w, h = int(size[0]), int(size[1])
+  proc = subprocess.Popen([binary, "-loglevel", "error", "-i", path, "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
+                          stdout=subprocess.PIPE)
+  try:
+    while True:
+      buf = proc.stdout.read(w * h * 3)
+      if len(buf) < w * h * 3:
+        break
+      yield np.frombuffer(buf, np.uint8).reshape(h, w, 3)
+  finally:
+    proc.stdout.close()
+    proc.wait()
+
+
+def load_frame(path: str) -> np.ndarray:
+  """uint8 HxWx3 RGB (grey and RGBA images are converted)."""
+  with Image.open(path) as image:
+    return np.asarray(image.convert("RGB"))
+
+
+def montage(frames: Sequence[np.ndarray], columns: int) -> np.ndarray:
+  """Tiles equally sized frames into one image (for side-by-side demo GIFs)."""
+  h, w = frames[0].shape[:2]
+  rows = -(-len(frames) // columns)
+  out = np.zeros((rows * h, columns * w, 3), np.uint8)
+  for i, f in enumerate(frames):
+    r, c = divmod(i, columns)
+    out[r * h:(r + 1) * h, c * w:(c + 1) * w] = f
+  return out
