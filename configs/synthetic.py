@@ -1,0 +1,30 @@
+"""Tiny SATracker trained on procedural videos (`satracker synth`): the CPU demo's config.
+
+An empty synthetic root means "generate into WORKDIR/synthetic" (train loop, from the
+`data.synthetic` fields). The WordPiece vocab is the generated `vocab.txt`: `{synthetic_root}` in
+`text.vocab_file` is replaced by the data set root at run time
+(`data_pipelines.synthetic.resolve_vocab_file`, called by the sampler).
+"""
+import ml_collections
+
+from configs import tiny
+
+
+def get_config(arg=None):
+  c = tiny.get_config(arg)
+  c.data.datasets = ml_collections.ConfigDict(dict(
+      synthetic=dict(root="", weight=1.0, split="train"),
+  ))
+  c.data.synthetic = ml_collections.ConfigDict(dict(
+      sequences=200, frames=48, size="160x120", seed=0, test_sequences=20,
+  ))
+  # Synthetic videos are short: the whole video is within reach of the template.
+  c.data.max_gap = 100
+  c.text.tokenizer = "wordpiece"
+  c.text.vocab_file = "{synthetic_root}/vocab.txt"
+  # The generated vocab has ~140 tokens (specials, the generator's words, characters); 256 leaves
+  # room and keeps the embedding small. tests/test_synthetic.py asserts that it fits.
+  c.model.bert.vocab_size = 256
+  if arg == "runlocal":
+    c.data.synthetic.update(sequences=12, frames=24, test_sequences=4)
+  return c

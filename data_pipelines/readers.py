@@ -1,0 +1,429 @@
+"""Tracking data sets on disk -> `Sequence` records. No TensorFlow here: eval and the tracker use it.
+
+    sequences = load_dataset("lasot", "/data/LaSOT", "test")
+
+Layouts (first line of the language file, lower-cased and stripped, is the sentence):
+  lasot       <class>/<class>-N/{img/%08d.jpg, groundtruth.txt, nlp.txt, full_occlusion.txt,
+              out_of_view.txt}; split test = the official 280 sequences (or the names in a
+              `testing_set.txt` at the root when present), train = the rest, all = everything.
+  tnl2k       [<split>/]<seq>/{imgs/*.jpg|png, groundtruth.txt, language.txt}
+  synthetic   same as tnl2k (written by `satracker synth`; `<root>/<split>/<seq>`)
+  otb99_lang  OTB_videos/<seq>/{img/*.jpg, groundtruth_rect.txt}, OTB_query_<split>/<seq>.txt
+  got10k      <split>/<seq>/{%08d.jpg, groundtruth.txt, absence.label, meta_info.ini};
+              the sentence is meta_info's `object_class`.
+
+Boxes are pixel x,y,w,h, one line per frame, separated by commas, tabs or spaces; an empty or
+NaN line means "absent". A frame is visible when its box is finite with w > 0 and h > 0 (LaSOT: and
+not fully occluded and not out of view; GOT-10k: and not marked absent).
+
+Bad *content* never raises, so one broken file cannot stop a training run: a language file that is
+not UTF-8 (or an empty one) gives sentence "" and `bad_sentence=True`; a missing or corrupt image is
+found when it is decoded. *Structural* problems raise `DatasetError` naming the file: a missing
+groundtruth file or image folder, unparsable box lines, box and frame counts that disagree.
+
+Frames with numeric names are indexed by number, so a single missing frame inside a sequence is
+content (the sampler replaces it), while a sequence whose last frame number disagrees with its box
+count is structural.
+
+The index (names, frame naming, boxes, sentences) is cached on first read in an .npz beside the
+root (or in `cache_dir`) and rebuilt when the listing of the root or of its sequence folders
+changes (names or mtimes), or when this reader's version changes.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import re
+from typing import Callable, Optional
+
+import numpy as np
+
+from data_pipelines.lasot_split import lasot_test_sequences
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png")
+DATASETS = ("lasot", "tnl2k", "otb99_lang", "got10k", "synthetic")
+READER_VERSION = 1
+_CACHE_PREFIX = ".satracker_index_"
+
+# OTB sequences whose annotation starts after the first image (start frame of groundtruth line 1).
+_OTB_START_FRAME = {"David": 300, "BlurCar1": 247, "BlurCar3": 3, "BlurCar4": 18, "Tiger1": 6}
+
+
+class DatasetError(ValueError):
+  """A structural problem in a data set folder; the message names the file."""
+
+
+@dataclasses.dataclass
+class Sequence:
+  name: str
+  dataset: str
+  frames: list[str]     # absolute paths, one per box
+  boxes: np.ndarray     # [N, 4] float64 pixel x,y,w,h; NaN = absent
+  visible: np.ndarray   # [N] bool
+  sentence: str
+  full_occlusion: Optional[np.ndarray] = None  # [N] bool, LaSOT only
+  out_of_view: Optional[np.ndarray] = None     # [N] bool, LaSOT only
+  bad_sentence: bool = False  # undecodable or empty language file: training replaces its samples
+
+  def __len__(self) -> int:
+    return len(self.frames)
+
+
+# ---------------------------------------------------------------------------------------------
+# Parsing helpers.
+
+
+def read_boxes(path: str) -> np.ndarray:
+  """[N, 4] float64 from a groundtruth file; empty / NaN lines become NaN rows."""
+  if not os.path.isfile(path):
+    raise DatasetError(f"{path}: groundtruth file missing")
+  with open(path, "rb") as f:
+    text = f.read().decode("utf-8-sig", errors="replace")
+  lines = text.splitlines()
+  # A stray blank line at the end of a file is formatting, not an absent last frame.
+  while lines and not lines[-1].strip():
+    lines.pop()
+  boxes = np.full((len(lines), 4), np.nan, np.float64)
+  for i, line in enumerate(lines):
+    fields = [t for t in re.split(r"[,\s]+", line.strip()) if t]
+    if not fields:
+      continue
+    if len(fields) != 4:
+      raise DatasetError(f"{path}:{i + 1}: expected 4 numbers x,y,w,h, got {line.strip()!r}")
+    try:
+      boxes[i] = [float(t) for t in fields]
+    except ValueError:
+      raise DatasetError(f"{path}:{i + 1}: not a number in {line.strip()!r}") from None
+  return boxes
+
+
+def box_visible(boxes: np.ndarray) -> np.ndarray:
+  with np.errstate(invalid="ignore"):
+    return np.isfinite(boxes).all(axis=1) & (boxes[:, 2] > 0) & (boxes[:, 3] > 0)
+
+
+def read_sentence(path: str) -> tuple[str, bool]:
+  """(sentence, bad): first line, lower-cased, stripped; ("", True) if missing, empty or not UTF-8."""
+  from satracker_jax.tokenizer import decode_sentence_bytes  # noqa: PLC0415  (numpy-only module)
+  if not os.path.isfile(path):
+    return "", True
+  with open(path, "rb") as f:
+    data = f.read()
+  try:
+    text = decode_sentence_bytes(data, path)
+  except ValueError:
+    return "", True
+  lines = text.splitlines()
+  sentence = lines[0].strip().lower() if lines else ""
+  return sentence, not sentence
+
+
+def _read_flags(path: str, n: int) -> np.ndarray:
+  """LaSOT occlusion / out-of-view flags: 0/1 separated by commas (one line) or newlines."""
+  if not os.path.isfile(path):
+    return np.zeros(n, bool)  # absent flag file = no frame flagged
+  with open(path, "rb") as f:
+    fields = [t for t in re.split(rb"[,\s]+", f.read()) if t]
+  try:
+    flags = np.array([int(float(t)) for t in fields], np.int64) != 0
+  except ValueError:
+    raise DatasetError(f"{path}: flags must be 0/1 numbers") from None
+  if len(flags) != n:
+    raise DatasetError(f"{path}: {len(flags)} flags for {n} frames")
+  return flags
+
+
+def _listdir(path: str) -> list[str]:
+  try:
+    return sorted(os.listdir(path))
+  except FileNotFoundError:
+    raise DatasetError(f"{path}: folder missing") from None
+
+
+def _subdirs(path: str) -> list[str]:
+  return [d for d in _listdir(path) if not d.startswith(".") and os.path.isdir(os.path.join(path, d))]
+
+
+def _frame_spec(img_dir: str, n_boxes: int, box_file: str, start: Optional[int] = None,
+                allow_extra: bool = False) -> dict:
+  """How the n_boxes frames of `img_dir` are named (compact enough to cache for LaSOT)."""
+  names = [f for f in _listdir(img_dir) if f.lower().endswith(IMAGE_EXTS) and not f.startswith(".")]
+  if not names:
+    raise DatasetError(f"{img_dir}: no images (.jpg/.png) for {box_file}")
+  stems = [os.path.splitext(f)[0] for f in names]
+  if all(s.isdigit() for s in stems):
+    numbers = {int(s): f for s, f in zip(stems, names)}
+    lo, hi = min(numbers), max(numbers)
+    if start is not None:
+      first = start
+    else:
+      # Numbering starts at 1 (or 0); a missing first frame must not shift the whole sequence.
+      natural = 0 if lo == 0 else 1
+      first = natural if natural + n_boxes - 1 == hi else lo
+    last = first + n_boxes - 1
+    if last > hi or (last < hi and not allow_extra):
+      raise DatasetError(f"{box_file}: {n_boxes} boxes but {img_dir} holds frames numbered "
+                         f"{lo}..{hi} (expected {first}..{last})")
+    model = numbers[lo]
+    width = len(os.path.splitext(model)[0])
+    ext = os.path.splitext(model)[1]
+    # Frames named like their neighbours even when one is missing: the sampler finds it absent.
+    return {"start": first, "count": n_boxes, "width": width, "ext": ext}
+  if len(names) != n_boxes and not (allow_extra and len(names) > n_boxes):
+    raise DatasetError(f"{box_file}: {n_boxes} boxes but {len(names)} images in {img_dir}")
+  return {"names": names[:n_boxes]}
+
+
+def _frames_from_spec(img_dir: str, spec: dict) -> list[str]:
+  if "names" in spec:
+    return [os.path.join(img_dir, f) for f in spec["names"]]
+  fmt = "{:0%dd}%s" % (spec["width"], spec["ext"])
+  return [os.path.join(img_dir, fmt.format(i)) for i in range(spec["start"], spec["start"] + spec["count"])]
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-dataset scanners: each returns a list of index records (dicts of plain data, cacheable).
+
+
+def _record(name, img_dir, spec, boxes, sentence, bad, occl=None, oov=None, absent=None):
+  return {"name": name, "img_dir": img_dir, "spec": spec, "boxes": boxes, "sentence": sentence,
+          "bad_sentence": bad, "full_occlusion": occl, "out_of_view": oov, "absent": absent}
+
+
+def _scan_lasot(root: str, split: str) -> list[dict]:
+  listed = os.path.join(root, "testing_set.txt")
+  if os.path.isfile(listed):
+    with open(listed) as f:
+      test = {line.strip() for line in f if line.strip()}
+  else:
+    test = lasot_test_sequences()
+  records = []
+  for cls in _subdirs(root):
+    names = [d for d in _subdirs(os.path.join(root, cls)) if re.fullmatch(re.escape(cls) + r"-\d+", d)]
+    for name in sorted(names, key=lambda d: int(d.rsplit("-", 1)[1])):
+      if (split == "test") != (name in test) and split != "all":
+        continue
+      seq_dir = os.path.join(root, cls, name)
+      gt = os.path.join(seq_dir, "groundtruth.txt")
+      boxes = read_boxes(gt)
+      spec = _frame_spec(os.path.join(seq_dir, "img"), len(boxes), gt)
+      sentence, bad = read_sentence(os.path.join(seq_dir, "nlp.txt"))
+      occl = _read_flags(os.path.join(seq_dir, "full_occlusion.txt"), len(boxes))
+      oov = _read_flags(os.path.join(seq_dir, "out_of_view.txt"), len(boxes))
+      records.append(_record(name, os.path.join(cls, name, "img"), spec, boxes, sentence, bad, occl, oov))
+  return records
+
+
+def _split_dir(root: str, split: str) -> str:
+  # `root/<split>` when it exists (our synthetic layout, TNL2K's train/test folders), else root.
+  candidate = os.path.join(root, split)
+  return split if split and os.path.isdir(candidate) else ""
+
+
+def _scan_tnl2k(root: str, split: str) -> list[dict]:
+  sub = _split_dir(root, split)
+  base = os.path.join(root, sub)
+  records = []
+  for name in _subdirs(base):
+    seq_dir = os.path.join(base, name)
+    gt = os.path.join(seq_dir, "groundtruth.txt")
+    has_imgs = os.path.isdir(os.path.join(seq_dir, "imgs"))
+    if not has_imgs and not os.path.exists(gt):
+      continue  # not a sequence folder (e.g. an archive's side folder)
+    boxes = read_boxes(gt)
+    spec = _frame_spec(os.path.join(seq_dir, "imgs"), len(boxes), gt)
+    sentence, bad = read_sentence(os.path.join(seq_dir, "language.txt"))
+    records.append(_record(name, os.path.join(sub, name, "imgs"), spec, boxes, sentence, bad))
+  return records
+
+
+def _scan_otb99_lang(root: str, split: str) -> list[dict]:
+  query_dir = os.path.join(root, f"OTB_query_{split}")
+  names = sorted(os.path.splitext(f)[0] for f in _listdir(query_dir) if f.endswith(".txt"))
+  records = []
+  for name in names:
+    # Jogging-1 / Skating2-2: one video folder, one groundtruth_rect.<k>.txt per target.
+    video, k = name, ""
+    m = re.fullmatch(r"(.+)-(\d)", name)
+    if m and not os.path.isdir(os.path.join(root, "OTB_videos", name)):
+      video, k = m.group(1), m.group(2)
+    seq_dir = os.path.join(root, "OTB_videos", video)
+    gt = os.path.join(seq_dir, f"groundtruth_rect.{k}.txt" if k else "groundtruth_rect.txt")
+    boxes = read_boxes(gt)
+    # OTB folders may hold more images than annotated frames (annotation ends early).
+    spec = _frame_spec(os.path.join(seq_dir, "img"), len(boxes), gt,
+                       start=_OTB_START_FRAME.get(video), allow_extra=True)
+    sentence, bad = read_sentence(os.path.join(query_dir, name + ".txt"))
+    records.append(_record(name, os.path.join("OTB_videos", video, "img"), spec, boxes, sentence, bad))
+  return records
+
+
+def _got10k_class(path: str) -> tuple[str, bool]:
+  if not os.path.isfile(path):
+    return "", True
+  with open(path, "rb") as f:
+    text = f.read().decode("utf-8", errors="replace")
+  m = re.search(r"^\s*object_class\s*:\s*(.*)$", text, re.MULTILINE)
+  sentence = m.group(1).strip().lower() if m else ""
+  return sentence, not sentence
+
+
+def _scan_got10k(root: str, split: str) -> list[dict]:
+  base = os.path.join(root, split)
+  records = []
+  for name in _subdirs(base):
+    seq_dir = os.path.join(base, name)
+    gt = os.path.join(seq_dir, "groundtruth.txt")
+    boxes = read_boxes(gt)
+    n_frames = len([f for f in _listdir(seq_dir) if f.lower().endswith(IMAGE_EXTS)])
+    if len(boxes) == 1 and n_frames > 1:
+      # GOT-10k test/val-style folders annotate only the first frame.
+      boxes = np.concatenate([boxes, np.full((n_frames - 1, 4), np.nan)])
+    spec = _frame_spec(seq_dir, len(boxes), gt)
+    sentence, bad = _got10k_class(os.path.join(seq_dir, "meta_info.ini"))
+    absent = None
+    absence_file = os.path.join(seq_dir, "absence.label")
+    if os.path.isfile(absence_file):
+      absent = _read_flags(absence_file, len(boxes))
+    records.append(_record(name, os.path.join(split, name), spec, boxes, sentence, bad, absent=absent))
+  return records
+
+
+_SCANNERS: dict[str, Callable[[str, str], list[dict]]] = {
+    "lasot": _scan_lasot, "tnl2k": _scan_tnl2k, "synthetic": _scan_tnl2k,
+    "otb99_lang": _scan_otb99_lang, "got10k": _scan_got10k,
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Index cache.
+
+
+def _listing_dirs(name: str, root: str, split: str) -> list[str]:
+  """The folders whose listings define the data set (their entries' mtimes change when sequences
+  or files in a sequence folder are added, removed or renamed)."""
+  dirs = [root]
+  if name == "lasot":
+    dirs += [os.path.join(root, c) for c in _subdirs(root)]
+  elif name in ("tnl2k", "synthetic"):
+    dirs.append(os.path.join(root, _split_dir(root, split)))
+  elif name == "otb99_lang":
+    dirs += [os.path.join(root, "OTB_videos"), os.path.join(root, f"OTB_query_{split}")]
+  elif name == "got10k":
+    dirs.append(os.path.join(root, split))
+  return dirs
+
+
+def _fingerprint(name: str, root: str, split: str) -> str:
+  h = hashlib.sha1(f"{READER_VERSION}|{name}|{split}".encode())
+  for d in _listing_dirs(name, root, split):
+    if not os.path.isdir(d):
+      continue
+    for entry in sorted(os.scandir(d), key=lambda e: e.name):
+      if entry.name.startswith(_CACHE_PREFIX):
+        continue  # our own cache file must not invalidate itself
+      h.update(f"{d}/{entry.name}:{entry.stat().st_mtime_ns}\n".encode())
+  return h.hexdigest()
+
+
+def _cache_path(name: str, root: str, split: str, cache_dir: str) -> str:
+  if cache_dir:
+    tag = hashlib.sha1(os.path.abspath(root).encode()).hexdigest()[:12]
+    return os.path.join(cache_dir, f"{_CACHE_PREFIX}{name}_{split}_{tag}.npz")
+  return os.path.join(root, f"{_CACHE_PREFIX}{name}_{split}.npz")
+
+
+def _save_index(path: str, fingerprint: str, records: list[dict]) -> None:
+  meta, boxes, flags = [], [], []
+  for r in records:
+    m = {k: r[k] for k in ("name", "img_dir", "spec", "sentence", "bad_sentence")}
+    m["n"] = len(r["boxes"])
+    m["flags"] = [k for k in ("full_occlusion", "out_of_view", "absent") if r[k] is not None]
+    meta.append(m)
+    boxes.append(r["boxes"])
+    flags.extend(r[k] for k in m["flags"])
+  arrays = {
+      "meta": np.array(json.dumps({"fingerprint": fingerprint, "sequences": meta})),
+      "boxes": np.concatenate(boxes) if boxes else np.zeros((0, 4)),
+      "flags": np.concatenate(flags).astype(np.uint8) if flags else np.zeros(0, np.uint8),
+  }
+  try:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + ".tmp.npz"  # also starts with the cache prefix, so it never changes the fingerprint
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+  except OSError:
+    pass  # a read-only data set is fine: we just rescan next time
+
+
+def _load_index(path: str, fingerprint: str) -> Optional[list[dict]]:
+  try:
+    with np.load(path, allow_pickle=False) as z:
+      meta = json.loads(str(z["meta"]))
+      if meta["fingerprint"] != fingerprint:
+        return None
+      boxes, flags = z["boxes"], z["flags"].astype(bool)
+  except (OSError, ValueError, KeyError):
+    return None
+  records, b, f = [], 0, 0
+  for m in meta["sequences"]:
+    n = m["n"]
+    r = _record(m["name"], m["img_dir"], m["spec"], boxes[b:b + n], m["sentence"], m["bad_sentence"])
+    b += n
+    for k in m["flags"]:
+      r[k] = flags[f:f + n]
+      f += n
+    records.append(r)
+  return records
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry point.
+
+
+def _to_sequence(dataset: str, root: str, r: dict) -> Sequence:
+  boxes = np.asarray(r["boxes"], np.float64).reshape(-1, 4)
+  visible = box_visible(boxes)
+  for key in ("full_occlusion", "out_of_view", "absent"):
+    if r[key] is not None:
+      visible &= ~np.asarray(r[key], bool)
+  img_dir = os.path.join(root, r["img_dir"])
+  return Sequence(
+      name=r["name"], dataset=dataset, frames=_frames_from_spec(img_dir, r["spec"]), boxes=boxes,
+      visible=visible, sentence=r["sentence"], bad_sentence=bool(r["bad_sentence"]),
+      full_occlusion=None if r["full_occlusion"] is None else np.asarray(r["full_occlusion"], bool),
+      out_of_view=None if r["out_of_view"] is None else np.asarray(r["out_of_view"], bool))
+
+
+def load_dataset(name: str, root: str, split: str = "test", cache_dir: str = "",
+                 use_cache: bool = True) -> list[Sequence]:
+  """All sequences of one split of a data set, sorted by name (LaSOT: by class, then number)."""
+  if name not in _SCANNERS:
+    raise ValueError(f"unknown data set {name!r}; choose from {', '.join(DATASETS)}")
+  if not root or not os.path.isdir(root):
+    raise DatasetError(f"{root!r}: {name} root folder missing")
+  root = os.path.abspath(root)
+  records = None
+  if use_cache:
+    fingerprint = _fingerprint(name, root, split)
+    path = _cache_path(name, root, split, cache_dir)
+    records = _load_index(path, fingerprint) if os.path.isfile(path) else None
+  if records is None:
+    records = _SCANNERS[name](root, split)
+    if use_cache:
+      _save_index(path, fingerprint, records)
+  if not records:
+    raise DatasetError(f"{root}: no {name} sequences found for split {split!r}")
+  return [_to_sequence(name, root, r) for r in records]
+
+
+def sequence_summary(sequences: list[Sequence]) -> dict:
+  """Counts worth printing when a data set is loaded."""
+  n_frames = sum(len(s) for s in sequences)
+  n_visible = int(sum(int(s.visible.sum()) for s in sequences))
+  return {"sequences": len(sequences), "frames": n_frames, "visible_frames": n_visible,
+          "bad_sentences": sum(s.bad_sentence for s in sequences),
+          "mean_length": n_frames / max(len(sequences), 1) if sequences else math.nan}

@@ -1,0 +1,162 @@
+"""tf.data sampler: batch contract, crop geometry (with flips), determinism, bad-data replacement."""
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from configs import tiny
+from data_pipelines import processing, readers, sampler
+from satracker_jax import boxes as box_lib
+from satracker_jax.tokenizer import WordPieceTokenizer, write_wordpiece_vocab
+
+WORDS = "the a red box on left right moving".split()
+SENTENCES = ["the red box on the left", "the red box moving right", "a red box"]
+RED, GREY = (220, 30, 30), (128, 128, 128)
+
+
+def _write_tnl2k(root, n_seq, n_frames, rng, size=(200, 150), ext=".png"):
+  for i in range(n_seq):
+    d = os.path.join(root, f"seq{i}")
+    os.makedirs(os.path.join(d, "imgs"))
+    lines = []
+    for t in range(n_frames):
+      w, h = int(rng.integers(12, 40)), int(rng.integers(12, 40))
+      x, y = int(rng.integers(0, size[0] - w)), int(rng.integers(0, size[1] - h))
+      img = np.full((size[1], size[0], 3), GREY, np.uint8)
+      img[y:y + h, x:x + w] = RED
+      Image.fromarray(img).save(os.path.join(d, "imgs", f"{t + 1:05d}{ext}"))
+      lines.append(f"{x},{y},{w},{h}")
+    with open(os.path.join(d, "groundtruth.txt"), "w") as f:
+      f.write("\n".join(lines) + "\n")
+    with open(os.path.join(d, "language.txt"), "w") as f:
+      f.write(SENTENCES[i % len(SENTENCES)] + "\n")
+
+
+def _config(tmp_path, root, **data):
+  c = tiny.get_config()
+  c.seed = 3
+  c.data.datasets = {"tnl2k": {"root": root, "weight": 1.0, "split": "train"}}
+  c.data.max_gap = 3
+  c.data.num_parallel_calls = 2
+  c.data.update(data)
+  vocab = str(tmp_path / "vocab.txt")
+  write_wordpiece_vocab(WORDS, vocab)
+  c.text.vocab_file = vocab
+  c.train.batch_size = 4
+  return c
+
+
+@pytest.fixture(scope="module")
+def boxes_root(tmp_path_factory):
+  root = str(tmp_path_factory.mktemp("tnl2k"))
+  _write_tnl2k(root, 3, 6, np.random.default_rng(0))
+  return root
+
+
+def _batches(it, n):
+  return [next(it) for _ in range(n)]
+
+
+def test_batch_contract_and_geometry_with_and_without_flip(tmp_path, boxes_root):
+  config = _config(tmp_path, boxes_root, grayscale_prob=0.0, flip_prob=0.5)
+  seqs = readers.load_dataset("tnl2k", boxes_root, "train")
+  tok = WordPieceTokenizer(config.text.vocab_file, max_len=config.model.max_text_len)
+  it = sampler.make_dataset(config, batch_size=8, debug=True)
+  batches = _batches(it, 3)
+  b = batches[0]
+  assert b["template"].shape == (8, 64, 64, 3) and b["template"].dtype == np.uint8
+  assert b["search"].shape == (8, 128, 128, 3) and b["search"].dtype == np.uint8
+  assert b["template_box"].dtype == np.float32 and b["search_box"].shape == (8, 4)
+  assert b["text_ids"].dtype == np.int32 and b["text_mask"].shape == (8, 40)
+  assert b["sample_index"].dtype == np.int64 and b["replaced"].dtype == np.int32
+  flips, pixel_checks = set(), 0
+  for b in batches:
+    for i in range(8):
+      seq = seqs[b["debug_sequence"][i]]
+      t, s = b["debug_frames"][i]
+      assert abs(int(t) - int(s)) <= config.data.max_gap
+      flip = bool(b["debug_flip"][i])
+      flips.add(flip)
+      for key, crop_key, frame, out in (("template_box", "debug_template_crop", t, 64),
+                                        ("search_box", "debug_search_crop", s, 128)):
+        params = processing.crop_params_from_debug(b[crop_key][i], out)
+        back = box_lib.map_box_back(processing.unflip_box(b[key][i], flip), params)
+        np.testing.assert_allclose(back, seq.boxes[frame], atol=1.0)
+      # The pixels agree: the red rectangle sits where search_box says (un-mirrored if flipped).
+      crop = b["search"][i][:, ::-1] if flip else b["search"][i]
+      box = processing.unflip_box(b["search_box"][i], flip) * 128
+      x0, y0, x1, y1 = box_lib.cxcywh_to_xyxy(box)
+      if x0 >= 1 and y0 >= 1 and x1 <= 127 and y1 <= 127 and box[2] >= 4 and box[3] >= 4:
+        red = (crop[..., 0] > 140) & (crop[..., 1] < 100)
+        ys, xs = np.nonzero(red)
+        np.testing.assert_allclose([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1],
+                                   [x0, y0, x1, y1], atol=1.5)
+        pixel_checks += 1
+      # Mirrored samples read the mirrored sentence.
+      sentence = processing.flip_sentence(seq.sentence)[0] if flip else seq.sentence
+      ids, mask = tok.encode(sentence)
+      np.testing.assert_array_equal(b["text_ids"][i], ids)
+      np.testing.assert_array_equal(b["text_mask"][i], mask)
+  assert flips == {False, True} and pixel_checks >= 8
+  assert it.stats()["replaced"] == 0 and it.stats()["samples"] == 24
+
+
+def test_flip_sentence_swaps_left_and_right():
+  assert processing.flip_sentence("the car on the left, moving right") == ("the car on the right, moving left", True)
+  assert processing.flip_sentence("leftmost man") == ("rightmost man", True)
+  assert processing.flip_sentence("a red box") == ("a red box", False)
+
+
+def test_determinism_resume_and_process_split(tmp_path, boxes_root):
+  config = _config(tmp_path, boxes_root)
+  maker = sampler.build_sample_maker(config)
+  first = _batches(sampler.make_dataset(config, sample_maker=maker), 3)
+  again = _batches(sampler.make_dataset(config, sample_maker=sampler.build_sample_maker(config)), 3)
+  for a, b in zip(first, again):
+    for key in sampler.BATCH_KEYS:
+      np.testing.assert_array_equal(a[key], b[key])
+  # Resuming at sample 4 (the second global batch) continues the same stream.
+  resumed = sampler.make_dataset(config, start_index=4, sample_maker=maker)
+  for a, b in zip(first[1:], _batches(resumed, 2)):
+    for key in sampler.BATCH_KEYS:
+      np.testing.assert_array_equal(a[key], b[key])
+  assert resumed.stats()["next_index"] == 12
+  # Two processes: disjoint halves whose concatenation is the single-process global batch.
+  parts = [_batches(sampler.make_dataset(config, process_index=p, process_count=2, sample_maker=maker), 2)
+           for p in range(2)]
+  for n in range(2):
+    idx = [parts[p][n]["sample_index"] for p in range(2)]
+    assert not set(idx[0]) & set(idx[1])
+    for key in sampler.BATCH_KEYS:
+      np.testing.assert_array_equal(np.concatenate([parts[0][n][key], parts[1][n][key]]), first[n][key])
+  # Another seed gives other samples.
+  config.seed = 4
+  other = next(sampler.make_dataset(config))
+  assert not np.array_equal(other["search"], first[0]["search"])
+
+
+def test_bad_data_is_replaced_and_counted(tmp_path):
+  # 8 one-frame sequences; an epoch of 8 samples draws each exactly once (sequence_order=epoch).
+  root = str(tmp_path / "bad")
+  _write_tnl2k(root, 8, 1, np.random.default_rng(1), size=(64, 48), ext=".jpg")
+  with open(os.path.join(root, "seq2", "groundtruth.txt"), "w") as f:
+    f.write("NaN,NaN,NaN,NaN\n")
+  seqs = readers.load_dataset("tnl2k", root, "train", use_cache=False)
+  # Frames that break after indexing: one corrupt JPEG, one deleted file.
+  with open(seqs[5].frames[0], "wb") as f:
+    f.write(b"\xff\xd8\xff\xe0 this is not a jpeg")
+  os.remove(seqs[7].frames[0])
+  config = _config(tmp_path, root, sequence_order="epoch")
+  it = sampler.make_dataset(config, batch_size=8, datasets=[("tnl2k", 1.0, seqs)], debug=True)
+  batch = next(it)
+  assert batch["template"].shape[0] == 8
+  assert int(batch["replaced"].sum()) == 3
+  stats = it.stats()
+  assert stats["replaced"] == 3
+  assert stats["replaced_by_reason"] == {"bad_sentence": 0, "no_visible_box": 1,
+                                         "missing_frame": 1, "corrupt_frame": 1}
+  # Replacements come from good sequences only.
+  assert not set(batch["debug_sequence"].tolist()) & {2, 5, 7}
+  next(it)
+  assert it.stats()["replaced"] == 6  # the next epoch again meets each bad item once
