@@ -18,6 +18,9 @@ INSTALL_REQUIRES = [
     # import without TensorFlow.
     "tensorflow-cpu>=2.18,<2.22",
     "tensorflow-datasets>=4.9.6,<4.10",
+    # Training curves (tf.summary writes event files when TensorFlow is present; the JSONL log
+    # is always written, so training on a machine without TensorFlow loses nothing but the UI).
+    "tensorboard>=2.18,<2.22",
 ]
 
 EXTRAS = {

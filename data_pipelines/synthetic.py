@@ -28,7 +28,7 @@ from typing import Optional
 import numpy as np
 from PIL import Image, ImageDraw
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: frame 0 always shows the whole target
 VOCAB_FILE = "vocab.txt"
 JPEG_QUALITY = 90
 
@@ -242,10 +242,29 @@ def _plan(rng: np.random.Generator, frames: int, width: int, height: int):
   return objs, order, bar, sentence, mode
 
 
+MAX_PLAN_ATTEMPTS = 50
+
+
+def _inside(xs: np.ndarray, ys: np.ndarray, width: int, height: int) -> bool:
+  """The target's pixels do not touch the frame border (so its box is its whole extent)."""
+  return xs.min() > 0 and ys.min() > 0 and xs.max() < width - 1 and ys.max() < height - 1
+
+
 def render_sequence(seed: int, index: int, frames: int = 48, width: int = 160, height: int = 120) -> dict:
   """One video as arrays: frames uint8 [F, H, W, 3], boxes float64 [F, 4] (0,0,0,0 = absent),
   the sentence and a dict of attributes (mode, target looks, ...)."""
-  rng = np.random.default_rng([int(seed), int(index)])
+  # Tracking starts from frame 0's box, so the target must be whole there: a plan that hides
+  # any of it in frame 0 is drawn again, deterministically (attempt number in the seed).
+  for attempt in range(MAX_PLAN_ATTEMPTS):
+    key = [int(seed), int(index)] + ([attempt] if attempt else [])
+    video = _render(np.random.default_rng(key), frames, width, height)
+    if video is not None:
+      return video
+  raise RuntimeError(f"synthetic sequence {index} (seed {seed}): no plan with the target whole in "
+                     f"frame 0 after {MAX_PLAN_ATTEMPTS} attempts; frame {width}x{height} too small?")
+
+
+def _render(rng: np.random.Generator, frames: int, width: int, height: int) -> Optional[dict]:
   objs, order, bar, sentence, mode = _plan(rng, frames, width, height)
   tex, offsets = _background(rng, frames, width, height)
   video = np.empty((frames, height, width, 3), np.uint8)
@@ -273,8 +292,12 @@ def render_sequence(seed: int, index: int, frames: int = 48, width: int = 160, h
     video[t] = np.asarray(img)
     m = np.asarray(target_mask) > 0
     ys, xs = np.nonzero(m)
+    if t == 0 and not len(xs):
+      return None
     if len(xs):
       shown = (m & ~(np.asarray(cover) > 0)).sum() / m.sum()
+      if t == 0 and (shown < 1.0 or not _inside(xs, ys, width, height)):
+        return None
       if shown >= MIN_VISIBLE_FRACTION:
         boxes[t] = [xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1]
   target = objs[0]

@@ -1,0 +1,173 @@
+"""`satracker demo`: the main job on embedded data, start to finish on a CPU.
+
+1. generate the synthetic VL tracking data set (train + held-out test split) into WORKDIR/synthetic;
+2. train the tiny SATracker on the train split (WORKDIR/runs/<variant>, resumable);
+3. track every held-out test sequence (WORKDIR/results/<variant>, pytracking raw layout);
+4. write WORKDIR/report: metrics.json (the `analyze` schema), success / precision plots,
+   per-sequence CSV, results.md and a GIF of one tracked test sequence with its sentence.
+
+`--ablations` trains and evaluates the paper's ablations as well (no TEM, no SAM, no DM loss, no
+text) and writes WORKDIR/report/ablations.md. Every step is skipped when its output already exists,
+so an interrupted demo picks up where it stopped.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import time
+
+import numpy as np
+
+from satracker_jax import config_utils, utils
+
+# variant name -> config overrides; "full" is the model as configured.
+ABLATIONS = {
+    "full": [],
+    "no_tem": ["model.use_tem=False"],
+    "no_sam": ["model.use_sam=False"],
+    "no_dm": ["loss.dm_weight=0.0"],
+    "no_text": ["model.use_text=False"],
+}
+DATASET = "synthetic"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument("--workdir", default="demo_workdir", help="everything is written under here")
+  parser.add_argument("--config", default="configs/synthetic.py", help="config file[:arg]")
+  parser.add_argument("--ablations", action="store_true",
+                      help="also train/evaluate no_tem, no_sam, no_dm and no_text variants")
+  parser.add_argument("--steps", type=int, default=0, help="training steps (0: the config's)")
+  parser.add_argument("--seed", type=int, default=-1, help="training and data seed (-1: the config's)")
+  parser.add_argument("--parallel", type=int, default=1, help="test sequences tracked per call")
+  parser.add_argument("--no-progress", action="store_true", help="no progress bars (logs, CI)")
+
+
+def _say(text: str) -> None:
+  print(f"[demo] {text}", flush=True)
+
+
+def _prepare_data(config, workdir: str, progress: bool) -> str:
+  from data_pipelines import synthetic  # noqa: PLC0415
+  root = os.path.join(os.path.abspath(workdir), "synthetic")
+  done = os.path.join(root, ".complete")
+  if os.path.exists(done):
+    _say(f"synthetic data already in {root}")
+  else:
+    s = config.data.synthetic
+    _say(f"generating {s.sequences} synthetic sequences ({s.test_sequences} held out for testing) "
+         f"into {root}")
+    synthetic.generate_from_config(config, root, progress=progress)
+    open(done, "w").close()
+  config.data.datasets.synthetic.root = root
+  synthetic.resolve_vocab_file(config, root)
+  return root
+
+
+def _train_and_eval(name: str, config, workdir: str, test_sequences, args) -> dict:
+  from satracker_jax.evaluation import runner  # noqa: PLC0415
+  from satracker_jax.train import checkpoint, loop  # noqa: PLC0415
+  run_dir = os.path.join(workdir, "runs", name)
+  t0 = time.time()
+  _say(f"[{name}] training {config.train.total_steps} steps -> {run_dir}")
+  summary = loop.train(config, run_dir)
+  if summary.get("stopped_by") not in (None, "", "total_steps", "done"):
+    _say(f"[{name}] training stopped early: {summary.get('stopped_by')}")
+  train_s = time.time() - t0
+  trained_config, variables = checkpoint.load_for_inference(run_dir)
+  out_dir = os.path.join(workdir, "results", name)
+  t0 = time.time()
+  metrics = runner.evaluate(trained_config, variables, test_sequences, out_dir, parallel=args.parallel,
+                            progress=not args.no_progress, dataset=DATASET, name=name,
+                            write_report=False)[name]
+  return {**metrics, "train_seconds": train_s, "eval_seconds": time.time() - t0,
+          "results_dir": out_dir, "final_step": int(summary.get("step", 0))}
+
+
+def _pick_gif_sequence(sequences):
+  """A test sequence whose sentence has to be read: prefer one with a look-alike distractor."""
+  for s in sequences:
+    attrs = os.path.join(os.path.dirname(s.frames[0]), os.pardir, "attributes.json")
+    if os.path.exists(attrs):
+      import json  # noqa: PLC0415
+      with open(attrs) as f:
+        if json.load(f).get("identical_distractor"):
+          return s
+  return sequences[0]
+
+
+def _write_gif(sequence, results_dir: str, path: str) -> str:
+  from satracker_jax import visualize  # noqa: PLC0415
+  from satracker_jax.evaluation import results_io  # noqa: PLC0415
+  boxes = results_io.read_boxes(results_io.results_path(results_dir, sequence.name))
+  frames = []
+  for i, frame_path in enumerate(sequence.frames):
+    frame = visualize.load_frame(frame_path)
+    gt = sequence.boxes[i] if np.all(np.isfinite(sequence.boxes[i])) else None
+    frames.append(visualize.draw_tracking(frame, box=boxes[i], sentence=sequence.sentence, gt_box=gt,
+                                          frame_index=i))
+  return visualize.write_gif(frames, path, fps=10.0)
+
+
+def _ablation_table(rows: dict) -> str:
+  headers = ["variant", "AUC", "P", "NP", "train s", "steps"]
+  table = [[name, f"{100 * r['auc']:.2f}", f"{100 * r['precision']:.2f}",
+            f"{100 * r['norm_precision']:.2f}", f"{r['train_seconds']:.0f}", r["final_step"]]
+           for name, r in rows.items()]
+  return utils.format_table(headers, table)
+
+
+def run(args, overrides) -> int:
+  from data_pipelines import readers  # noqa: PLC0415
+  from satracker_jax.evaluation import analyze  # noqa: PLC0415
+
+  started = time.time()
+  workdir = os.path.abspath(args.workdir)
+  os.makedirs(workdir, exist_ok=True)
+  config = config_utils.load_config(args.config, overrides)
+  if args.steps > 0:
+    config.train.total_steps = args.steps
+  if args.seed >= 0:
+    config.seed = args.seed
+    config.data.synthetic.seed = args.seed
+  progress = not args.no_progress
+
+  root = _prepare_data(config, workdir, progress)
+  test_sequences = readers.load_dataset(DATASET, root, "test")
+  _say(f"{len(test_sequences)} held-out test sequences")
+
+  variants = ABLATIONS if args.ablations else {"full": ABLATIONS["full"]}
+  rows = {}
+  for name, variant_overrides in variants.items():
+    variant = copy.deepcopy(config)
+    config_utils.apply_overrides(variant, variant_overrides)
+    rows[name] = _train_and_eval(name, variant, workdir, test_sequences, args)
+
+  report_dir = os.path.join(workdir, "report")
+  report = analyze.evaluate(test_sequences, {n: r["results_dir"] for n, r in rows.items()}, DATASET)
+  paths = analyze.write_report(report, report_dir, title="synthetic test split")
+  gif_sequence = _pick_gif_sequence(test_sequences)
+  gif = _write_gif(gif_sequence, rows["full"]["results_dir"], os.path.join(report_dir, "tracked.gif"))
+  utils.write_json(os.path.join(report_dir, "demo.json"), {
+      "config": args.config, "overrides": list(overrides), "seed": int(config.seed),
+      "total_steps": int(config.train.total_steps), "variants": rows,
+      "machine": utils.machine_info(), "wall_seconds": time.time() - started})
+  if args.ablations:
+    with open(os.path.join(report_dir, "ablations.md"), "w") as f:
+      f.write("# Ablations on the synthetic test split\n\n" + _ablation_table(rows) + "\n")
+
+  print()
+  print(analyze.results_table(report))
+  if args.ablations:
+    print()
+    print(_ablation_table(rows))
+  print()
+  _say(f"done in {(time.time() - started) / 60:.1f} min. Everything is under {workdir}:")
+  _say(f"  metrics      {paths['metrics']}")
+  _say(f"  table        {paths['table']}")
+  _say(f"  plots        {os.path.join(report_dir, 'success.png')}, precision.png, norm_precision.png")
+  _say(f"  GIF          {gif}  ({gif_sequence.name}: \"{gif_sequence.sentence}\")")
+  if args.ablations:
+    _say(f"  ablations    {os.path.join(report_dir, 'ablations.md')}")
+  _say(f"  checkpoints  {os.path.join(workdir, 'runs')}   raw results {os.path.join(workdir, 'results')}")
+  return 0
