@@ -99,6 +99,12 @@ def get_config(arg=None):
   c.train.max_consecutive_nonfinite = 10
   c.train.init_from = ""  # directory written by `satracker convert`
   c.train.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1))  # -1: all remaining devices
+  c.train.tensorboard = True  # event files under WORKDIR/tb when TensorFlow is importable
+  c.train.async_checkpointing = True
+  # Test hooks: steps (1-based, as logged) whose loss is poisoned with NaN, and a signal the
+  # process sends itself after a step, e.g. ("KILL", 30) or ("TERM", 30).
+  c.train.debug_nan_steps = ()
+  c.train.debug_signal = ()
 
   c.optim = ml_collections.ConfigDict()
   c.optim.lr = 4e-4

@@ -1,0 +1,127 @@
+"""`satracker bench train --config C --json FILE [--batch N] [--steps N] [--bf16] [--peak-flops F]`.
+
+Times the real jitted train step (the one `satracker train` runs: same sharding, donation, optimizer)
+on in-memory random batches, so neither TensorFlow nor a data set is needed. MFU = FLOPs per step
+from XLA's cost analysis of the compiled step / step time / peak FLOP/s of the devices. Cost
+analysis counts the partitioned (per-device) module, so per-device FLOPs are compared with one
+device's peak. Peaks are dense bf16; an f32 run is therefore reported against the bf16 peak too.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+# Dense bf16 peak FLOP/s per device, matched against `device_kind` (first match wins).
+PEAK_FLOPS = (
+    ("H200", 989e12), ("H100", 989e12), ("A100", 312e12),
+    ("TPU v5p", 459e12), ("TPU v5 lite", 197e12), ("TPU v5e", 197e12), ("TPU v4", 275e12),
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument("--batch", type=int, default=0, help="global batch (0: the config's)")
+  parser.add_argument("--steps", type=int, default=10, help="timed steps")
+  parser.add_argument("--warmup", type=int, default=2, help="untimed steps after compilation")
+  parser.add_argument("--bf16", action="store_true", help="bf16 compute (f32 master weights)")
+  parser.add_argument("--peak-flops", type=float, default=0.0,
+                      help="peak FLOP/s per device (default: from the table for known accelerators)")
+
+
+def peak_flops_for(device_kind: str) -> float | None:
+  for name, peak in PEAK_FLOPS:
+    if name.lower() in device_kind.lower():
+      return peak
+  return None
+
+
+def random_batch(model_config, batch: int, seed: int = 0) -> dict:
+  rng = np.random.default_rng(seed)
+  t, s, L = model_config.template_size, model_config.search_size, model_config.max_text_len
+  box = np.concatenate([rng.uniform(0.3, 0.7, (batch, 2)), rng.uniform(0.1, 0.4, (batch, 2))], -1)
+  mask = (np.arange(L)[None] < rng.integers(4, L, (batch, 1))).astype(np.int32)
+  return {
+      "template": rng.integers(0, 256, (batch, t, t, 3), dtype=np.uint8),
+      "template_box": np.tile(np.array([[0.5, 0.5, 0.5, 0.5]], np.float32), (batch, 1)),
+      "search": rng.integers(0, 256, (batch, s, s, 3), dtype=np.uint8),
+      "search_box": box.astype(np.float32),
+      "text_ids": (rng.integers(1, model_config.bert.vocab_size, (batch, L)) * mask).astype(np.int32),
+      "text_mask": mask,
+  }
+
+
+def _flops(compiled) -> float | None:
+  try:
+    cost = compiled.cost_analysis()
+  except Exception:  # pragma: no cover - backend without cost analysis
+    return None
+  if isinstance(cost, (list, tuple)):  # older JAX: one dict per module
+    cost = cost[0] if cost else None
+  return float(cost["flops"]) if cost and cost.get("flops") is not None else None
+
+
+def run(args, overrides) -> dict:
+  import jax  # noqa: PLC0415
+
+  from satracker_jax import config_utils, utils  # noqa: PLC0415
+  from satracker_jax.train import loop  # noqa: PLC0415
+  from satracker_jax.train import optimizer as optim_lib  # noqa: PLC0415
+  from satracker_jax.train import sharding as sharding_lib  # noqa: PLC0415
+  from satracker_jax.train import state as state_lib  # noqa: PLC0415
+
+  config = config_utils.load_config(args.config, overrides)
+  if args.batch:
+    config.train.batch_size = args.batch
+  if args.bf16:
+    config.train.bf16 = True
+  config = loop.prepare_config(config)
+  mesh = sharding_lib.make_mesh(config.train.mesh)
+  batch_size = int(config.train.batch_size)
+  model = loop.default_model(config)
+  loss_fn = loop.default_loss_fn(config)
+  abstract_vars = jax.eval_shape(
+      lambda: state_lib.init_variables(model, config.model, state_lib.init_rng(config)))
+  tx, schedule = optim_lib.build_optimizer(config, abstract_vars["params"])
+  state_sh = sharding_lib.state_shardings(state_lib.abstract_state(model, config, tx), mesh)
+  state = state_lib.create_sharded_state(model, config, tx, state_sh)
+  batch = state_lib.device_batch(random_batch(config.model, batch_size), mesh)
+  step = state_lib.jit_train_step(state_lib.make_train_step(model, tx, schedule, loss_fn, config),
+                                  state_sh, mesh, tuple(batch))
+  t0 = time.perf_counter()
+  compiled = step.lower(state, batch).compile()
+  compile_s = time.perf_counter() - t0
+  flops = _flops(compiled)
+
+  for _ in range(args.warmup):
+    state, metrics = compiled(state, batch)
+  jax.block_until_ready(state)
+  t0 = time.perf_counter()
+  for _ in range(args.steps):
+    state, metrics = compiled(state, batch)
+  jax.block_until_ready((state, metrics))
+  step_s = (time.perf_counter() - t0) / max(args.steps, 1)
+
+  info = utils.machine_info()
+  peak = args.peak_flops or (peak_flops_for(info["device_kind"]) if info["platform"] != "cpu" else None)
+  mfu = flops / step_s / peak if (flops and peak) else None
+  result = {
+      "bench": "train", "config": args.config, "overrides": list(overrides),
+      "batch": batch_size, "steps": args.steps, "bf16": bool(config.train.bf16),
+      "mesh": {k: int(v) for k, v in mesh.shape.items()},
+      "params_m": state_lib.param_count(abstract_vars["params"]) / 1e6,
+      "compile_s": compile_s, "step_s": step_s, "samples_per_s": batch_size / step_s,
+      "flops_per_step_per_device": flops, "tflops_per_s_per_device": flops / step_s / 1e12 if flops else None,
+      "peak_flops_per_device": peak, "mfu": mfu,
+      "final_loss": float(metrics["loss"]), "machine": info,
+  }
+  rows = [
+      ("config", args.config), ("device", f"{info['device_kind']} x{info['num_devices']}"),
+      ("mesh", str(result["mesh"])), ("params (M)", round(result["params_m"], 2)),
+      ("batch", batch_size), ("bf16", result["bf16"]), ("compile (s)", round(compile_s, 2)),
+      ("step (ms)", round(step_s * 1e3, 2)), ("samples/s", round(result["samples_per_s"], 2)),
+      ("GFLOPs/step/device", round(flops / 1e9, 2) if flops else "n/a"),
+      ("MFU", f"{mfu:.1%}" if mfu is not None else "n/a (no peak for this device; --peak-flops)"),
+  ]
+  print(utils.format_table(["train step", "value"], rows))
+  return result

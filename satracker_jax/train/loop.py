@@ -1,0 +1,263 @@
+"""`train(config, workdir)`: the whole training run, resumable from any checkpoint it wrote.
+
+Determinism contract: sample k of the stream is a function of (seed, k) (the sampler's job), the
+step's randomness is fold_in(key, step), and a checkpoint carries the next global sample index.
+So a run killed at any point and restarted ends bitwise equal to an uninterrupted one (same
+device count and platform).
+"""
+from __future__ import annotations
+
+import copy
+import os
+import signal
+import time
+from typing import Any, Callable, Iterator, Optional
+
+import jax
+import numpy as np
+
+from satracker_jax.train import checkpoint as ckpt_lib
+from satracker_jax.train import metrics_writer as mw
+from satracker_jax.train import optimizer as optim_lib
+from satracker_jax.train import sharding as sharding_lib
+from satracker_jax.train import state as state_lib
+
+LOSS_EMA_DECAY = 0.98
+
+
+class TrainingStopped(RuntimeError):
+  """Training cannot continue (diverged); the message says why and what was kept."""
+
+
+class _Preemption:
+  """SIGTERM -> finish the current step, save, exit 0 (single process).
+
+  Multi-process runs rely on JAX's preemption sync manager instead (via Orbax's
+  `reached_preemption`), so that every host agrees on the step at which to save.
+  """
+
+  def __init__(self):
+    self.requested = False
+    self._previous = None
+
+  def install(self):
+    if jax.process_count() == 1:
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self.requested = True
+
+  def uninstall(self):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+  def reached(self, manager, step: int) -> bool:
+    if jax.process_count() == 1:
+      return self.requested
+    return bool(manager.reached_preemption(step))
+
+
+def prepare_config(config):
+  config = copy.deepcopy(config)
+  if config.train.bf16:
+    # bf16 compute, f32 master weights: the model keeps param_dtype f32 and casts per op.
+    config.model.dtype = "bfloat16"
+  return config
+
+
+def default_model(config):
+  from satracker_jax.models.satracker import build_model  # noqa: PLC0415
+  return build_model(config.model)
+
+
+def default_loss_fn(config) -> Callable:
+  from satracker_jax.losses import compute_losses  # noqa: PLC0415
+  return lambda out, batch: compute_losses(out, batch, config.loss, model_config=config.model)
+
+
+def default_dataset_fn(config, workdir: str) -> Callable[..., Iterator[dict]]:
+  from data_pipelines import sampler, synthetic  # noqa: PLC0415  (TensorFlow lives behind this)
+  _maybe_generate_synthetic(config, workdir)
+  if "synthetic" in config.data.get("datasets", {}):
+    synthetic.resolve_vocab_file(config)
+  return lambda start_index, process_index, process_count, batch_size: sampler.make_dataset(
+      config, start_index=start_index, process_index=process_index,
+      process_count=process_count, batch_size=batch_size)
+
+
+def _maybe_generate_synthetic(config, workdir: str) -> None:
+  """A synthetic data set with an empty root is generated into WORKDIR/synthetic (once)."""
+  datasets = config.data.get("datasets", {})
+  if "synthetic" not in datasets or datasets["synthetic"].get("root", ""):
+    return
+  root = os.path.join(os.path.abspath(workdir), "synthetic")
+  config.data.datasets.synthetic.root = root  # our private copy (prepare_config)
+  done = os.path.join(root, ".complete")
+  if jax.process_index() == 0 and not os.path.exists(done):
+    from data_pipelines import synthetic  # noqa: PLC0415
+    mw.print_line(f"generating synthetic data into {root}")
+    synthetic.generate_from_config(config, root)
+    open(done, "w").close()
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # noqa: PLC0415
+    multihost_utils.sync_global_devices("synthetic data generated")
+
+
+def _init_from_pretrained(model, config) -> dict:
+  from satracker_jax.convert import load_pretrained  # noqa: PLC0415
+  variables = jax.device_get(jax.jit(
+      lambda r: state_lib.init_variables(model, config.model, r))(state_lib.init_rng(config)))
+  params, report = load_pretrained(variables["params"], config.train.init_from)
+  mw.print_line(f"init_from {config.train.init_from}:")
+  for k, v in (report.items() if isinstance(report, dict) else [("report", report)]):
+    if isinstance(v, (list, tuple)):
+      # Top-level module counts keep the line short: "vit_block_0 x16, bert_layer_0 x16, ...".
+      groups: dict[str, int] = {}
+      for name in v:
+        top = str(name).split("/")[0]
+        groups[top] = groups.get(top, 0) + 1
+      v = f"{len(v)} tensors" + (": " + ", ".join(f"{g} x{n}" for g, n in groups.items()) if groups else "")
+    mw.print_line(f"  {k}: {v}")
+  return {"params": params, "batch_stats": variables["batch_stats"]}
+
+
+def train(config, workdir: str, *, model=None, loss_fn: Optional[Callable] = None,
+          dataset_fn: Optional[Callable] = None) -> dict:
+  """Trains until `config.train.total_steps`; returns a summary dict (final step, last loss...,
+  and the final sharded `state`).
+
+  `model` / `loss_fn(out, batch)` / `dataset_fn(start_index, process_index, process_count,
+  batch_size)` default to the real SATracker, its losses and the tf.data sampler; tests and
+  benchmarks swap them.
+  """
+  config = prepare_config(config)
+  tc = config.train
+  is_main = jax.process_index() == 0
+  prefix = f"[p{jax.process_index()}] " if jax.process_count() > 1 else ""
+  say = lambda s: mw.print_line(prefix + s)
+
+  mesh = sharding_lib.make_mesh(tc.mesh)
+  n_dev = mesh.devices.size
+  global_bs = int(tc.batch_size)
+  if global_bs % n_dev or global_bs % jax.process_count():
+    raise ValueError(f"train.batch_size={global_bs} must divide by the {n_dev} devices of the mesh "
+                     f"and the {jax.process_count()} processes")
+  local_bs = global_bs // jax.process_count()
+  total = int(tc.total_steps)
+
+  model = model if model is not None else default_model(config)
+  loss_fn = loss_fn if loss_fn is not None else default_loss_fn(config)
+  abstract_vars = jax.eval_shape(
+      lambda: state_lib.init_variables(model, config.model, state_lib.init_rng(config)))
+  tx, schedule = optim_lib.build_optimizer(config, abstract_vars["params"])
+  abstract = state_lib.abstract_state(model, config, tx)
+  state_sh = sharding_lib.state_shardings(abstract, mesh)
+
+  say(f"mesh {dict(mesh.shape)} over {n_dev} devices ({jax.devices()[0].platform}), "
+      f"{jax.process_count()} process(es); global batch {global_bs}, local {local_bs}; "
+      f"{state_lib.param_count(abstract['params']) / 1e6:.2f}M params")
+  if is_main:
+    say("lr multipliers:\n" + optim_lib.describe_multipliers(abstract_vars["params"], config.optim))
+
+  # Before the Checkpointer: a generated synthetic root is then part of the saved config.
+  dataset_fn = dataset_fn if dataset_fn is not None else default_dataset_fn(config, workdir)
+  ckpt = ckpt_lib.Checkpointer(workdir, config)
+  latest = ckpt.latest_step()
+  loss_ema, replaced_total = float("nan"), 0
+  if latest is not None:
+    state, data_pos, _ = ckpt.restore(latest, state_lib.with_shardings(abstract, state_sh))
+    start_index = int(data_pos["next_sample_index"])
+    loss_ema = float(data_pos.get("loss_ema", float("nan")))
+    replaced_total = int(data_pos.get("replaced_total", 0))
+    say(f"resumed from {ckpt.directory}/{latest} (next sample {start_index})")
+  else:
+    variables = _init_from_pretrained(model, config) if tc.init_from else None
+    state = state_lib.create_sharded_state(model, config, tx, state_sh, variables)
+    start_index = 0
+  step = int(jax.device_get(state["step"]))
+  if start_index != step * global_bs:
+    raise ValueError(f"checkpoint step {step} with next sample {start_index}: the global batch "
+                     f"changed from {start_index // max(step, 1)} to {global_bs}; keep it fixed to resume")
+
+  batches = iter(dataset_fn(start_index, jax.process_index(), jax.process_count(), local_bs))
+  writer = mw.MetricsWriter(workdir, is_main=is_main, tensorboard=bool(tc.get("tensorboard", True)))
+  step_fn = state_lib.make_train_step(model, tx, schedule, loss_fn, config)
+  train_step = None
+  max_bad = int(tc.max_consecutive_nonfinite)
+  # Test hook ("KILL" | "TERM", step): signal ourselves right after that step (a hard crash, or
+  # a preemption notice that must end in a clean save).
+  signal_name, signal_at = tuple(tc.get("debug_signal", ()) or ("", 0))
+  preempt = _Preemption().install()
+
+  pending = None  # (step, device metrics) of the previous step: fetched one step late
+  window_t, window_step = time.time(), step
+  last = {}
+  stopped_by = "done"
+
+  def absorb(step_done, metrics):
+    nonlocal loss_ema, replaced_total, window_t, window_step, last
+    m = {k: float(v) for k, v in jax.device_get(metrics).items()}
+    if m["finite"]:
+      loss_ema = m["loss"] if loss_ema != loss_ema else (
+          LOSS_EMA_DECAY * loss_ema + (1 - LOSS_EMA_DECAY) * m["loss"])
+    replaced_total += int(m.pop("replaced", 0))
+    last = m
+    if int(m["nonfinite_run"]) >= max_bad:
+      raise TrainingStopped(
+          f"step {step_done}: {int(m['nonfinite_run'])} consecutive non-finite losses/gradients "
+          f"(train.max_consecutive_nonfinite={max_bad}); training stopped. The latest checkpoint "
+          f"({ckpt.latest_step()}) holds the last finite state; lower the lr or check the data.")
+    if step_done % int(tc.log_every) == 0 or step_done == total:
+      now = time.time()
+      sps = (step_done - window_step) / max(now - window_t, 1e-9)
+      window_t, window_step = now, step_done
+      scalars = {**{k: v for k, v in m.items() if k not in ("finite", "nonfinite_run")},
+                 "steps_per_s": sps, "samples_per_s": sps * global_bs,
+                 "eta_s": (total - step_done) / sps if sps > 0 else float("inf"),
+                 "replaced_total": replaced_total, "train_loss_ema": loss_ema}
+      writer.write(step_done, scalars)
+      say(mw.console_line(step_done, total, scalars))
+
+  def save(step_done):
+    finite = bool(jax.device_get(state_lib.all_finite((state["params"], state["opt_state"]))))
+    ckpt.save(step_done, state, {"next_sample_index": step_done * global_bs, "step": step_done,
+                                 "loss_ema": loss_ema, "replaced_total": replaced_total},
+              loss_ema, finite)
+
+  try:
+    while step < total:
+      local = next(batches)
+      keys = [k for k in state_lib.BATCH_KEYS if k in local]
+      if train_step is None:
+        train_step = state_lib.jit_train_step(step_fn, state_sh, mesh, keys)
+      batch = state_lib.device_batch(local, mesh)
+      state, metrics = train_step(state, batch)
+      step += 1
+      if signal_at and step == int(signal_at) and signal_name == "TERM":
+        os.kill(os.getpid(), signal.SIGTERM)
+      if pending is not None:
+        absorb(*pending)
+      pending = (step, metrics)
+      preempted = preempt.reached(ckpt.manager, step)
+      if step % int(tc.checkpoint_every) == 0 or step == total or preempted:
+        absorb(*pending)
+        pending = None
+        save(step)
+      if signal_at and step == int(signal_at) and signal_name == "KILL":
+        os.kill(os.getpid(), signal.SIGKILL)
+      if preempted:
+        stopped_by = "preempted"
+        say(f"preemption signal: saved step {step}, exiting")
+        break
+    if pending is not None:
+      absorb(*pending)
+  finally:
+    preempt.uninstall()
+    ckpt.wait()
+    ckpt.close()
+    writer.close()
+  return {"step": step, "loss": last.get("loss"), "loss_ema": loss_ema, "stopped_by": stopped_by,
+          "nonfinite_total": int(last.get("nonfinite_total", 0)), "replaced_total": replaced_total,
+          "state": state}

@@ -1,0 +1,118 @@
+"""Private helpers of the tests/test_train_*.py files: a stand-in model/data and a subprocess runner.
+
+The stand-in (a tiny conv + Dense + BatchNorm Linen model, and batches that are a pure function of
+(seed, sample index)) keeps the train-loop tests independent of the real model's speed; the
+`real` mode runs the actual SATracker on synthetic data through the same worker.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+  sys.path.insert(0, REPO)  # `configs` is imported by config files as a top-level package
+WORKER = os.path.join(REPO, "tests", "train_worker.py")
+
+
+def standin_model():
+  import flax.linen as nn
+  import jax.numpy as jnp
+
+  class StandIn(nn.Module):
+    """Predicts the search box from pooled patches + text; has BatchNorm like the real head."""
+
+    @nn.compact
+    def __call__(self, template, template_box, search, text_ids, text_mask, train=False):
+      x = nn.Conv(16, (8, 8), strides=(8, 8), name="vit_patch")(search.astype(jnp.float32) / 255.0)
+      x = nn.BatchNorm(use_running_average=not train, name="head_bn")(x)
+      x = nn.relu(x).mean(axis=(1, 2))
+      t = nn.Embed(64, 16, name="bert_embed")(text_ids % 64) * text_mask[..., None]
+      h = jnp.concatenate([x, t.mean(1), template_box], -1)
+      h = nn.relu(nn.Dense(128, name="fusion")(h))
+      h = nn.relu(nn.Dense(128, name="fusion_mlp")(h))  # 16k weights: large enough to fsdp-shard
+      return {"pred_box": nn.sigmoid(nn.Dense(4, name="head_box")(h))}
+
+  return StandIn()
+
+
+def standin_loss(out, batch):
+  import jax.numpy as jnp
+  l1 = jnp.abs(out["pred_box"] - batch["search_box"]).mean()
+  return l1, {"l1": l1}
+
+
+def standin_sample(seed: int, k: int, size: int = 32, text_len: int = 8, tsize: int = 16) -> dict:
+  rng = np.random.default_rng([seed, k])
+  box = rng.uniform(0.3, 0.7, 4).astype(np.float32)
+  search = np.zeros((size, size, 3), np.uint8)
+  cx, cy = int(box[0] * size), int(box[1] * size)
+  search[max(cy - 4, 0):cy + 4, max(cx - 4, 0):cx + 4] = 255
+  return {
+      "template": rng.integers(0, 255, (tsize, tsize, 3), dtype=np.uint8),
+      "template_box": np.array([0.5, 0.5, 0.5, 0.5], np.float32),
+      "search": search,
+      "search_box": box,
+      "text_ids": rng.integers(1, 64, text_len).astype(np.int32),
+      "text_mask": np.ones(text_len, np.int32),
+      "sample_index": np.int64(k),
+      "replaced": np.int32(k % 7 == 3),
+  }
+
+
+def standin_dataset(seed: int, model_config=None):
+  """A dataset_fn for loop.train: process p takes rows p*B..(p+1)*B-1 of every global batch."""
+  sizes = {}
+  if model_config is not None:
+    sizes = dict(size=model_config.search_size, tsize=model_config.template_size,
+                 text_len=model_config.max_text_len)
+
+  def dataset_fn(start_index, process_index, process_count, batch_size):
+    k = start_index
+    while True:
+      first = k + process_index * batch_size
+      rows = [standin_sample(seed, first + i, **sizes) for i in range(batch_size)]
+      yield {key: np.stack([r[key] for r in rows]) for key in rows[0]}
+      k += batch_size * process_count
+  return dataset_fn
+
+
+def run_worker(workdir, *, devices=1, overrides=(), extra=None, env=None, timeout=300,
+               check=True, wait=True):
+  """Runs tests/train_worker.py in a fresh interpreter (the XLA device count is fixed at import)."""
+  e = dict(os.environ)
+  e["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+  e["JAX_PLATFORMS"] = "cpu"
+  e["PYTHONPATH"] = REPO + os.pathsep + e.get("PYTHONPATH", "")
+  e.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+  e.update(env or {})
+  cmd = [sys.executable, WORKER, "--workdir", str(workdir),
+         "--overrides", json.dumps(list(overrides)), "--extra", json.dumps(extra or {})]
+  if not wait:
+    return subprocess.Popen(cmd, env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  p = subprocess.run(cmd, env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                     timeout=timeout)
+  if check and p.returncode != 0:
+    raise AssertionError(f"worker failed (rc {p.returncode}):\n{p.stdout[-6000:]}")
+  return p
+
+
+def result_of(output: str) -> dict:
+  for line in reversed(output.splitlines()):
+    if line.startswith("RESULT "):
+      return json.loads(line[len("RESULT "):])
+  raise AssertionError(f"no RESULT line in worker output:\n{output[-4000:]}")
+
+
+def metrics(workdir) -> list[dict]:
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [json.loads(line) for line in f]
+
+
+def final_params(workdir) -> dict:
+  with np.load(os.path.join(workdir, "final_params.npz")) as z:
+    return {k: z[k] for k in z.files}
