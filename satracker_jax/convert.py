@@ -256,15 +256,9 @@ def expected_param_shapes(model_config) -> dict[str, tuple]:
   return {name: tuple(x.shape) for name, x in flatten_params(shapes["params"]).items()}
 
 
-def flatten_params(tree: Mapping, prefix: str = "") -> dict[str, Any]:
-  out = {}
-  for k, v in tree.items():
-    name = f"{prefix}{k}"
-    if isinstance(v, Mapping):
-      out.update(flatten_params(v, name + "/"))
-    else:
-      out[name] = v
-  return out
+def flatten_params(tree: Mapping) -> dict[str, Any]:
+  """{'a/b/c': leaf} for a nested parameter dict."""
+  return weights_io.flatten(tree, sep="/")
 
 
 def _grids(model_config) -> tuple[int, int]:

@@ -64,12 +64,13 @@ def _load_torch(path: str):
   return _torch_to_numpy(obj)
 
 
-def _flatten(tree: Mapping, prefix: str = "") -> dict[str, Any]:
+def flatten(tree: Mapping, sep: str = ".", prefix: str = "") -> dict[str, Any]:
+  """{'a<sep>b<sep>c': leaf} for a nested mapping (no JAX needed)."""
   out = {}
   for k, v in tree.items():
     name = f"{prefix}{k}"
     if isinstance(v, Mapping):
-      out.update(_flatten(v, name + "."))
+      out.update(flatten(v, sep, name + sep))
     else:
       out[name] = v
   return out
@@ -83,7 +84,7 @@ def unwrap_state_dict(obj: Any, path: str = "<checkpoint>") -> dict[str, np.ndar
     inner = obj.get(key)
     if isinstance(inner, Mapping) and inner:
       return unwrap_state_dict(inner, path)
-  flat = _flatten(obj)
+  flat = flatten(obj, sep=".")
   arrays = {k: v for k, v in flat.items() if isinstance(v, np.ndarray)}
   if not arrays:
     raise ValueError(f"{path}: no arrays found (top-level keys: {sorted(obj)[:10]})")
