@@ -19,7 +19,7 @@ Recipe for global sample index k (attempt a = 0, 1, ...; randomness of attempt a
      `ToTensorAndJitter`).
 Crops are squares of side ceil(sqrt(w*h)*factor) centred on the box (`satracker_jax.boxes.
 crop_params`), resized bilinearly and padded with the frame's mean colour, by the same
-`crop_image` the tracker uses at inference (`satracker_jax.tracker`). Boxes in crops are exact
+`crop_image` the tracker uses at inference (`satracker_jax.boxes`). Boxes in crops are exact
 (`boxes.map_box_to_crop`), so `map_box_back` recovers the frame box; they are not clipped to [0, 1].
 
 Bad data never stops training: a sequence without a visible frame, a missing or undecodable frame,
@@ -39,7 +39,7 @@ import numpy as np
 from PIL import Image
 
 from satracker_jax import boxes as box_lib
-from satracker_jax.tracker import crop_image
+from satracker_jax.boxes import crop_image
 
 log = logging.getLogger(__name__)
 

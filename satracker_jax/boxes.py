@@ -24,6 +24,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from PIL import Image
 
 _EPS = 1e-7
 
@@ -153,3 +154,44 @@ def clip_box_xywh(box_xywh, width: float, height: float, min_size: float = 0.0) 
   x1 = np.clip(x1, 0.0, width)
   y1 = np.clip(y1, 0.0, height)
   return np.stack([x0, y0, np.maximum(x1 - x0, min_size), np.maximum(y1 - y0, min_size)], axis=-1)
+
+
+def crop_image(frame: np.ndarray, params: CropParams, pad_value=None) -> np.ndarray:
+  """The square `params` crop of a uint8 HxWx3 frame, resized to out_size x out_size (bilinear).
+
+  Only the part inside the image is resampled (a crop of a large box near the border can be
+  mostly padding; building the padded square first would cost its full area). Parts outside the
+  image get `pad_value` (default: the frame's mean colour).
+  """
+  h, w = frame.shape[:2]
+  out = params.out_size
+  if pad_value is None:
+    # Every 4th pixel each way: the padding colour need not be exact, and a full-frame mean
+    # costs as much as the crop itself on HD frames.
+    pad_value = frame[::4, ::4].reshape(-1, 3).mean(axis=0)
+  crop = np.empty((out, out, 3), np.uint8)
+  crop[...] = np.clip(np.round(pad_value), 0, 255).astype(np.uint8)
+  scale = out / params.size  # output pixels per source pixel
+
+  def visible(origin, limit):
+    # Output pixel range covering the image, rounded to whole output pixels, and its source span.
+    lo = int(round((max(origin, 0.0) - origin) * scale))
+    hi = int(round((min(origin + params.size, float(limit)) - origin) * scale))
+    lo, hi = max(lo, 0), min(hi, out)
+    src_lo = min(max(origin + lo / scale, 0.0), float(limit))
+    src_hi = min(max(origin + hi / scale, 0.0), float(limit))
+    return lo, hi, src_lo, src_hi
+
+  x_lo, x_hi, sx0, sx1 = visible(params.x0, w)
+  y_lo, y_hi, sy0, sy1 = visible(params.y0, h)
+  if x_hi <= x_lo or y_hi <= y_lo or sx1 <= sx0 or sy1 <= sy0:
+    return crop
+  # Hand Pillow only the source pixels the resampling filter reads (plus a margin for its
+  # support), not the whole frame.
+  margin = int(np.ceil(max(1.0, 1.0 / scale))) + 1
+  ix0, iy0 = max(int(np.floor(sx0)) - margin, 0), max(int(np.floor(sy0)) - margin, 0)
+  ix1, iy1 = min(int(np.ceil(sx1)) + margin, w), min(int(np.ceil(sy1)) + margin, h)
+  region = Image.fromarray(np.ascontiguousarray(frame[iy0:iy1, ix0:ix1])).resize(
+      (x_hi - x_lo, y_hi - y_lo), Image.BILINEAR, box=(sx0 - ix0, sy0 - iy0, sx1 - ix0, sy1 - iy0))
+  crop[y_lo:y_hi, x_lo:x_hi] = np.asarray(region)
+  return crop

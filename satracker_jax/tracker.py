@@ -33,9 +33,9 @@ from typing import Callable, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from PIL import Image
 
 from satracker_jax import boxes as box_lib
+from satracker_jax.boxes import crop_image  # noqa: F401  (re-exported: the tracker crops with it)
 
 # A predicted box never shrinks below this (pixels): a collapsed box would make a degenerate
 # next crop from which the tracker cannot recover.
@@ -49,47 +49,6 @@ def hann_window(size: int) -> np.ndarray:
   `hann2d(centered=True)`), so border cells are damped, never excluded."""
   w = np.hanning(size + 2)[1:-1]
   return np.outer(w, w).astype(np.float32)
-
-
-def crop_image(frame: np.ndarray, params: box_lib.CropParams, pad_value=None) -> np.ndarray:
-  """The square `params` crop of a uint8 HxWx3 frame, resized to out_size x out_size (bilinear).
-
-  Only the part inside the image is resampled (a crop of a large box near the border can be
-  mostly padding; building the padded square first would cost its full area). Parts outside the
-  image get `pad_value` (default: the frame's mean colour).
-  """
-  h, w = frame.shape[:2]
-  out = params.out_size
-  if pad_value is None:
-    # Every 4th pixel each way: the padding colour need not be exact, and a full-frame mean
-    # costs as much as the crop itself on HD frames.
-    pad_value = frame[::4, ::4].reshape(-1, 3).mean(axis=0)
-  crop = np.empty((out, out, 3), np.uint8)
-  crop[...] = np.clip(np.round(pad_value), 0, 255).astype(np.uint8)
-  scale = out / params.size  # output pixels per source pixel
-
-  def visible(origin, limit):
-    # Output pixel range covering the image, rounded to whole output pixels, and its source span.
-    lo = int(round((max(origin, 0.0) - origin) * scale))
-    hi = int(round((min(origin + params.size, float(limit)) - origin) * scale))
-    lo, hi = max(lo, 0), min(hi, out)
-    src_lo = min(max(origin + lo / scale, 0.0), float(limit))
-    src_hi = min(max(origin + hi / scale, 0.0), float(limit))
-    return lo, hi, src_lo, src_hi
-
-  x_lo, x_hi, sx0, sx1 = visible(params.x0, w)
-  y_lo, y_hi, sy0, sy1 = visible(params.y0, h)
-  if x_hi <= x_lo or y_hi <= y_lo or sx1 <= sx0 or sy1 <= sy0:
-    return crop
-  # Hand Pillow only the source pixels the resampling filter reads (plus a margin for its
-  # support), not the whole frame.
-  margin = int(np.ceil(max(1.0, 1.0 / scale))) + 1
-  ix0, iy0 = max(int(np.floor(sx0)) - margin, 0), max(int(np.floor(sy0)) - margin, 0)
-  ix1, iy1 = min(int(np.ceil(sx1)) + margin, w), min(int(np.ceil(sy1)) + margin, h)
-  region = Image.fromarray(np.ascontiguousarray(frame[iy0:iy1, ix0:ix1])).resize(
-      (x_hi - x_lo, y_hi - y_lo), Image.BILINEAR, box=(sx0 - ix0, sy0 - iy0, sx1 - ix0, sy1 - iy0))
-  crop[y_lo:y_hi, x_lo:x_hi] = np.asarray(region)
-  return crop
 
 
 def _as_frame(frame) -> np.ndarray:
