@@ -206,17 +206,6 @@ def test_template_target_mask_is_patch_coverage():
   np.testing.assert_allclose(np.asarray(m[1]).reshape(4, 4), expected, atol=1e-6)
 
 
-def test_resample_pos_embed():
-  pe = jnp.ones((1, 14 * 14, 8)) * 0.3
-  out = vit.resample_pos_embed(pe, 8)
-  assert out.shape == (1, 64, 8)
-  np.testing.assert_allclose(out, 0.3, atol=1e-5)
-  grid = jnp.arange(4 * 4, dtype=jnp.float32).reshape(16, 1)
-  np.testing.assert_allclose(vit.resample_pos_embed(grid, 4), grid, atol=1e-5)
-  with pytest.raises(ValueError):
-    vit.resample_pos_embed(jnp.ones((1, 197, 8)), 8)
-
-
 def test_config_validation(tiny_config):
   bad = tiny_config.model.to_dict()
   bad["text_layer_map"] = (0, 1)

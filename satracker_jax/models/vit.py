@@ -5,7 +5,7 @@ PyTorch fused qkv weight converts by splitting into three and transposing.
 """
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Optional
 
 import flax.linen as nn
 import jax
@@ -98,23 +98,3 @@ def patch_embed(dim: int, patch_size: int, dtype: Dtype = jnp.float32, name: str
 def grid_to_tokens(y: jax.Array) -> jax.Array:
   """[B, H, W, C] -> [B, H*W, C], row-major over the grid (the timm token order)."""
   return y.reshape(y.shape[0], -1, y.shape[-1])
-
-
-def resample_pos_embed(pe: jax.Array, new_grid: Union[int, Sequence[int]]) -> jax.Array:
-  """Bicubic resize of square-grid position embeddings [1, g*g, C] (or [g*g, C]) to a new grid.
-
-  No class token: strip it before calling. Antialiasing is off to stay close to PyTorch's
-  `F.interpolate(mode="bicubic", align_corners=False)` used by OSTrack when it shrinks 14x14 to 8x8.
-  """
-  pe = jnp.asarray(pe)
-  batched = pe.ndim == 3
-  tokens = pe[0] if batched else pe
-  n, c = tokens.shape
-  g = int(round(n ** 0.5))
-  if g * g != n:
-    raise ValueError(f"position embedding with {n} tokens is not a square grid (class token left in?)")
-  gh, gw = (new_grid, new_grid) if isinstance(new_grid, int) else tuple(new_grid)
-  grid = tokens.reshape(g, g, c).astype(jnp.float32)
-  out = jax.image.resize(grid, (gh, gw, c), method="bicubic", antialias=False)
-  out = out.reshape(gh * gw, c).astype(pe.dtype)
-  return out[None] if batched else out
