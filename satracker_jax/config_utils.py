@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import json
 import os
 from typing import Sequence
 
@@ -92,3 +93,20 @@ def split_config_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
       rest.append(a)
     i += 1
   return rest, overrides
+
+
+def config_to_json(config: ml_collections.ConfigDict) -> dict:
+  """A JSON-able dict (what checkpoints and params files store)."""
+  return json.loads(config.to_json_best_effort())
+
+
+def config_from_json(d: dict) -> ml_collections.ConfigDict:
+  """Inverse of `config_to_json`. JSON has no tuples; configs use tuples for every sequence field
+  (layer lists, lr_rules), so lists come back as tuples."""
+  def fix(v):
+    if isinstance(v, list):
+      return tuple(fix(x) for x in v)
+    if isinstance(v, dict):
+      return {k: fix(x) for k, x in v.items()}
+    return v
+  return ml_collections.ConfigDict(fix(d))

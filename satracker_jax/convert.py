@@ -31,7 +31,6 @@ as "unused" and never fail.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
@@ -420,98 +419,78 @@ def load_pretrained(params, convert_dir: str) -> tuple[dict, dict]:
 
 
 # ---------------------------------------------------------------------------------------------
-# CLI.
+# Checkpoint files -> a converted-weights folder (what `satracker convert` runs).
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-  parser.add_argument("--vit", help="ViT checkpoint (MAE/timm/OSTrack): .pth/.bin/.safetensors/.npz")
-  parser.add_argument("--bert", help="BERT checkpoint file or HF model directory (with vocab.txt)")
-  parser.add_argument("--vocab", help="vocab.txt to ship with the weights (default: next to --bert)")
-  parser.add_argument("--config", required=True, help="config file, e.g. configs/base.py[:arg]")
-  parser.add_argument("--out", required=True, help="output directory (params.npz, report.json, vocab.txt)")
-  parser.add_argument("--allow-unused", action="store_true",
-                      help="do not fail on checkpoint keys this model has no place for")
-  parser.add_argument("--allow-missing", action="store_true",
-                      help="do not fail when a converted branch leaves some backbone parameters new")
-
-
-def _load_branch(path: str, prefix: str) -> dict[str, np.ndarray]:
+def load_branch(path: str, prefix: str) -> dict[str, np.ndarray]:
+  """A checkpoint file or HF folder -> its state dict with `prefix` (e.g. "backbone.") stripped."""
   state = weights_io.load_state_dict(weights_io.find_checkpoint_file(path))
   return weights_io.strip_prefix(state, prefix)
 
 
-def _find_vocab(args) -> Optional[str]:
-  if args.vocab:
-    if not os.path.isfile(args.vocab):
-      raise FileNotFoundError(f"--vocab {args.vocab!r} does not exist")
-    return args.vocab
-  if args.bert:
-    folder = args.bert if os.path.isdir(args.bert) else os.path.dirname(os.path.abspath(args.bert))
+def find_vocab(vocab: Optional[str], bert: Optional[str]) -> Optional[str]:
+  """The vocab.txt to ship: `vocab` if given, else the one next to the BERT checkpoint (or None)."""
+  if vocab:
+    if not os.path.isfile(vocab):
+      raise FileNotFoundError(f"vocab file {vocab!r} does not exist")
+    return vocab
+  if bert:
+    folder = bert if os.path.isdir(bert) else os.path.dirname(os.path.abspath(bert))
     candidate = os.path.join(folder, VOCAB_FILE)
     if os.path.isfile(candidate):
       return candidate
   return None
 
 
-def _print_report(report: dict) -> None:
-  def show(title, items, limit=12):
-    items = list(items)
-    print(f"{title}: {len(items)}")
-    for item in items[:limit]:
-      print(f"  {item}")
-    if len(items) > limit:
-      print(f"  ... {len(items) - limit} more (see report.json)")
-  print(f"mapped: {len(report['mapped'])} parameters")
-  show("unused (known, not needed)", [f"{k}: {v}" for k, v in report["unused"].items()], 6)
-  show("unexpected", report["unexpected"])
-  show("missing (left as initialised)", report["missing"])
-  for name, how in report["pos_embed"].items():
-    print(f"{name}: {how}")
+class ConversionError(ValueError):
+  """The checkpoints do not convert cleanly into the config; `report` says what was found."""
+
+  def __init__(self, problems: list[str], report: dict):
+    super().__init__("conversion failed:\n  " + "\n  ".join(problems))
+    self.problems = problems
+    self.report = report
 
 
-def run(args, overrides=()) -> int:
-  from satracker_jax.config_utils import load_config  # pylint: disable=g-import-not-at-top
-  if not args.vit and not args.bert:
-    raise SystemExit("satracker convert: give --vit and/or --bert")
-  config = load_config(args.config, overrides)
-  try:
-    vit_state = _load_branch(args.vit, "backbone.") if args.vit else None
-    bert_state = _load_branch(args.bert, "bert.") if args.bert else None
-    result = convert_state_dicts(vit_state, bert_state, config.model)
-  except (ValueError, FileNotFoundError, ImportError) as e:
-    raise SystemExit(f"satracker convert: {e}") from None
+def convert_to_folder(out: str, config, vit: Optional[str] = None, bert: Optional[str] = None,
+                      vocab: Optional[str] = None, allow_unused: bool = False,
+                      allow_missing: bool = False, config_name: str = "",
+                      overrides=()) -> dict:
+  """Converts the ViT and/or BERT checkpoints into `out` (params.npz, report.json, vocab.txt).
+
+  Returns the report (also written as report.json). Raises `ConversionError` (with the report)
+  on unexpected / missing keys unless allowed, ValueError on wrong shapes, FileNotFoundError on
+  missing files. Nothing is written unless the conversion succeeds.
+  """
+  if not vit and not bert:
+    raise ValueError("give a ViT and/or a BERT checkpoint")
+  vit_state = load_branch(vit, "backbone.") if vit else None
+  bert_state = load_branch(bert, "bert.") if bert else None
+  result = convert_state_dicts(vit_state, bert_state, config.model)
 
   problems = []
-  if result.unexpected and not args.allow_unused:
+  if result.unexpected and not allow_unused:
     problems.append(f"{len(result.unexpected)} unexpected checkpoint keys, first {result.unexpected[0]!r} "
                     "(this model has no place for them; --allow-unused to ignore)")
-  if result.missing and not args.allow_missing:
+  if result.missing and not allow_missing:
     problems.append(f"{len(result.missing)} backbone parameters not in the checkpoint, first "
                     f"{result.missing[0]!r} (--allow-missing to leave them initialised)")
-
-  report = {"format": "satracker-convert/1", "config": args.config, "overrides": list(overrides),
-            "sources": {"vit": args.vit, "bert": args.bert}, "params_file": PARAMS_FILE,
+  report = {"format": "satracker-convert/1", "config": config_name, "overrides": list(overrides),
+            "sources": {"vit": vit, "bert": bert}, "params_file": PARAMS_FILE,
             "vocab_file": None, **result.report()}
-  vocab = _find_vocab(args)
+  vocab = find_vocab(vocab, bert)
   if vocab:
     lines = sum(1 for _ in open(vocab, encoding="utf-8"))
     rows = result.params.get("bert_embeddings/word_embeddings/embedding")
     if rows is not None and lines > rows.shape[0]:
       problems.append(f"{vocab}: {lines} tokens but the word embedding has {rows.shape[0]} rows")
-  elif args.bert:
-    print("warning: no vocab.txt found next to --bert (give --vocab); the WordPiece tokenizer needs it")
-  _print_report(report)
   if problems:
-    raise SystemExit("satracker convert: conversion failed:\n  " + "\n  ".join(problems))
+    raise ConversionError(problems, report)
 
-  os.makedirs(args.out, exist_ok=True)
+  os.makedirs(out, exist_ok=True)
   if vocab:
-    shutil.copyfile(vocab, os.path.join(args.out, VOCAB_FILE))
+    shutil.copyfile(vocab, os.path.join(out, VOCAB_FILE))
     report["vocab_file"] = VOCAB_FILE
-  np.savez(os.path.join(args.out, PARAMS_FILE), **{k: np.ascontiguousarray(v) for k, v in result.params.items()})
-  with open(os.path.join(args.out, REPORT_FILE), "w") as f:
+  np.savez(os.path.join(out, PARAMS_FILE), **{k: np.ascontiguousarray(v) for k, v in result.params.items()})
+  with open(os.path.join(out, REPORT_FILE), "w") as f:
     json.dump(report, f, indent=1)
-  print(f"wrote {os.path.join(args.out, PARAMS_FILE)} ({len(result.params)} arrays)")
-  if vocab:
-    print(f"tokenizer: --config.text.vocab_file={os.path.join(args.out, VOCAB_FILE)}")
-  return 0
+  return report

@@ -1,4 +1,4 @@
-"""`satracker demo`: the main job on embedded data, start to finish on a CPU.
+"""The main job on embedded data, start to finish on a CPU (`satracker demo`, `run_demo`).
 
 1. generate the synthetic VL tracking data set (train + held-out test split) into WORKDIR/synthetic;
 2. train the tiny SATracker on the train split (WORKDIR/runs/<variant>, resumable);
@@ -12,7 +12,6 @@ so an interrupted demo picks up where it stopped.
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import os
 import time
@@ -30,17 +29,6 @@ ABLATIONS = {
     "no_text": ["model.use_text=False"],
 }
 DATASET = "synthetic"
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-  parser.add_argument("--workdir", default="demo_workdir", help="everything is written under here")
-  parser.add_argument("--config", default="configs/synthetic.py", help="config file[:arg]")
-  parser.add_argument("--ablations", action="store_true",
-                      help="also train/evaluate no_tem, no_sam, no_dm and no_text variants")
-  parser.add_argument("--steps", type=int, default=0, help="training steps (0: the config's)")
-  parser.add_argument("--seed", type=int, default=-1, help="training and data seed (-1: the config's)")
-  parser.add_argument("--parallel", type=int, default=1, help="test sequences tracked per call")
-  parser.add_argument("--no-progress", action="store_true", help="no progress bars (logs, CI)")
 
 
 def _say(text: str) -> None:
@@ -64,9 +52,11 @@ def _prepare_data(config, workdir: str, progress: bool) -> str:
   return root
 
 
-def _train_and_eval(name: str, config, workdir: str, test_sequences, args) -> dict:
+def _train_and_eval(name: str, config, workdir: str, test_sequences, parallel: int,
+                    progress: bool) -> dict:
+  from satracker_jax import model_io  # noqa: PLC0415
   from satracker_jax.evaluation import runner  # noqa: PLC0415
-  from satracker_jax.train import checkpoint, loop  # noqa: PLC0415
+  from satracker_jax.train import loop  # noqa: PLC0415
   run_dir = os.path.join(workdir, "runs", name)
   t0 = time.time()
   _say(f"[{name}] training {config.train.total_steps} steps -> {run_dir}")
@@ -74,11 +64,11 @@ def _train_and_eval(name: str, config, workdir: str, test_sequences, args) -> di
   if summary.get("stopped_by") not in (None, "", "total_steps", "done"):
     _say(f"[{name}] training stopped early: {summary.get('stopped_by')}")
   train_s = time.time() - t0
-  trained_config, variables = checkpoint.load_for_inference(run_dir)
+  trained_config, variables = model_io.load_variables(run_dir)
   out_dir = os.path.join(workdir, "results", name)
   t0 = time.time()
-  metrics = runner.evaluate(trained_config, variables, test_sequences, out_dir, parallel=args.parallel,
-                            progress=not args.no_progress, dataset=DATASET, name=name,
+  metrics = runner.evaluate(trained_config, variables, test_sequences, out_dir, parallel=parallel,
+                            progress=progress, dataset=DATASET, name=name,
                             write_report=False)[name]
   return {**metrics, "train_seconds": train_s, "eval_seconds": time.time() - t0,
           "results_dir": out_dir, "final_step": int(summary.get("step", 0))}
@@ -117,48 +107,54 @@ def _ablation_table(rows: dict) -> str:
   return utils.format_table(headers, table)
 
 
-def run(args, overrides) -> int:
+def run_demo(workdir: str = "demo_workdir", config_spec: str = "configs/synthetic.py",
+             overrides=(), ablations: bool = False, steps: int = 0, seed: int = -1,
+             parallel: int = 1, progress: bool = True) -> dict:
+  """Runs the demo (see the module docstring); returns what it wrote to report/demo.json.
+
+  `steps` > 0 and `seed` >= 0 replace the config's total_steps and seeds (training and data).
+  """
   from data_pipelines import readers  # noqa: PLC0415
   from satracker_jax.evaluation import analyze  # noqa: PLC0415
 
   started = time.time()
-  workdir = os.path.abspath(args.workdir)
+  workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
-  config = config_utils.load_config(args.config, overrides)
-  if args.steps > 0:
-    config.train.total_steps = args.steps
-  if args.seed >= 0:
-    config.seed = args.seed
-    config.data.synthetic.seed = args.seed
-  progress = not args.no_progress
+  config = config_utils.load_config(config_spec, overrides)
+  if steps > 0:
+    config.train.total_steps = steps
+  if seed >= 0:
+    config.seed = seed
+    config.data.synthetic.seed = seed
 
   root = _prepare_data(config, workdir, progress)
   test_sequences = readers.load_dataset(DATASET, root, "test")
   _say(f"{len(test_sequences)} held-out test sequences")
 
-  variants = ABLATIONS if args.ablations else {"full": ABLATIONS["full"]}
+  variants = ABLATIONS if ablations else {"full": ABLATIONS["full"]}
   rows = {}
   for name, variant_overrides in variants.items():
     variant = copy.deepcopy(config)
     config_utils.apply_overrides(variant, variant_overrides)
-    rows[name] = _train_and_eval(name, variant, workdir, test_sequences, args)
+    rows[name] = _train_and_eval(name, variant, workdir, test_sequences, parallel, progress)
 
   report_dir = os.path.join(workdir, "report")
   report = analyze.evaluate(test_sequences, {n: r["results_dir"] for n, r in rows.items()}, DATASET)
   paths = analyze.write_report(report, report_dir, title="synthetic test split")
   gif_sequence = _pick_gif_sequence(test_sequences)
   gif = _write_gif(gif_sequence, rows["full"]["results_dir"], os.path.join(report_dir, "tracked.gif"))
-  utils.write_json(os.path.join(report_dir, "demo.json"), {
-      "config": args.config, "overrides": list(overrides), "seed": int(config.seed),
+  summary = {
+      "config": config_spec, "overrides": list(overrides), "seed": int(config.seed),
       "total_steps": int(config.train.total_steps), "variants": rows,
-      "machine": utils.machine_info(), "wall_seconds": time.time() - started})
-  if args.ablations:
+      "machine": utils.machine_info(), "wall_seconds": time.time() - started}
+  utils.write_json(os.path.join(report_dir, "demo.json"), summary)
+  if ablations:
     with open(os.path.join(report_dir, "ablations.md"), "w") as f:
       f.write("# Ablations on the synthetic test split\n\n" + _ablation_table(rows) + "\n")
 
   print()
   print(analyze.results_table(report))
-  if args.ablations:
+  if ablations:
     print()
     print(_ablation_table(rows))
   print()
@@ -167,7 +163,7 @@ def run(args, overrides) -> int:
   _say(f"  table        {paths['table']}")
   _say(f"  plots        {os.path.join(report_dir, 'success.png')}, precision.png, norm_precision.png")
   _say(f"  GIF          {gif}  ({gif_sequence.name}: \"{gif_sequence.sentence}\")")
-  if args.ablations:
+  if ablations:
     _say(f"  ablations    {os.path.join(report_dir, 'ablations.md')}")
   _say(f"  checkpoints  {os.path.join(workdir, 'runs')}   raw results {os.path.join(workdir, 'results')}")
-  return 0
+  return summary

@@ -1,7 +1,7 @@
-"""`satracker export`: the tracker's device step serialised with `jax.export` (StableHLO).
+"""The tracker's device step serialised with `jax.export` (StableHLO) (`satracker export`).
 
-  satracker export --checkpoint runs/tiny --out tiny_step.stablehlo [--batch 1] \
-      [--weights baked|inputs] [--platforms cpu,cuda,tpu]
+    exported, meta, leaves = export_step(config, variables, batch_size=1, weights="baked")
+    save_exported(path, exported, meta, leaves);  step = load_exported(path)
 
 The exported function is `tracker.make_step_fn` (network + Hann-windowed decode):
 
@@ -23,14 +23,14 @@ numpy only).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import sys
 from typing import Sequence
 
 import jax
 import numpy as np
+
+from satracker_jax import tracker as tracker_lib
 
 FORMAT = "satracker-step/1"
 INPUT_NAMES = ("template", "template_box", "search", "text_ids", "text_mask", "window")
@@ -47,7 +47,6 @@ def weights_path(path: str) -> str:
 def export_step(config, variables, batch_size: int = 1, weights: str = "baked",
                 platforms: Sequence[str] | None = None, apply_fn=None):
   """Returns (jax.export.Exported, metadata dict, weight leaves or None)."""
-  from satracker_jax import tracker as tracker_lib
   if weights not in ("baked", "inputs"):
     raise ValueError(f"weights must be 'baked' or 'inputs', got {weights!r}")
   step = tracker_lib.make_step_fn(apply_fn or tracker_lib.model_apply_fn(config))
@@ -135,28 +134,3 @@ def load_exported(path: str) -> ExportedStep:
       leaves = [data[f"w{i:05d}"] for i in range(meta["num_weights"])]
     leaves = [jax.device_put(l) for l in leaves]
   return ExportedStep(exported, meta, leaves)
-
-
-# -- CLI ------------------------------------------------------------------------------------------
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-  parser.add_argument("--checkpoint", default="", help="training workdir or its checkpoints/ folder")
-  parser.add_argument("--config", default="", help="config file[:arg] (checked against the checkpoint; "
-                      "alone: random weights, for trying the export)")
-  parser.add_argument("--out", required=True, help="serialised StableHLO file (sidecar: FILE.json)")
-  parser.add_argument("--batch", type=int, default=1, help="batch size baked into the export")
-  parser.add_argument("--weights", choices=("baked", "inputs"), default="baked",
-                      help="baked: constants inside FILE; inputs: FILE.weights.npz bound at load")
-  parser.add_argument("--platforms", default="",
-                      help="comma-separated (cpu,cuda,rocm,tpu); default: this machine's backend")
-
-
-def run(args, overrides) -> int:
-  from satracker_jax.evaluation.runner import load_model
-  config, variables = load_model(args.checkpoint, args.config, overrides)
-  platforms = [p.strip() for p in args.platforms.split(",") if p.strip()] or None
-  exported, meta, leaves = export_step(config, variables, args.batch, args.weights, platforms)
-  for path in save_exported(args.out, exported, meta, leaves):
-    print(f"wrote {path} ({os.path.getsize(path) / 2**20:.1f} MiB)")
-  print("inputs: " + ", ".join(f"{i['name']} {i['dtype']}{i['shape']}" for i in meta["inputs"]),
-        file=sys.stdout)
-  return 0

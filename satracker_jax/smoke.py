@@ -1,7 +1,8 @@
-"""`satracker smoke`: one jitted forward+backward of a config on random inputs.
+"""One jitted forward+backward of a config on random inputs (`satracker smoke`), and the random
+batches tests and benchmarks feed the model.
 
-Prints every output's shape, each loss term, the parameter count and the compile/step times: the
-quickest check that a config builds, traces and differentiates.
+`smoke(config)` returns every output's shape, each loss term, the parameter count and the
+compile/step times: the quickest check that a config builds, traces and differentiates.
 """
 from __future__ import annotations
 
@@ -11,14 +12,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from satracker_jax import config_utils, losses
+from satracker_jax import losses
 from satracker_jax.models import build_model, count_params
-
-
-def add_arguments(parser):
-  parser.add_argument("--config", default="configs/tiny.py", help="config file[:arg]")
-  parser.add_argument("--batch", type=int, default=8, help="batch size of the random inputs")
-  parser.add_argument("--seed", type=int, default=0)
 
 
 def random_batch(model_config, batch_size: int, seed: int = 0) -> dict:
@@ -45,14 +40,18 @@ def model_inputs(batch: dict) -> tuple:
   return tuple(batch[k] for k in ("template", "template_box", "search", "text_ids", "text_mask"))
 
 
-def run(args, overrides) -> int:
-  config = config_utils.load_config(args.config, overrides)
+def smoke(config, batch_size: int = 8, seed: int = 0) -> dict:
+  """One jitted init + forward + backward of `config` on a random batch.
+
+  Returns {"parameters", "outputs": {path: (shape, dtype)}, "total", "terms": {name: value},
+  "grad_norm", "init_s", "first_step_s", "second_step_s", "finite"}.
+  """
   model = build_model(config.model)
-  batch = random_batch(config.model, args.batch, args.seed)
+  batch = random_batch(config.model, batch_size, seed)
   inputs = model_inputs(batch)
 
   t0 = time.perf_counter()
-  variables = jax.jit(model.init, static_argnames="train")(jax.random.key(args.seed), *inputs, train=False)
+  variables = jax.jit(model.init, static_argnames="train")(jax.random.key(seed), *inputs, train=False)
   jax.block_until_ready(variables)
   init_s = time.perf_counter() - t0
 
@@ -71,19 +70,15 @@ def run(args, overrides) -> int:
   jax.block_until_ready(step(variables["params"], variables["batch_stats"], batch))
   second_s = time.perf_counter() - t0
 
-  print(f"config {args.config}  batch {args.batch}  devices {jax.devices()}")
-  print(f"parameters: {count_params(variables['params']):,}")
-  print("outputs:")
-  for path, leaf in jax.tree.flatten_with_path(out)[0]:
-    print(f"  {jax.tree_util.keystr(path):40s} {tuple(leaf.shape)} {leaf.dtype}")
-  print("losses:")
-  print(f"  {'total':10s} {float(total):.5f}")
-  for name, value in terms.items():
-    print(f"  {name:10s} {float(value):.5f}")
   grad_norm = float(jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(grads))))
-  print(f"grad norm {grad_norm:.5f}")
-  print(f"init {init_s:.1f}s  compile+first step {first_s:.1f}s  second step {second_s:.3f}s")
-  finite = bool(np.isfinite(float(total))) and np.isfinite(grad_norm)
-  if not finite:
-    print("NON-FINITE loss or gradient")
-  return 0 if finite else 1
+  total = float(total)
+  return {
+      "parameters": count_params(variables["params"]),
+      "outputs": {jax.tree_util.keystr(path): (tuple(leaf.shape), str(leaf.dtype))
+                  for path, leaf in jax.tree.flatten_with_path(out)[0]},
+      "total": total,
+      "terms": {name: float(value) for name, value in terms.items()},
+      "grad_norm": grad_norm,
+      "init_s": init_s, "first_step_s": first_s, "second_step_s": second_s,
+      "finite": bool(np.isfinite(total) and np.isfinite(grad_norm)),
+  }

@@ -35,7 +35,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from satracker_jax import boxes as box_lib
-from satracker_jax.boxes import crop_image  # noqa: F401  (re-exported: the tracker crops with it)
+from satracker_jax.boxes import crop_image
+from satracker_jax.models import build_model, decode_box
 
 # A predicted box never shrinks below this (pixels): a collapsed box would make a degenerate
 # next crop from which the tracker cannot recover.
@@ -73,34 +74,11 @@ def _clip_to_image(box_xywh: np.ndarray, width: int, height: int) -> np.ndarray:
 def model_apply_fn(config) -> ApplyFn:
   """`apply_fn(variables, template, template_box, search, text_ids, text_mask) -> out dict` of the
   config's model in inference mode."""
-  from satracker_jax.models.satracker import build_model
   model = build_model(config.model)
 
   def apply_fn(variables, template, template_box, search, text_ids, text_mask):
     return model.apply(variables, template, template_box, search, text_ids, text_mask, train=False)
   return apply_fn
-
-
-def random_variables(config, seed: int = 0) -> dict:
-  """Freshly initialised {"params", "batch_stats"} (benchmarks, smoke runs, tests)."""
-  from satracker_jax.models.satracker import build_model
-  from satracker_jax.train import state as state_lib
-  model = build_model(config.model)
-  init = jax.jit(lambda rng: state_lib.init_variables(model, config.model, rng))
-  # An rbg key compiles init several times faster than threefry (one derivation per parameter);
-  # these weights only need to be random, not reproducible across JAX versions.
-  return init(jax.random.key(seed, impl="unsafe_rbg"))
-
-
-def check_variables_fit(config, variables, where: str) -> None:
-  """ValueError naming the first parameter whose presence or shape differs from `config.model`."""
-  from satracker_jax.models.satracker import build_model
-  from satracker_jax.train import checkpoint as ckpt_lib
-  from satracker_jax.train import state as state_lib
-  model = build_model(config.model)
-  abstract = jax.eval_shape(lambda: state_lib.init_variables(model, config.model, jax.random.PRNGKey(0)))
-  for part in ("params", "batch_stats"):
-    ckpt_lib.check_compatible({part: abstract[part]}, {part: variables.get(part, {})}, where)
 
 
 def make_step_fn(apply_fn: ApplyFn) -> Callable[..., dict]:
@@ -112,8 +90,6 @@ def make_step_fn(apply_fn: ApplyFn) -> Callable[..., dict]:
         "score_map", "size_map", "offset_map": the head's maps}
   A window of ones is "no Hann window" (multiplying by 1 is exact), so one function serves both.
   """
-  from satracker_jax.models.head import decode_box
-
   def step(variables, template, template_box, search, text_ids, text_mask, window):
     out = apply_fn(variables, template, template_box, search, text_ids, text_mask)
     box, score = decode_box(out["score_map"], out["size_map"], out["offset_map"], window)

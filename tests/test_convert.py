@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from satracker_jax import convert, weights_io
+from satracker_jax.cli import convert as convert_cli
 from satracker_jax.config_utils import load_config
 from satracker_jax.models import build_model
 import torch_layout_reference as ref
@@ -107,7 +108,7 @@ def test_zero_gate_model_matches_numpy_reference(tmp_path, capsys):
   write_vocab(bert_dir)
 
   out = tmp_path / "converted"
-  assert convert.run(convert_args(out, vit=vit_path, bert=str(bert_dir)), SMALL_OVERRIDES) == 0
+  assert convert_cli.run(convert_args(out, vit=vit_path, bert=str(bert_dir)), SMALL_OVERRIDES) == 0
   printed = capsys.readouterr().out
   assert "unexpected: 0" in printed and "missing (left as initialised): 0" in printed
   report = json.loads((out / "report.json").read_text())
@@ -191,9 +192,9 @@ def test_cli_errors_on_mismatch_unexpected_and_missing(tmp_path):
   path = str(tmp_path / "vit.npz")
   np.savez(path, **vit)
   with pytest.raises(SystemExit, match=r"unexpected checkpoint keys, first 'blocks\.2\.attn\.proj\.bias'"):
-    convert.run(convert_args(tmp_path / "a", vit=path), SMALL_OVERRIDES)
+    convert_cli.run(convert_args(tmp_path / "a", vit=path), SMALL_OVERRIDES)
   assert not (tmp_path / "a").exists()
-  assert convert.run(convert_args(tmp_path / "b", vit=path, allow_unused=True), SMALL_OVERRIDES) == 0
+  assert convert_cli.run(convert_args(tmp_path / "b", vit=path, allow_unused=True), SMALL_OVERRIDES) == 0
   assert len(json.loads((tmp_path / "b" / "report.json").read_text())["unexpected"]) == 12
 
   del vit["blocks.2.mlp.fc1.weight"]
@@ -201,12 +202,12 @@ def test_cli_errors_on_mismatch_unexpected_and_missing(tmp_path):
     del vit[k]
   np.savez(path, **vit)
   with pytest.raises(SystemExit, match=r"backbone parameters not in the checkpoint, first 'vit_block_1/"):
-    convert.run(convert_args(tmp_path / "c", vit=path), SMALL_OVERRIDES)
+    convert_cli.run(convert_args(tmp_path / "c", vit=path), SMALL_OVERRIDES)
 
   wide = ref.vit_state_dict(VIT_DIM * 2, DEPTH, MLP, grid=3, rng=rng)
   np.savez(path, **wide)
   with pytest.raises(SystemExit, match=r"patch_embed\.proj\.weight"):
-    convert.run(convert_args(tmp_path / "d", vit=path), SMALL_OVERRIDES)
+    convert_cli.run(convert_args(tmp_path / "d", vit=path), SMALL_OVERRIDES)
 
 
 def test_load_pretrained_resamples_pos_embed_and_rejects_foreign_names(tmp_path):
@@ -214,7 +215,7 @@ def test_load_pretrained_resamples_pos_embed_and_rejects_foreign_names(tmp_path)
   vit = ref.vit_state_dict(VIT_DIM, DEPTH, MLP, grid=3, rng=np.random.default_rng(5))
   path = str(tmp_path / "vit.npz")
   np.savez(path, **vit)
-  assert convert.run(convert_args(tmp_path / "out", vit=path), SMALL_OVERRIDES) == 0
+  assert convert_cli.run(convert_args(tmp_path / "out", vit=path), SMALL_OVERRIDES) == 0
   bigger = load_config("configs/tiny.py", SMALL_OVERRIDES + ["model.search_size=96"])
   model = build_model(bigger.model)
   shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), *map(jnp.asarray, random_inputs(
@@ -236,7 +237,7 @@ def test_load_pretrained_resamples_pos_embed_and_rejects_foreign_names(tmp_path)
 def test_load_pretrained_keeps_sharding(tmp_path):
   vit = ref.vit_state_dict(VIT_DIM, DEPTH, MLP, grid=3, rng=np.random.default_rng(6))
   np.savez(tmp_path / "vit.npz", **vit)
-  assert convert.run(convert_args(tmp_path / "out", vit=str(tmp_path / "vit.npz")), SMALL_OVERRIDES) == 0
+  assert convert_cli.run(convert_args(tmp_path / "out", vit=str(tmp_path / "vit.npz")), SMALL_OVERRIDES) == 0
   cfg = small_config()
   model = build_model(cfg.model)
   mesh = jax.make_mesh((1,), ("data",), axis_types=(jax.sharding.AxisType.Explicit,))
@@ -364,7 +365,7 @@ def test_parity_with_pytorch_models(tmp_path):
   write_vocab(bert_dir)
 
   out = tmp_path / "converted"
-  assert convert.run(convert_args(out, vit=str(tmp_path / "mae.pth"), bert=str(bert_dir)), SMALL_OVERRIDES) == 0
+  assert convert_cli.run(convert_args(out, vit=str(tmp_path / "mae.pth"), bert=str(bert_dir)), SMALL_OVERRIDES) == 0
   inputs = random_inputs(np.random.default_rng(7), cfg)
   vision, text, _ = model_features(cfg, out, inputs)
 

@@ -103,8 +103,8 @@ def test_batched_eval_equals_serial(setup):
 
 
 def test_checkpoint_config_mismatch_is_an_error(tiny_config, tiny_variables):
-  from satracker_jax import tracker as tracker_lib
-  tracker_lib.check_variables_fit(tiny_config, tiny_variables, "same config")
+  from satracker_jax import model_io
+  model_io.check_variables(tiny_config, tiny_variables, "same config")
   other = config_utils.load_config("tiny", ["model.head_channels=32"])
   with pytest.raises(ValueError, match="head"):
-    tracker_lib.check_variables_fit(other, tiny_variables, "other config")
+    model_io.check_variables(other, tiny_variables, "other config")

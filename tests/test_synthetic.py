@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from data_pipelines import readers, synthetic, synthetic_cli
+from data_pipelines import readers, synthetic
 from satracker_jax import cli, config_utils
 from satracker_jax.tokenizer import WordPieceTokenizer
 
@@ -105,7 +105,8 @@ def test_tfds_builder_builds_offline(tmp_path):
 
 def test_cli_arguments():
   import argparse
+  from satracker_jax.cli import synth as synth_cli
   parser = argparse.ArgumentParser()
-  synthetic_cli.add_arguments(parser)
+  synth_cli.add_arguments(parser)
   args = parser.parse_args(["--out", "x", "--size", "64x48"])
   assert synthetic.parse_size(args.size) == (64, 48) and args.split_test == 0

@@ -92,7 +92,7 @@ def test_crop_puts_target_where_map_box_to_crop_says(box):
   x, y, w, h = box
   frame[max(int(y), 0):int(y + h), max(int(x), 0):int(x + w)] = 250
   params = box_lib.crop_params(box, 4.0, 128)
-  crop = tracker_lib.crop_image(frame, params)
+  crop = box_lib.crop_image(frame, params)
   assert crop.shape == (128, 128, 3) and crop.dtype == np.uint8
   # Expected target extent in crop pixels, clipped to the image part of the crop.
   visible = box_lib.clip_box_xywh(np.array(box), 130, 100)

@@ -183,12 +183,11 @@ def _assert_checkpoints_finite(wd):
         assert np.all(np.isfinite(a)), f"checkpoint {step} holds non-finite values"
 
 
-def test_load_for_inference_and_refusing_another_config(run_1dev):
+def test_load_variables_and_refusing_another_config(run_1dev):
   import jax
-  from satracker_jax import config_utils
-  from satracker_jax.train import checkpoint as ckpt_lib
+  from satracker_jax import config_utils, model_io
   wd, _ = run_1dev
-  config, variables = ckpt_lib.load_for_inference(str(wd))
+  config, variables = model_io.load_variables(str(wd))
   assert set(variables) == {"params", "batch_stats"}
   assert config.model.vit.dim == 64 and config.train.total_steps == 60
   leaf = jax.tree.leaves(variables["params"])[0]
@@ -198,4 +197,4 @@ def test_load_for_inference_and_refusing_another_config(run_1dev):
                         ref["patch_embed/kernel"])
   other = config_utils.load_config(EXTRA["config"], [o for o in SMALL if "vit.dim" not in o])
   with pytest.raises(ValueError, match=r"does not match this config: '.*' has shape"):
-    ckpt_lib.load_for_inference(str(wd / "checkpoints"), config=other)
+    model_io.load_variables(str(wd / "checkpoints"), config=other)

@@ -7,7 +7,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from satracker_jax import config_utils
+from satracker_jax import config_utils, model_io
 from satracker_jax.train import checkpoint as ckpt_lib
 from satracker_jax.train import optimizer as optim_lib
 from satracker_jax.train import sharding as sharding_lib
@@ -87,7 +87,7 @@ def test_frozen_params_stay_bitwise_and_schedule_warms_up():
 def _standin_setup(config):
   model = th.standin_model()
   config.model.template_size, config.model.search_size, config.model.max_text_len = 16, 32, 8
-  abstract_vars = jax.eval_shape(lambda: state_lib.init_variables(model, config.model,
+  abstract_vars = jax.eval_shape(lambda: model_io.init_variables(model, config.model,
                                                                   jax.random.PRNGKey(0)))
   tx, schedule = optim_lib.build_optimizer(config, abstract_vars["params"])
   mesh = sharding_lib.make_mesh({"data": -1, "fsdp": 1})
@@ -138,7 +138,7 @@ def test_gradient_accumulation_matches_full_batch():
 def test_config_json_round_trip_restores_tuples():
   config = config_utils.load_config("configs/tiny.py")
   config.optim.lr_rules = ((r"^head", 0.5),)
-  back = ckpt_lib.config_from_json(ckpt_lib.config_to_json(config))
+  back = config_utils.config_from_json(config_utils.config_to_json(config))
   assert back.model.tem_layers == config.model.tem_layers
   assert back.optim.lr_rules == ((r"^head", 0.5),)
   assert back.model.vit.dim == 192
@@ -149,9 +149,9 @@ def test_check_compatible_names_first_mismatched_key():
                      "b": jax.ShapeDtypeStruct((4,), jnp.float32)}}
   have = {"params": {"a": np.zeros((2, 5)), "b": np.zeros(4)}}
   with pytest.raises(ValueError, match=r"params/a.*\(2, 5\).*\(2, 3\)"):
-    ckpt_lib.check_compatible(want, have, "ckpt")
+    model_io.check_compatible(want, have, "ckpt")
   with pytest.raises(ValueError, match=r"params/c.*lacks"):
-    ckpt_lib.check_compatible(want, {"params": {**want["params"], "c": np.zeros(1)}}, "ckpt")
+    model_io.check_compatible(want, {"params": {**want["params"], "c": np.zeros(1)}}, "ckpt")
 
 
 def test_training_stops_after_max_consecutive_nonfinite_steps(tmp_path):

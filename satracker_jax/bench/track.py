@@ -14,13 +14,12 @@ Compilation is excluded (warm-up calls) and the compile count is reported (it mu
 """
 from __future__ import annotations
 
-import argparse
 import time
 
 import jax
 import numpy as np
 
-from satracker_jax import config_utils, utils
+from satracker_jax import config_utils, model_io, utils
 from satracker_jax import boxes as box_lib
 from satracker_jax import tracker as tracker_lib
 
@@ -79,8 +78,8 @@ def _bench_tracker(config, variables, tok, frames, box, num_frames: int, slots: 
 
   loop_s = _time(loop, num_frames)
   params = box_lib.crop_params(box, bt.search_factor, bt.search_size)
-  crop_s = _time(lambda: tracker_lib.crop_image(frames[1], params), num_frames)
-  search = np.stack([tracker_lib.crop_image(frames[1], params)] * slots)
+  crop_s = _time(lambda: box_lib.crop_image(frames[1], params), num_frames)
+  search = np.stack([box_lib.crop_image(frames[1], params)] * slots)
   step_s = _time(lambda: jax.block_until_ready(bt.step(search)), num_frames)
   return {
       "slots": slots,
@@ -91,43 +90,40 @@ def _bench_tracker(config, variables, tok, frames, box, num_frames: int, slots: 
   }
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-  parser.add_argument("--frames", type=int, default=100, help="timed calls per measurement")
-  parser.add_argument("--parallel", type=int, default=0, help="also time a BatchedTracker of N slots")
-  parser.add_argument("--bf16", action="store_true", help="bfloat16 compute (model.dtype)")
-  parser.add_argument("--frame-size", default="480,640", help="H,W of the synthetic frames")
-
-
-def run(args, overrides) -> dict:
-  config = config_utils.load_config(args.config, overrides)
-  if args.bf16:
+def run(config_spec: str = "configs/tiny.py", overrides=(), *, frames: int = 100, parallel: int = 0,
+        bf16: bool = False, frame_size: tuple[int, int] = (480, 640)) -> dict:
+  """Times the tracker of `config_spec` (+ overrides) on `frame_size` (H, W) frames; `parallel`
+  > 1 also times a BatchedTracker of that many slots. Prints a table, returns the JSON dict."""
+  from satracker_jax.models import count_params  # noqa: PLC0415
+  config = config_utils.load_config(config_spec, overrides)
+  if bf16:
     config.model.dtype = "bfloat16"
-  height, width = (int(v) for v in args.frame_size.split(","))
-  from satracker_jax.models.satracker import count_params
-  variables = tracker_lib.random_variables(config)
+  height, width = (int(v) for v in frame_size)
+  num_calls = int(frames)
+  variables = model_io.random_variables(config)
   tok = _FixedTokenizer(config.model.max_text_len)
-  frames, box = _frames(height, width, 16)
-  runs = [_bench_tracker(config, variables, tok, frames, box, args.frames, 1)]
-  if args.parallel > 1:
-    runs.append(_bench_tracker(config, variables, tok, frames, box, max(1, args.frames // args.parallel),
-                               args.parallel))
+  video, box = _frames(height, width, 16)
+  runs = [_bench_tracker(config, variables, tok, video, box, num_calls, 1)]
+  if parallel > 1:
+    runs.append(_bench_tracker(config, variables, tok, video, box, max(1, num_calls // parallel),
+                               parallel))
   m = config.model
   result = {
       "bench": "track",
-      "config": args.config,
+      "config": config_spec,
       "overrides": list(overrides),
       "dtype": m.dtype,
       "params": int(count_params(variables["params"])),
       "template_size": int(m.template_size), "search_size": int(m.search_size),
       "frame_size": [height, width],
-      "frames": args.frames,
+      "frames": num_calls,
       "single": runs[0],
       "batched": runs[1] if len(runs) > 1 else None,
       "machine": utils.machine_info(),
   }
   rows = [[f"{r['slots']}", r["loop_fps"], r["loop_ms_per_call"], r["step_fps"], r["step_ms_per_call"],
            r["crop_ms_per_frame"], r["compiles"]] for r in runs]
-  print(f"{args.config} ({m.dtype}, {result['params'] / 1e6:.1f}M params, frames {height}x{width}, "
+  print(f"{config_spec} ({m.dtype}, {result['params'] / 1e6:.1f}M params, frames {height}x{width}, "
         f"{result['machine']['device_kind']} x{result['machine']['num_devices']})")
   print(utils.format_table(["streams", "loop fps", "loop ms/call", "step fps", "step ms/call",
                             "crop ms/frame", "compiles"], rows, floatfmt=".2f"))

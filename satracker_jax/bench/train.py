@@ -8,7 +8,6 @@ device's peak. Peaks are dense bf16; an f32 run is therefore reported against th
 """
 from __future__ import annotations
 
-import argparse
 import time
 
 import numpy as np
@@ -18,15 +17,6 @@ PEAK_FLOPS = (
     ("H200", 989e12), ("H100", 989e12), ("A100", 312e12),
     ("TPU v5p", 459e12), ("TPU v5 lite", 197e12), ("TPU v5e", 197e12), ("TPU v4", 275e12),
 )
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-  parser.add_argument("--batch", type=int, default=0, help="global batch (0: the config's)")
-  parser.add_argument("--steps", type=int, default=10, help="timed steps")
-  parser.add_argument("--warmup", type=int, default=2, help="untimed steps after compilation")
-  parser.add_argument("--bf16", action="store_true", help="bf16 compute (f32 master weights)")
-  parser.add_argument("--peak-flops", type=float, default=0.0,
-                      help="peak FLOP/s per device (default: from the table for known accelerators)")
 
 
 def peak_flops_for(device_kind: str) -> float | None:
@@ -61,19 +51,24 @@ def _flops(compiled) -> float | None:
   return float(cost["flops"]) if cost and cost.get("flops") is not None else None
 
 
-def run(args, overrides) -> dict:
+def run(config_spec: str = "configs/tiny.py", overrides=(), *, batch: int = 0, steps: int = 10,
+        warmup: int = 2, bf16: bool = False, peak_flops: float = 0.0) -> dict:
+  """Times the train step of `config_spec` (+ overrides); prints a table, returns the JSON dict.
+
+  `batch` (0: the config's) is the global batch; `peak_flops` per device overrides PEAK_FLOPS.
+  """
   import jax  # noqa: PLC0415
 
-  from satracker_jax import config_utils, utils  # noqa: PLC0415
+  from satracker_jax import config_utils, model_io, utils  # noqa: PLC0415
   from satracker_jax.train import loop  # noqa: PLC0415
   from satracker_jax.train import optimizer as optim_lib  # noqa: PLC0415
   from satracker_jax.train import sharding as sharding_lib  # noqa: PLC0415
   from satracker_jax.train import state as state_lib  # noqa: PLC0415
 
-  config = config_utils.load_config(args.config, overrides)
-  if args.batch:
-    config.train.batch_size = args.batch
-  if args.bf16:
+  config = config_utils.load_config(config_spec, overrides)
+  if batch:
+    config.train.batch_size = batch
+  if bf16:
     config.train.bf16 = True
   config = loop.prepare_config(config)
   mesh = sharding_lib.make_mesh(config.train.mesh)
@@ -81,33 +76,33 @@ def run(args, overrides) -> dict:
   model = loop.default_model(config)
   loss_fn = loop.default_loss_fn(config)
   abstract_vars = jax.eval_shape(
-      lambda: state_lib.init_variables(model, config.model, state_lib.init_rng(config)))
+      lambda: model_io.init_variables(model, config.model, state_lib.init_rng(config)))
   tx, schedule = optim_lib.build_optimizer(config, abstract_vars["params"])
   state_sh = sharding_lib.state_shardings(state_lib.abstract_state(model, config, tx), mesh)
   state = state_lib.create_sharded_state(model, config, tx, state_sh)
-  batch = state_lib.device_batch(random_batch(config.model, batch_size), mesh)
+  device_batch = state_lib.device_batch(random_batch(config.model, batch_size), mesh)
   step = state_lib.jit_train_step(state_lib.make_train_step(model, tx, schedule, loss_fn, config),
-                                  state_sh, mesh, tuple(batch))
+                                  state_sh, mesh, tuple(device_batch))
   t0 = time.perf_counter()
-  compiled = step.lower(state, batch).compile()
+  compiled = step.lower(state, device_batch).compile()
   compile_s = time.perf_counter() - t0
   flops = _flops(compiled)
 
-  for _ in range(args.warmup):
-    state, metrics = compiled(state, batch)
+  for _ in range(warmup):
+    state, metrics = compiled(state, device_batch)
   jax.block_until_ready(state)
   t0 = time.perf_counter()
-  for _ in range(args.steps):
-    state, metrics = compiled(state, batch)
+  for _ in range(steps):
+    state, metrics = compiled(state, device_batch)
   jax.block_until_ready((state, metrics))
-  step_s = (time.perf_counter() - t0) / max(args.steps, 1)
+  step_s = (time.perf_counter() - t0) / max(steps, 1)
 
   info = utils.machine_info()
-  peak = args.peak_flops or (peak_flops_for(info["device_kind"]) if info["platform"] != "cpu" else None)
+  peak = peak_flops or (peak_flops_for(info["device_kind"]) if info["platform"] != "cpu" else None)
   mfu = flops / step_s / peak if (flops and peak) else None
   result = {
-      "bench": "train", "config": args.config, "overrides": list(overrides),
-      "batch": batch_size, "steps": args.steps, "bf16": bool(config.train.bf16),
+      "bench": "train", "config": config_spec, "overrides": list(overrides),
+      "batch": batch_size, "steps": steps, "bf16": bool(config.train.bf16),
       "mesh": {k: int(v) for k, v in mesh.shape.items()},
       "params_m": state_lib.param_count(abstract_vars["params"]) / 1e6,
       "compile_s": compile_s, "step_s": step_s, "samples_per_s": batch_size / step_s,
@@ -116,7 +111,7 @@ def run(args, overrides) -> dict:
       "final_loss": float(metrics["loss"]), "machine": info,
   }
   rows = [
-      ("config", args.config), ("device", f"{info['device_kind']} x{info['num_devices']}"),
+      ("config", config_spec), ("device", f"{info['device_kind']} x{info['num_devices']}"),
       ("mesh", str(result["mesh"])), ("params (M)", round(result["params_m"], 2)),
       ("batch", batch_size), ("bf16", result["bf16"]), ("compile (s)", round(compile_s, 2)),
       ("step (ms)", round(step_s * 1e3, 2)), ("samples/s", round(result["samples_per_s"], 2)),

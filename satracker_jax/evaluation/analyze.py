@@ -1,9 +1,6 @@
-"""`satracker analyze`: AUC / P / NP, plots and tables from raw result folders.
+"""Scoring raw result folders (`satracker analyze`): AUC / P / NP, plots and tables.
 
-  satracker analyze --dataset tnl2k --root /data/TNL2K_test \
-      --results ours=runs/ours/results/tnl2k ostrack=/raw/OSTrack/tnl2k --out reports/tnl2k
-
-Each `--results NAME=DIR` is a folder of `<seq>.txt` files (ours or any pytracking-style
+Each results folder (NAME -> DIR) is a folder of `<seq>.txt` files (ours or any pytracking-style
 tracker's). Writes to `--out`: `metrics.json` ({NAME: {auc, precision, norm_precision,
 num_sequences}}, fractions), `per_sequence.csv`, `success.png`, `precision.png`,
 `norm_precision.png` and `results.md` (percentages), and prints the table.
@@ -12,7 +9,6 @@ Python callers (the eval runner, the demo) use `analyze(sequences, {name: dir}, 
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import dataclasses
 import os
@@ -131,33 +127,3 @@ def parse_results_arg(values: list[str]) -> dict[str, str]:
       raise ValueError(f"--results: tracker name {name!r} given twice")
     results[name] = path
   return results
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-  parser.add_argument("--dataset", required=True,
-                      help="lasot | tnl2k | otb99_lang | got10k | synthetic")
-  parser.add_argument("--root", required=True, help="dataset root folder")
-  parser.add_argument("--split", default="test")
-  parser.add_argument("--results", nargs="+", required=True, metavar="NAME=DIR",
-                      help="one folder of <seq>.txt raw results per tracker")
-  parser.add_argument("--out", required=True, help="report folder")
-  parser.add_argument("--skip-missing", action="store_true",
-                      help="drop sequences some tracker has no result for (for every tracker)")
-
-
-def run(args, overrides) -> int:
-  if overrides:
-    raise SystemExit(f"satracker analyze takes no --config overrides (got {' '.join(overrides)})")
-  from data_pipelines.readers import load_dataset  # only this verb needs the dataset readers
-  try:
-    results = parse_results_arg(args.results)
-  except ValueError as e:
-    raise SystemExit(str(e)) from None
-  sequences = load_dataset(args.dataset, args.root, args.split)
-  report = evaluate(sequences, results, args.dataset, skip_missing=args.skip_missing)
-  write_report(report, args.out, title=f"{args.dataset} ({args.split})")
-  print(results_table(report))
-  if report.skipped:
-    print(f"skipped {len(report.skipped)} sequences with missing results")
-  print(f"wrote {args.out}")
-  return 0

@@ -1,7 +1,7 @@
-"""`satracker eval`: track every sequence of a benchmark, write raw results, score them.
+"""Offline evaluation (`satracker eval`): track every sequence of a benchmark, write raw results,
+score them.
 
-  satracker eval --checkpoint runs/tiny --dataset tnl2k --root /data/TNL2K_test --out runs/tiny/tnl2k \
-      [--split test] [--parallel 4] [--config configs/tiny.py] [--config.tracker.hann_window=False]
+    metrics = evaluate(config, variables, sequences, out_dir, parallel=1)
 
 Writes `<out>/<seq>.txt` (x,y,w,h per frame) and `<out>/<seq>_time.txt` (seconds per frame), the
 pytracking/OSTrack raw-result layout, then `<out>/metrics.json` ({tracker: {auc, precision,
@@ -9,19 +9,11 @@ norm_precision, num_sequences}}, fractions), plots, `per_sequence.csv` and `resu
 `evaluation.analyze`, and prints the table. Sequences whose results are already complete are
 skipped, so an interrupted run resumes where it stopped.
 
-Config: the checkpoint's own config is used; `--config.x=y` overrides change it (tracker settings,
-typically). A `--config` file given as well is only checked: if its model's parameter shapes
-differ from the checkpoint's, that is an error (wrong file or wrong checkpoint). Without
-`--checkpoint` the model runs with random weights (a pipeline smoke test; says so loudly).
-
 Per-frame times: frame 0 is the `init` time; with `--parallel N` a batched call's time is shared
 equally by the frames it tracked (the amortised per-frame cost, which is what fps should mean).
-
-Python API (the demo uses it): `evaluate(config, variables, sequences, out_dir, parallel=1)`.
 """
 from __future__ import annotations
 
-import argparse
 import collections
 import concurrent.futures
 import os
@@ -32,13 +24,11 @@ from typing import Iterator, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from satracker_jax import config_utils
 from satracker_jax import tracker as tracker_lib
 from satracker_jax.evaluation import analyze as analyze_lib
 from satracker_jax.evaluation import results_io
 from satracker_jax.visualize import load_frame
 
-DATASETS = ("lasot", "tnl2k", "otb99_lang", "got10k", "synthetic")
 PREFETCH = 4  # frames decoded ahead of the tracker per sequence (JPEG decoding overlaps compute)
 
 
@@ -191,54 +181,3 @@ def evaluate(config, variables, sequences, out_dir: str, parallel: int = 1, prog
     analyze_lib.write_report(report, out_dir, title=dataset)
   print(analyze_lib.results_table(report))
   return report.metrics
-
-
-# -- CLI ------------------------------------------------------------------------------------------
-def load_model(checkpoint: str | None, config_spec: str | None, overrides: Sequence[str]):
-  """(config, variables) for eval / track / export (see the module docstring for the rules)."""
-  if not checkpoint:
-    if not config_spec:
-      raise SystemExit("give --checkpoint DIR (or --config C to smoke-test with random weights)")
-    config = config_utils.load_config(config_spec, overrides)
-    print("WARNING: no --checkpoint: using RANDOMLY INITIALISED weights", file=sys.stderr)
-    return config, tracker_lib.random_variables(config)
-  from satracker_jax.train import checkpoint as ckpt_lib
-  config, variables = ckpt_lib.load_for_inference(checkpoint)
-  config_utils.apply_overrides(config, overrides)
-  try:
-    if overrides:
-      # An override may not change the model's parameters: they come from the checkpoint.
-      tracker_lib.check_variables_fit(config, variables, f"{checkpoint} with --config overrides")
-    if config_spec:
-      tracker_lib.check_variables_fit(config_utils.load_config(config_spec, overrides), variables,
-                                      f"{checkpoint} vs --config {config_spec}")
-  except ValueError as e:
-    raise SystemExit(str(e)) from None
-  return config, variables
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-  parser.add_argument("--checkpoint", default="", help="training workdir or its checkpoints/ folder")
-  parser.add_argument("--config", default="", help="config file[:arg]; checked against the checkpoint")
-  parser.add_argument("--dataset", required=True, choices=DATASETS)
-  parser.add_argument("--root", required=True, help="dataset root folder")
-  parser.add_argument("--split", default="test")
-  parser.add_argument("--out", required=True, help="raw results + metrics.json go here")
-  parser.add_argument("--parallel", type=int, default=0,
-                      help="sequences tracked at once (batched); default config.eval.parallel")
-  parser.add_argument("--name", default="satracker", help="tracker name in metrics.json / tables")
-  parser.add_argument("--limit", type=int, default=0, help="only the first N sequences (0 = all)")
-  parser.add_argument("--no-progress", action="store_true")
-
-
-def run(args, overrides) -> int:
-  from data_pipelines.readers import load_dataset  # imported late: only eval needs the readers
-  config, variables = load_model(args.checkpoint, args.config, overrides)
-  sequences = load_dataset(args.dataset, args.root, args.split)
-  if args.limit:
-    sequences = sequences[:args.limit]
-  parallel = args.parallel or int(config.eval.get("parallel", 1))
-  metrics = evaluate(config, variables, sequences, args.out, parallel=parallel,
-                     progress=not args.no_progress, dataset=args.dataset, name=args.name)
-  print(f"wrote {os.path.join(args.out, 'metrics.json')}")
-  return 0 if metrics else 1

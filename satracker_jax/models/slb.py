@@ -9,19 +9,15 @@ docs/INTERFACES.md "Parameter names"; the SATracker module shares this module's 
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import flax.linen as nn
 import jax.numpy as jnp
 
 from satracker_jax.models import bert, fusion, vit
-
-if TYPE_CHECKING:
-  from satracker_jax.models.satracker import ModelConfig
+from satracker_jax.models.config import ModelConfig
 
 
 class SynchronousBackbone(nn.Module):
-  config: "ModelConfig"
+  config: ModelConfig
 
   @nn.compact
   def __call__(self, template, template_box, search, text_ids, text_mask):

@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterator, Optional
 import jax
 import numpy as np
 
+from satracker_jax import model_io
 from satracker_jax.train import checkpoint as ckpt_lib
 from satracker_jax.train import metrics_writer as mw
 from satracker_jax.train import optimizer as optim_lib
@@ -68,7 +69,7 @@ def prepare_config(config):
 
 
 def default_model(config):
-  from satracker_jax.models.satracker import build_model  # noqa: PLC0415
+  from satracker_jax.models import build_model  # noqa: PLC0415
   return build_model(config.model)
 
 
@@ -108,7 +109,7 @@ def _maybe_generate_synthetic(config, workdir: str) -> None:
 def _init_from_pretrained(model, config) -> dict:
   from satracker_jax.convert import load_pretrained  # noqa: PLC0415
   variables = jax.device_get(jax.jit(
-      lambda r: state_lib.init_variables(model, config.model, r))(state_lib.init_rng(config)))
+      lambda r: model_io.init_variables(model, config.model, r))(state_lib.init_rng(config)))
   params, report = load_pretrained(variables["params"], config.train.init_from)
   mw.print_line(f"init_from {config.train.init_from}:")
   for k, v in (report.items() if isinstance(report, dict) else [("report", report)]):
@@ -150,7 +151,7 @@ def train(config, workdir: str, *, model=None, loss_fn: Optional[Callable] = Non
   model = model if model is not None else default_model(config)
   loss_fn = loss_fn if loss_fn is not None else default_loss_fn(config)
   abstract_vars = jax.eval_shape(
-      lambda: state_lib.init_variables(model, config.model, state_lib.init_rng(config)))
+      lambda: model_io.init_variables(model, config.model, state_lib.init_rng(config)))
   tx, schedule = optim_lib.build_optimizer(config, abstract_vars["params"])
   abstract = state_lib.abstract_state(model, config, tx)
   state_sh = sharding_lib.state_shardings(abstract, mesh)

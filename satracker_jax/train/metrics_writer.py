@@ -1,7 +1,9 @@
-"""Training metrics: WORKDIR/metrics.jsonl, TensorBoard when TensorFlow is importable, console.
+"""Training metrics: WORKDIR/metrics.jsonl, TensorBoard event files, console lines.
 
 Only process 0 writes files; every process may print (multi-host logs then show that all workers
-see the same global loss). TensorFlow is optional here: the step itself never needs it.
+see the same global loss). The event files are written with the `tensorboard` package's protos and
+record framing (no TensorFlow: training runs on machines without it, and nothing outside
+`data_pipelines/` imports it).
 """
 from __future__ import annotations
 
@@ -12,12 +14,30 @@ import time
 from typing import Mapping
 
 
-def _try_tf_writer(logdir: str):
-  try:
-    import tensorflow as tf  # noqa: PLC0415  (optional, heavy: only when asked for)
-  except Exception:  # pragma: no cover - depends on the machine
-    return None
-  return tf.summary.create_file_writer(logdir)
+class EventWriter:
+  """Scalars into `logdir/events.out.tfevents.*`, the file TensorBoard reads."""
+
+  def __init__(self, logdir: str):
+    import socket  # noqa: PLC0415
+    from tensorboard.compat.proto import event_pb2, summary_pb2  # noqa: PLC0415
+    from tensorboard.summary.writer.record_writer import RecordWriter  # noqa: PLC0415
+    self._event_pb2, self._summary_pb2 = event_pb2, summary_pb2
+    os.makedirs(logdir, exist_ok=True)
+    name = f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}.{os.getpid()}"
+    self._writer = RecordWriter(open(os.path.join(logdir, name), "wb"))
+    self._write(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2"))
+
+  def _write(self, event) -> None:
+    self._writer.write(event.SerializeToString())
+
+  def scalars(self, step: int, scalars: Mapping[str, float]) -> None:
+    values = [self._summary_pb2.Summary.Value(tag=k, simple_value=float(v)) for k, v in scalars.items()]
+    self._write(self._event_pb2.Event(wall_time=time.time(), step=int(step),
+                                      summary=self._summary_pb2.Summary(value=values)))
+    self._writer.flush()
+
+  def close(self) -> None:
+    self._writer.close()
 
 
 class MetricsWriter:
@@ -29,7 +49,7 @@ class MetricsWriter:
       os.makedirs(workdir, exist_ok=True)
       self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", buffering=1)
       if tensorboard:
-        self._tb = _try_tf_writer(os.path.join(workdir, "tensorboard"))
+        self._tb = EventWriter(os.path.join(workdir, "tensorboard"))
 
   def write(self, step: int, scalars: Mapping[str, float]) -> None:
     if not self.is_main:
@@ -37,11 +57,7 @@ class MetricsWriter:
     record = {"step": int(step), "time": time.time(), **{k: float(v) for k, v in scalars.items()}}
     self._jsonl.write(json.dumps(record) + "\n")
     if self._tb is not None:
-      import tensorflow as tf  # noqa: PLC0415
-      with self._tb.as_default(step=int(step)):
-        for k, v in scalars.items():
-          tf.summary.scalar(k, float(v))
-      self._tb.flush()
+      self._tb.scalars(step, scalars)
 
   def close(self) -> None:
     if self._jsonl is not None:

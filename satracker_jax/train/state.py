@@ -17,26 +17,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from satracker_jax.model_io import init_variables
 from satracker_jax.train import sharding as sharding_lib
 
 # What a training batch carries into the step (`sample_index` stays on the host: int64).
 BATCH_KEYS = ("template", "template_box", "search", "search_box", "text_ids", "text_mask", "replaced")
-
-
-def dummy_inputs(model_config, batch_size: int = 1) -> tuple:
-  t, s, L = model_config.template_size, model_config.search_size, model_config.max_text_len
-  return (
-      jnp.zeros((batch_size, t, t, 3), jnp.float32),
-      jnp.full((batch_size, 4), 0.5, jnp.float32),
-      jnp.zeros((batch_size, s, s, 3), jnp.float32),
-      jnp.zeros((batch_size, L), jnp.int32),
-      jnp.ones((batch_size, L), jnp.int32),
-  )
-
-
-def init_variables(model, model_config, rng) -> dict:
-  variables = model.init(rng, *dummy_inputs(model_config), train=False)
-  return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
 
 
 def create_state(variables: dict, tx: optax.GradientTransformation) -> dict:

@@ -2,6 +2,7 @@
 
 Writes N procedural VL tracking videos in the TNL2K layout (see data_pipelines/synthetic.py): the
 last K under DIR/test (held out), the rest under DIR/train, plus DIR/vocab.txt and DIR/meta.json.
+The work is `data_pipelines.synthetic.generate`.
 """
 from __future__ import annotations
 

@@ -3,6 +3,7 @@
 An existing checkpoint in --workdir is resumed automatically. Multi-host: run the same command on
 every host; `jax.distributed.initialize()` picks the cluster up from SLURM / TPU / the
 JAX_COORDINATOR_ADDRESS environment, or from the explicit --coordinator flags (see launch/).
+The work is `satracker_jax.train.loop.train(config, workdir)`.
 """
 from __future__ import annotations
 

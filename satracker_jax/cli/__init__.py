@@ -1,8 +1,10 @@
 """`satracker <verb> ...`: one entry point for every workflow.
 
-Each verb lives in its own module and exposes `add_arguments(parser)` and `run(args, overrides)`;
-modules are imported only when their verb runs, so `satracker --help` is quick and nothing pulls in
-TensorFlow unless the verb needs the input pipeline.
+Every verb is a module of this package (`cli/<verb>.py`) exposing `add_arguments(parser)` and
+`run(args, overrides) -> exit code`: argument parsing and printing only. The work behind each verb
+is a plain library function (named in the verb module's docstring) that Python callers and tests
+use without argparse. Verb modules are imported only when their verb runs, so `satracker --help`
+is quick and nothing pulls in TensorFlow unless the verb needs the input pipeline.
 """
 from __future__ import annotations
 
@@ -14,16 +16,16 @@ from satracker_jax import config_utils
 
 # verb -> (module, one-line help)
 VERBS = {
-    "smoke": ("satracker_jax.smoke", "jitted forward+backward of a config on random inputs"),
-    "synth": ("data_pipelines.synthetic_cli", "write procedural VL tracking videos (TNL2K layout)"),
-    "train": ("satracker_jax.train.main", "train a config (sharded, Orbax checkpoints, resumable)"),
-    "eval": ("satracker_jax.evaluation.runner", "track a benchmark and write raw results + metrics"),
-    "analyze": ("satracker_jax.evaluation.analyze", "AUC / P / NP, plots and tables from raw result folders"),
-    "track": ("satracker_jax.track_cli", "track one video or frame folder and draw the boxes"),
-    "convert": ("satracker_jax.convert", "convert MAE/OSTrack ViT and BERT weights for init_from"),
-    "export": ("satracker_jax.export", "serialise the tracker step with jax.export (StableHLO)"),
-    "bench": ("satracker_jax.bench", "benchmarks: data | train | track (table + JSON)"),
-    "demo": ("satracker_jax.demo", "synthetic data -> train tiny -> evaluate -> report"),
+    "smoke": "jitted forward+backward of a config on random inputs",
+    "synth": "write procedural VL tracking videos (TNL2K layout)",
+    "train": "train a config (sharded, Orbax checkpoints, resumable)",
+    "eval": "track a benchmark and write raw results + metrics",
+    "analyze": "AUC / P / NP, plots and tables from raw result folders",
+    "track": "track one video or frame folder and draw the boxes",
+    "convert": "convert MAE/OSTrack ViT and BERT weights for init_from",
+    "export": "serialise the tracker step with jax.export (StableHLO)",
+    "bench": "benchmarks: data | train | track (table + JSON)",
+    "demo": "synthetic data -> train tiny -> evaluate -> report",
 }
 
 
@@ -32,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
       prog="satracker",
       description="SATracker in JAX/Flax. Config fields are overridden with --config.a.b=value.")
   sub = parser.add_subparsers(dest="verb", metavar="VERB")
-  for verb, (_, help_text) in VERBS.items():
+  for verb, help_text in VERBS.items():
     sub.add_parser(verb, help=help_text, add_help=False)
   return parser
 
@@ -46,7 +48,8 @@ def main(argv=None) -> int:
   verb = argv[0]
   if verb not in VERBS:
     parser.error(f"unknown verb {verb!r}; choose from {', '.join(VERBS)}")
-  module_name, help_text = VERBS[verb]
+  help_text = VERBS[verb]
+  module_name = f"{__name__}.{verb}"
   try:
     module = importlib.import_module(module_name)
   except ModuleNotFoundError as e:

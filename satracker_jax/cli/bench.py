@@ -1,0 +1,73 @@
+"""`satracker bench {data,train,track} --config C --json FILE`: each prints a table and writes JSON.
+
+The work is `satracker_jax.bench.<name>.run(config_spec, overrides, **options)`.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+
+from satracker_jax import utils
+
+
+def _data_arguments(p: argparse.ArgumentParser) -> None:
+  p.add_argument("--batches", type=int, default=20, help="timed batches")
+  p.add_argument("--warmup", type=int, default=3, help="untimed batches first")
+  p.add_argument("--data-root", default="",
+                 help="synthetic data (satracker synth output); default: the config's data "
+                      "sets, or freshly generated synthetic data when none has a root")
+  p.add_argument("--sequences", type=int, default=24, help="videos to generate (no data root)")
+  p.add_argument("--frame-size", default="160x120", help="WxH of generated videos")
+
+
+def _train_arguments(p: argparse.ArgumentParser) -> None:
+  p.add_argument("--batch", type=int, default=0, help="global batch (0: the config's)")
+  p.add_argument("--steps", type=int, default=10, help="timed steps")
+  p.add_argument("--warmup", type=int, default=2, help="untimed steps after compilation")
+  p.add_argument("--bf16", action="store_true", help="bf16 compute (f32 master weights)")
+  p.add_argument("--peak-flops", type=float, default=0.0,
+                 help="peak FLOP/s per device (default: from the table for known accelerators)")
+
+
+def _track_arguments(p: argparse.ArgumentParser) -> None:
+  p.add_argument("--frames", type=int, default=100, help="timed calls per measurement")
+  p.add_argument("--parallel", type=int, default=0, help="also time a BatchedTracker of N slots")
+  p.add_argument("--bf16", action="store_true", help="bfloat16 compute (model.dtype)")
+  p.add_argument("--frame-size", default="480,640", help="H,W of the synthetic frames")
+
+
+def _size(text: str) -> tuple[int, int]:
+  return tuple(int(v) for v in text.split(","))
+
+
+# name -> (help, add the options, options for run())
+BENCHES = {
+    "data": ("input pipeline samples/s", _data_arguments,
+             lambda a: dict(batches=a.batches, warmup=a.warmup, data_root=a.data_root,
+                            sequences=a.sequences, frame_size=a.frame_size)),
+    "train": ("train step time, samples/s, MFU", _train_arguments,
+              lambda a: dict(batch=a.batch, steps=a.steps, warmup=a.warmup, bf16=a.bf16,
+                             peak_flops=a.peak_flops)),
+    "track": ("tracker frames/s, single stream and batched", _track_arguments,
+              lambda a: dict(frames=a.frames, parallel=a.parallel, bf16=a.bf16,
+                             frame_size=_size(a.frame_size))),
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+  sub = parser.add_subparsers(dest="bench", metavar="BENCH", required=True)
+  for name, (help_text, add, _) in BENCHES.items():
+    p = sub.add_parser(name, help=help_text)
+    p.add_argument("--config", default="configs/tiny.py", help="config file[:arg]")
+    p.add_argument("--json", default="", help="write the results here")
+    add(p)
+
+
+def run(args, overrides) -> int:
+  _, _, options = BENCHES[args.bench]
+  module = importlib.import_module(f"satracker_jax.bench.{args.bench}")
+  result = module.run(args.config, overrides, **options(args))
+  if args.json:
+    utils.write_json(args.json, result)
+    print(f"wrote {args.json}")
+  return 0

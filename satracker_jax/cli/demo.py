@@ -1,0 +1,24 @@
+"""`satracker demo [--workdir DIR] [--ablations] [--steps N] [--seed S]`: synthetic data -> train
+tiny -> evaluate -> report. The work is `satracker_jax.demo.run_demo`.
+"""
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument("--workdir", default="demo_workdir", help="everything is written under here")
+  parser.add_argument("--config", default="configs/synthetic.py", help="config file[:arg]")
+  parser.add_argument("--ablations", action="store_true",
+                      help="also train/evaluate no_tem, no_sam, no_dm and no_text variants")
+  parser.add_argument("--steps", type=int, default=0, help="training steps (0: the config's)")
+  parser.add_argument("--seed", type=int, default=-1, help="training and data seed (-1: the config's)")
+  parser.add_argument("--parallel", type=int, default=1, help="test sequences tracked per call")
+  parser.add_argument("--no-progress", action="store_true", help="no progress bars (logs, CI)")
+
+
+def run(args, overrides) -> int:
+  from satracker_jax.demo import run_demo  # noqa: PLC0415
+  run_demo(args.workdir, args.config, overrides, ablations=args.ablations, steps=args.steps,
+           seed=args.seed, parallel=args.parallel, progress=not args.no_progress)
+  return 0

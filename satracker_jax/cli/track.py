@@ -1,0 +1,87 @@
+"""`satracker track`: track one video or frame folder and draw the boxes.
+
+  satracker track --checkpoint runs/tiny --frames data/synthetic/test/seq_0003 --out seq3.gif
+  satracker track --checkpoint runs/tiny --video clip.mp4 --text "the dog on the left" \
+      --box 120,80,60,40 --out clip_tracked.mp4
+
+`--frames DIR` is a folder of images (sorted by name), or a TNL2K/LaSOT-layout sequence folder
+(`imgs/` or `img/` + `groundtruth.txt` + `language.txt`/`nlp.txt`), in which case `--box` defaults
+to the first ground-truth box and `--text` to the sentence. Otherwise both are required. Each output
+frame shows the box, the score and the sentence (and the ground truth with `--show-gt`); `--out`
+ends in .gif (Pillow) or .mp4 (needs imageio or ffmpeg). `--results FILE.txt` also writes the
+boxes in the raw-result format. The work is `satracker_jax.track_video.track_video`.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+
+from satracker_jax import visualize
+from satracker_jax.cli import common
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+  common.add_model_arguments(parser, "config file[:arg] (checked against the checkpoint)")
+  source = parser.add_mutually_exclusive_group(required=True)
+  source.add_argument("--frames", help="folder of frames, or a TNL2K/LaSOT-layout sequence folder")
+  source.add_argument("--video", help="video file (.gif via Pillow; .mp4 etc. need imageio or ffmpeg)")
+  parser.add_argument("--text", default=None, help="the sentence describing the target")
+  parser.add_argument("--box", default=None, help="first-frame box x,y,w,h in pixels")
+  parser.add_argument("--out", required=True, help="output .gif or .mp4")
+  parser.add_argument("--fps", type=float, default=10.0)
+  parser.add_argument("--max-frames", type=int, default=0, help="track only the first N frames (0 = all)")
+  parser.add_argument("--max-side", type=int, default=480, help="shrink drawn frames to this longest side")
+  parser.add_argument("--show-gt", action="store_true", help="also draw the ground truth (frame folders)")
+  parser.add_argument("--results", default="", help="also write the boxes here (x,y,w,h per line)")
+
+
+def _open_video(path: str):
+  frames = visualize.read_video(path)
+  try:
+    first = next(frames)
+  except FileNotFoundError:
+    raise SystemExit(f"--video {path}: no such file") from None
+  except RuntimeError as e:
+    raise SystemExit(f"--video: {e}") from None
+  except StopIteration:
+    raise SystemExit(f"--video {path}: no frames") from None
+  return itertools.chain([first], frames)
+
+
+def run(args, overrides) -> int:
+  from satracker_jax import track_video as tv  # noqa: PLC0415
+  try:
+    visualize.check_writable(args.out)  # before loading a model and tracking for minutes
+  except (ValueError, RuntimeError) as e:
+    raise SystemExit(f"--out: {e}") from None
+  gts = None
+  if args.frames:
+    try:
+      paths, default_box, default_text, gts = tv.read_frame_folder(args.frames)
+    except (FileNotFoundError, ValueError) as e:
+      raise SystemExit(f"--frames {e}") from None
+    frames = (visualize.load_frame(p) for p in paths)
+  else:
+    default_box = default_text = None
+    frames = _open_video(args.video)
+  try:
+    box = tv.parse_box(args.box, "--box") if args.box else default_box
+  except ValueError as e:
+    raise SystemExit(str(e)) from None
+  if box is None:
+    raise SystemExit("--box x,y,w,h is required (no groundtruth.txt to take the first box from)")
+  sentence = args.text if args.text is not None else default_text
+  if sentence is None:
+    raise SystemExit("--text is required (no language.txt / nlp.txt beside the frames)")
+
+  config, variables = common.load_model(args, overrides)
+  try:
+    summary = tv.track_video(config, variables, frames, box, sentence, args.out, fps=args.fps,
+                             max_frames=args.max_frames, max_side=args.max_side,
+                             gt_boxes=gts if args.show_gt else None, results=args.results)
+  except ValueError as e:
+    raise SystemExit(str(e)) from None
+  print(f"tracked {summary['frames']} frames ({summary['fps']:.1f} frames/s incl. first-call compile); "
+        f"wrote {args.out}", file=sys.stdout)
+  return 0

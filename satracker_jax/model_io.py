@@ -1,0 +1,263 @@
+"""A model as data: the variable tree of a config, built, initialised, checked and loaded.
+
+Everything that *uses* a model (tracker, evaluation, export, `satracker track`, the demo) and the
+trainer itself reach the model's variables through this module, never through each other:
+
+    abstract = abstract_variables(config)          # {"params", "batch_stats"} as ShapeDtypeStructs
+    variables = random_variables(config, seed=0)   # freshly initialised (smoke runs, benchmarks)
+    check_variables(config, variables, "where")    # ValueError naming the first mismatched entry
+    config, variables = load_variables(path)       # a trained model, ready for inference
+
+`load_variables` reads three kinds of source (`describe_source` says which a path is):
+- a training workdir or its `checkpoints/` folder (Orbax; the latest step unless `step=`): only
+  params and batch_stats are read, the optimizer moments (2x the params) stay on disk, and the
+  checkpoint's own config is returned;
+- a params file written by `save_variables` (`.npz` with every variable and the config as JSON);
+- the output of `satracker convert` (a folder holding `params.npz`, or that file): pretrained
+  backbone weights only, so it needs `config=` and every other parameter keeps a fresh
+  initialisation (seed `config.seed`) — a way to try converted weights, not a trained tracker.
+
+A `config` given for a source that carries its own is a check, not a replacement: the source's
+variables must fit its model (same parameter names and shapes) or a ValueError names the first
+missing / extra / wrong-shaped parameter.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from satracker_jax import config_utils
+from satracker_jax.models import build_model
+
+# The items of a training checkpoint (train/checkpoint.py writes them; inference reads two).
+STATE_ITEM, CONFIG_ITEM, DATA_ITEM = "state", "config", "data"
+VARIABLE_PARTS = ("params", "batch_stats")
+PARAMS_FILE_FORMAT = "satracker-variables/1"
+_CONFIG_KEY = "__config_json__"
+
+
+# -- building ------------------------------------------------------------------------------------
+def dummy_inputs(model_config, batch_size: int = 1) -> tuple:
+  """Zero inputs in the model's shapes (what `init` traces with)."""
+  t, s, L = model_config.template_size, model_config.search_size, model_config.max_text_len
+  return (
+      jnp.zeros((batch_size, t, t, 3), jnp.float32),
+      jnp.full((batch_size, 4), 0.5, jnp.float32),
+      jnp.zeros((batch_size, s, s, 3), jnp.float32),
+      jnp.zeros((batch_size, L), jnp.int32),
+      jnp.ones((batch_size, L), jnp.int32),
+  )
+
+
+def init_variables(model, model_config, rng) -> dict:
+  """`{"params", "batch_stats"}` of `model` (any Linen module with SATracker's call signature)."""
+  variables = model.init(rng, *dummy_inputs(model_config), train=False)
+  return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
+
+
+def abstract_variables(config) -> dict:
+  """Shapes and dtypes of the config's variables; nothing is allocated."""
+  model = build_model(config.model)
+  return jax.eval_shape(lambda: init_variables(model, config.model, jax.random.PRNGKey(0)))
+
+
+def random_variables(config, seed: int = 0) -> dict:
+  """Freshly initialised variables (benchmarks, smoke runs, tests)."""
+  model = build_model(config.model)
+  init = jax.jit(lambda rng: init_variables(model, config.model, rng))
+  # An rbg key compiles init several times faster than threefry (one derivation per parameter);
+  # these weights only need to be random, not reproducible across JAX versions.
+  return init(jax.random.key(seed, impl="unsafe_rbg"))
+
+
+# -- checking ------------------------------------------------------------------------------------
+def _key_name(k) -> str:
+  return str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k))))
+
+
+def flat_shapes(tree) -> dict[str, tuple]:
+  """{"a/b/c": shape} of every leaf."""
+  return {"/".join(_key_name(k) for k in path): tuple(getattr(leaf, "shape", ()))
+          for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def check_compatible(expected: Any, saved: Any, where: str) -> None:
+  """ValueError naming the first key (sorted) whose presence or shape differs."""
+  want, have = flat_shapes(expected), flat_shapes(saved)
+  for key in sorted(set(want) | set(have)):
+    if key not in have:
+      raise ValueError(f"{where} does not match this config: '{key}' (shape {want[key]}) is "
+                       "missing from it. Wrong config or wrong checkpoint?")
+    if key not in want:
+      raise ValueError(f"{where} does not match this config: it has '{key}' (shape {have[key]}) "
+                       "which this config's model lacks. Wrong config or wrong checkpoint?")
+    if want[key] != have[key]:
+      raise ValueError(f"{where} does not match this config: '{key}' has shape {have[key]} there "
+                       f"but {want[key]} in this config's model.")
+
+
+def check_variables(config, variables: dict, where: str) -> None:
+  """ValueError naming the first parameter whose presence or shape differs from `config.model`."""
+  abstract = abstract_variables(config)
+  for part in VARIABLE_PARTS:
+    check_compatible({part: abstract[part]}, {part: variables.get(part, {})}, where)
+
+
+# -- sources -------------------------------------------------------------------------------------
+def checkpoint_dir(path: str) -> str:
+  """A workdir or a checkpoints dir -> the checkpoints dir."""
+  path = os.path.abspath(path)
+  sub = os.path.join(path, "checkpoints")
+  return sub if os.path.isdir(sub) else path
+
+
+def describe_source(path: str) -> str:
+  """'params_file' | 'converted' | 'checkpoint' for a path `load_variables` can read."""
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path}: no such file or folder (expected a training workdir, an Orbax "
+                            "checkpoints folder, a params .npz or a `satracker convert` output)")
+  if os.path.isfile(path):
+    if not path.endswith(".npz"):
+      raise ValueError(f"{path}: not a model file (expected a .npz params file or a folder)")
+    with np.load(path, allow_pickle=False) as data:
+      return "params_file" if _CONFIG_KEY in data.files else "converted"
+  from satracker_jax import convert  # noqa: PLC0415  (numpy-only at import)
+  if os.path.isfile(os.path.join(path, convert.PARAMS_FILE)) and not os.path.isdir(
+      os.path.join(path, "checkpoints")):
+    return "converted"
+  return "checkpoint"
+
+
+def load_variables(path: str, config: Optional[ml_collections.ConfigDict] = None,
+                   step: Optional[int] = None) -> tuple[ml_collections.ConfigDict, dict]:
+  """(config, {"params", "batch_stats"}) on the default device, from any source above."""
+  kind = describe_source(path)
+  if kind == "params_file":
+    return _load_params_file(path, config)
+  if kind == "converted":
+    return _load_converted(path, config)
+  return _load_checkpoint(path, config, step)
+
+
+def load_model(source: str | None, config_spec: str | None = None, overrides=(),
+               step: Optional[int] = None) -> tuple[ml_collections.ConfigDict, dict, bool]:
+  """(config, variables, random) the way the verbs (eval, track, export) load a model.
+
+  With `source`: `load_variables(source)`, its config changed by `overrides` (tracker settings,
+  typically), which may not change the model's parameters; a `config_spec` file given as well is
+  only checked against the variables (wrong file or wrong checkpoint is an error). A converted
+  source has no config of its own: `config_spec` is then required and used. Without `source`,
+  `config_spec` with freshly initialised weights and `random=True` (a pipeline smoke test).
+  """
+  if not source:
+    if not config_spec:
+      raise ValueError("give a checkpoint (or a config, to smoke-test with random weights)")
+    config = config_utils.load_config(config_spec, overrides)
+    return config, random_variables(config), True
+  given = config_utils.load_config(config_spec, overrides) if config_spec else None
+  if describe_source(source) == "converted":
+    return load_variables(source, config=given)[0:2] + (False,)
+  config, variables = load_variables(source, step=step)
+  config_utils.apply_overrides(config, overrides)
+  if overrides:
+    check_variables(config, variables, f"{source} with config overrides {list(overrides)}")
+  if given is not None:
+    check_variables(given, variables, f"{source} vs config {config_spec}")
+  return config, variables, False
+
+
+def save_variables(path: str, config, variables: dict) -> str:
+  """Writes every variable and the config to one `.npz` that `load_variables` reads back."""
+  if not path.endswith(".npz"):
+    path += ".npz"
+  from satracker_jax import weights_io  # noqa: PLC0415
+  arrays = {}
+  for part in VARIABLE_PARTS:
+    for name, value in weights_io.flatten(jax.device_get(variables.get(part, {})), sep="/").items():
+      arrays[f"{part}/{name}"] = np.asarray(value)
+  meta = {"format": PARAMS_FILE_FORMAT, "config": config_utils.config_to_json(config)}
+  arrays[_CONFIG_KEY] = np.frombuffer(json.dumps(meta).encode("utf-8"), np.uint8)
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  np.savez(path, **arrays)
+  return path
+
+
+def _unflatten(flat: dict) -> dict:
+  tree: dict = {}
+  for name, value in flat.items():
+    node = tree
+    *parents, leaf = name.split("/")
+    for p in parents:
+      node = node.setdefault(p, {})
+    node[leaf] = value
+  return tree
+
+
+def _checked_config(source_config, config, variables_or_abstract, where: str):
+  if config is None:
+    return source_config
+  check_variables(config, variables_or_abstract, f"{where} (checked against the given config)")
+  return config
+
+
+def _load_params_file(path: str, config):
+  with np.load(path, allow_pickle=False) as data:
+    meta = json.loads(bytes(data[_CONFIG_KEY]).decode("utf-8"))
+    if meta.get("format") != PARAMS_FILE_FORMAT:
+      raise ValueError(f"{path}: unknown params file format {meta.get('format')!r}")
+    flat = {name: data[name] for name in data.files if name != _CONFIG_KEY}
+  tree = _unflatten(flat)
+  variables = {part: tree.get(part, {}) for part in VARIABLE_PARTS}
+  source_config = config_utils.config_from_json(meta["config"])
+  check_variables(source_config, variables, path)
+  config = _checked_config(source_config, config, variables, path)
+  return config, jax.device_put(variables)
+
+
+def _load_converted(path: str, config):
+  if config is None:
+    raise ValueError(f"{path}: converted weights carry no config; give one (--config) to load them")
+  from satracker_jax import convert  # noqa: PLC0415
+  variables = jax.device_get(random_variables(config, seed=int(config.get("seed", 0))))
+  params, _ = convert.load_pretrained(variables["params"], path)
+  return config, jax.device_put({"params": params, "batch_stats": variables["batch_stats"]})
+
+
+def _load_checkpoint(path: str, config, step):
+  import orbax.checkpoint as ocp  # noqa: PLC0415  (only checkpoints need Orbax)
+
+  directory = checkpoint_dir(path)
+  manager = ocp.CheckpointManager(
+      directory, options=ocp.CheckpointManagerOptions(read_only=True, create=False),
+      item_handlers={STATE_ITEM: ocp.PyTreeCheckpointHandler(),
+                     CONFIG_ITEM: ocp.JsonCheckpointHandler()})
+  try:
+    step = manager.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f"no checkpoint under {directory}")
+    saved_config = config_utils.config_from_json(dict(manager.restore(step, args=ocp.args.Composite(
+        **{CONFIG_ITEM: ocp.args.JsonRestore()}))[CONFIG_ITEM]))
+    where = f"checkpoint {directory}/{step}"
+    meta = manager.item_metadata(step)[STATE_ITEM]
+    saved = meta.tree if hasattr(meta, "tree") else meta
+    saved = {part: saved.get(part, {}) for part in VARIABLE_PARTS}
+    if config is None:
+      config = saved_config
+    else:
+      where += " (checked against the given config)"
+    check_variables(config, saved, where)
+    abstract = abstract_variables(config)
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), abstract)
+    restore_args = jax.tree.map(lambda a: ocp.ArrayRestoreArgs(sharding=device), abstract)
+    restored = manager.restore(step, args=ocp.args.Composite(**{STATE_ITEM: ocp.args.PyTreeRestore(
+        item=target, restore_args=restore_args, partial_restore=True)}))[STATE_ITEM]
+  finally:
+    manager.close()
+  return config, {"params": restored["params"], "batch_stats": restored.get("batch_stats", {})}

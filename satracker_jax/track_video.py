@@ -1,0 +1,122 @@
+"""Track one video or frame folder and draw the boxes (`satracker track`).
+
+    frames, box, sentence, gts = read_frame_folder("data/synthetic/test/seq_0003")
+    summary = track_video(config, variables, (load_frame(p) for p in frames), box, sentence, "seq3.gif")
+
+A frame folder is a folder of images (sorted by name), or a TNL2K/LaSOT-layout sequence folder
+(`imgs/` or `img/` + `groundtruth.txt` + `language.txt`/`nlp.txt`), whose first ground-truth box
+and sentence are then returned as well. Each drawn frame shows the box, the score and the sentence
+(and the ground truth when given); the output ends in .gif (Pillow) or .mp4.
+"""
+from __future__ import annotations
+
+import os
+import time
+from typing import Iterable
+
+import numpy as np
+from PIL import Image
+
+from satracker_jax import tracker as tracker_lib
+from satracker_jax import visualize
+from satracker_jax.evaluation import results_io
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+
+
+def _first_line(path: str) -> str:
+  with open(path, encoding="utf-8", errors="replace") as f:
+    for line in f:
+      if line.strip():
+        return line.strip()
+  return ""
+
+
+def parse_box(text: str, where: str) -> np.ndarray:
+  fields = [v for v in text.replace("\t", ",").replace(" ", ",").split(",") if v]
+  try:
+    box = np.array([float(v) for v in fields], np.float64)
+  except ValueError:
+    box = np.zeros(0)
+  if box.shape != (4,) or not np.isfinite(box).all() or box[2] <= 0 or box[3] <= 0:
+    raise ValueError(f"{where}: expected a box x,y,w,h with w,h > 0, got {text!r}")
+  return box
+
+
+def read_frame_folder(path: str) -> tuple[list[str], np.ndarray | None, str | None, np.ndarray | None]:
+  """(frame paths, first box or None, sentence or None, all GT boxes or None) of a frame folder."""
+  if not os.path.isdir(path):
+    raise FileNotFoundError(f"{path}: not a folder")
+  image_dir = path
+  for sub in ("imgs", "img"):
+    if os.path.isdir(os.path.join(path, sub)):
+      image_dir = os.path.join(path, sub)
+  frames = sorted(os.path.join(image_dir, n) for n in os.listdir(image_dir)
+                  if n.lower().endswith(IMAGE_SUFFIXES))
+  if not frames:
+    raise FileNotFoundError(f"{path}: no {'/'.join(IMAGE_SUFFIXES)} images in {image_dir}")
+  box = sentence = gts = None
+  for name in ("groundtruth.txt", "groundtruth_rect.txt"):
+    gt_path = os.path.join(path, name)
+    if os.path.isfile(gt_path):
+      box = parse_box(_first_line(gt_path), gt_path)
+      gts = _read_gt(gt_path)
+      break
+  for name in ("language.txt", "nlp.txt"):
+    lang_path = os.path.join(path, name)
+    if os.path.isfile(lang_path):
+      sentence = _first_line(lang_path).lower() or None
+      break
+  return frames, box, sentence, gts
+
+
+def _read_gt(path: str) -> np.ndarray | None:
+  rows = []
+  with open(path) as f:
+    for line in f:
+      fields = [v for v in line.strip().replace("\t", ",").replace(" ", ",").split(",") if v]
+      try:
+        rows.append([float(v) for v in fields] if len(fields) == 4 else [np.nan] * 4)
+      except ValueError:
+        rows.append([np.nan] * 4)
+  return np.asarray(rows, np.float64) if rows else None
+
+
+def _shrink(image: np.ndarray, max_side: int) -> np.ndarray:
+  h, w = image.shape[:2]
+  scale = max_side / max(h, w)
+  if max_side <= 0 or scale >= 1:
+    return image
+  size = (max(1, round(w * scale)), max(1, round(h * scale)))
+  return np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
+
+
+def track_video(config, variables, frames: Iterable[np.ndarray], box, sentence: str, out: str, *,
+                fps: float = 10.0, max_frames: int = 0, max_side: int = 480,
+                gt_boxes: np.ndarray | None = None, results: str = "") -> dict:
+  """Tracks `frames` from `box` + `sentence`, writes the drawn video to `out` (and the boxes in
+  the raw-result format to `results`). Returns {"frames", "fps" (excl. frame 0), "out"}."""
+  tracker = tracker_lib.Tracker(config, variables)
+  drawn, boxes, seconds = [], [], 0.0
+  for i, frame in enumerate(frames):
+    if max_frames and i >= max_frames:
+      break
+    start = time.perf_counter()
+    if i == 0:
+      tracker.init(frame, box, sentence)
+      pred, score = box, None
+    else:
+      pred, score = tracker.track(frame)
+      seconds += time.perf_counter() - start
+    boxes.append(np.asarray(pred, np.float64))
+    gt = gt_boxes[i] if (gt_boxes is not None and i < len(gt_boxes)) else None
+    image = visualize.draw_tracking(frame, pred, score, sentence, gt_box=gt, frame_index=i)
+    drawn.append(_shrink(image, max_side))
+  if not drawn:
+    raise ValueError("no frames to track")
+  visualize.write_video(drawn, out, fps=fps)
+  if results:
+    out_dir, name = os.path.split(os.path.abspath(results))
+    results_io.write_results(out_dir, os.path.splitext(name)[0], np.stack(boxes))
+  return {"frames": len(drawn), "fps": (len(drawn) - 1) / seconds if seconds > 0 else float("nan"),
+          "out": out}

@@ -1,0 +1,98 @@
+"""`satracker_jax.model_io`: one home for a model as data (build, check, load from every source).
+
+The Orbax-checkpoint source is exercised on a real training run in test_train_runs.py
+(`test_load_variables_and_refusing_another_config`).
+"""
+import jax
+import numpy as np
+import pytest
+
+from satracker_jax import config_utils, convert, model_io
+
+SMALL = ["model.vit.depth=2", "model.vit.dim=32", "model.vit.heads=2", "model.bert.dim=32",
+         "model.bert.heads=2", "model.bert.intermediate=64", "model.bert.layers=2",
+         "model.text_layer_map=(0,1)", "model.tem_layers=(0,)", "model.sam_layers=(1,)",
+         "model.dm_layers=(1,)", "model.fusion_heads=2", "model.head_channels=16",
+         "model.search_size=32", "model.template_size=16", "model.max_text_len=8", "model.dm_dim=16"]
+
+
+@pytest.fixture(scope="module")
+def small():
+  config = config_utils.load_config("configs/tiny.py", SMALL)
+  return config, model_io.random_variables(config, seed=3)
+
+
+def test_abstract_variables_match_an_initialisation(small):
+  config, variables = small
+  abstract = model_io.abstract_variables(config)
+  assert model_io.flat_shapes(abstract) == model_io.flat_shapes(variables)
+  assert set(abstract) == {"params", "batch_stats"} and abstract["batch_stats"]
+
+
+def test_check_variables_names_the_first_mismatch(small):
+  config, variables = small
+  model_io.check_variables(config, variables, "same")
+  wider = config_utils.load_config("configs/tiny.py", SMALL + ["model.head_channels=32"])
+  with pytest.raises(ValueError, match=r"'params/box_head/.*' has shape \(16,\) there but \(32,\)"):
+    model_io.check_variables(wider, variables, "small")
+  no_sam = config_utils.load_config("configs/tiny.py", SMALL + ["model.use_sam=False"])
+  with pytest.raises(ValueError, match=r"has 'params/sam_1/.*' .* which this config's model lacks"):
+    model_io.check_variables(no_sam, variables, "small")
+  missing = {"params": {k: v for k, v in variables["params"].items() if k != "vit_norm"},
+             "batch_stats": variables["batch_stats"]}
+  with pytest.raises(ValueError, match=r"'params/vit_norm/bias' .* is missing"):
+    model_io.check_variables(config, missing, "pruned")
+
+
+def test_params_file_round_trip_is_bitwise(small, tmp_path):
+  config, variables = small
+  path = model_io.save_variables(str(tmp_path / "model"), config, variables)
+  assert path.endswith(".npz") and model_io.describe_source(path) == "params_file"
+  loaded_config, loaded = model_io.load_variables(path)
+  assert loaded_config.model.vit.dim == 32 and loaded_config.model.tem_layers == (0,)
+  for a, b in zip(jax.tree.leaves(variables), jax.tree.leaves(loaded)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  other = config_utils.load_config("configs/tiny.py", SMALL + ["model.dm_dim=8"])
+  with pytest.raises(ValueError, match=r"model.npz .*checked against the given config.*dm_1"):
+    model_io.load_variables(path, config=other)
+
+
+def test_converted_weights_need_a_config_and_fill_the_backbone(small, tmp_path):
+  config, variables = small
+  flat = convert.flatten_params(jax.device_get(variables["params"]))
+  backbone = {k: np.asarray(v) + 1.0 for k, v in flat.items() if k.startswith("vit_block_0/")}
+  out = tmp_path / "converted"
+  out.mkdir()
+  np.savez(out / convert.PARAMS_FILE, **backbone)
+  assert model_io.describe_source(str(out)) == "converted"
+  with pytest.raises(ValueError, match="carry no config"):
+    model_io.load_variables(str(out))
+  _, loaded = model_io.load_variables(str(out), config=config)
+  got = convert.flatten_params(jax.device_get(loaded["params"]))
+  for k, v in backbone.items():
+    np.testing.assert_array_equal(got[k], v)
+  assert set(got) == set(flat)
+
+
+def test_bad_sources_are_named(tmp_path):
+  with pytest.raises(FileNotFoundError, match="nowhere: no such file or folder"):
+    model_io.load_variables(str(tmp_path / "nowhere"))
+  (tmp_path / "notes.txt").write_text("x")
+  with pytest.raises(ValueError, match="notes.txt: not a model file"):
+    model_io.load_variables(str(tmp_path / "notes.txt"))
+  (tmp_path / "empty").mkdir()
+  with pytest.raises(FileNotFoundError, match="no checkpoint under .*empty"):
+    model_io.load_variables(str(tmp_path / "empty"))
+
+
+def test_load_model_as_the_verbs_do(small, tmp_path):
+  config, variables = small
+  path = model_io.save_variables(str(tmp_path / "m.npz"), config, variables)
+  loaded_config, _, random = model_io.load_model(path, None, ["tracker.hann_window=False"])
+  assert not random and loaded_config.tracker.hann_window is False
+  with pytest.raises(ValueError, match="overrides"):
+    model_io.load_model(path, None, ["model.dm_dim=8"])
+  with pytest.raises(ValueError, match="vs config configs/tiny.py"):
+    model_io.load_model(path, "configs/tiny.py", [])
+  _, _, random = model_io.load_model("", "configs/tiny.py", SMALL)
+  assert random
