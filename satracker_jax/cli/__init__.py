@@ -4,7 +4,9 @@ Every verb is a module of this package (`cli/<verb>.py`) exposing `add_arguments
 `run(args, overrides) -> exit code`: argument parsing and printing only. The work behind each verb
 is a plain library function (named in the verb module's docstring) that Python callers and tests
 use without argparse. Verb modules are imported only when their verb runs, so `satracker --help`
-is quick and nothing pulls in TensorFlow unless the verb needs the input pipeline.
+is quick and nothing pulls in TensorFlow unless the verb needs the input pipeline. A config
+mistake anywhere below (`config_utils.ConfigError`: an unknown `--config.` path, a value of the
+wrong type, an invalid model) ends as one line on stderr and exit 2, like an argparse error.
 """
 from __future__ import annotations
 
@@ -57,11 +59,16 @@ def main(argv=None) -> int:
       print(f"satracker {verb}: not available in this build ({module_name} missing)", file=sys.stderr)
       return 2
     raise
-  rest, overrides = config_utils.split_config_overrides(argv[1:])
   verb_parser = argparse.ArgumentParser(prog=f"satracker {verb}", description=help_text)
   module.add_arguments(verb_parser)
-  args = verb_parser.parse_args(rest)
-  result = module.run(args, overrides)
+  try:
+    rest, overrides = config_utils.split_config_overrides(argv[1:])
+    args = verb_parser.parse_args(rest)
+    result = module.run(args, overrides)
+  except config_utils.ConfigError as e:
+    # A usage error like argparse's own: one line, exit 2, no traceback.
+    print(f"satracker {verb}: {e}", file=sys.stderr)
+    return 2
   return int(result or 0)
 
 

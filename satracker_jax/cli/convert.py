@@ -1,7 +1,8 @@
 """`satracker convert`: MAE/timm/OSTrack ViT and HuggingFace BERT weights -> SATracker backbone.
 
-    satracker convert --vit mae_pretrain_vit_base.pth --bert bert-base-uncased/ \
-        --config configs/base.py --out weights/satracker_b
+    satracker convert --vit mae_pretrain_vit_base.pth --bert bert-base-uncased/ --out weights/satracker_b
+
+`--config` defaults to configs/base.py (ViT-B/16 + BERT-base, the widths of the public checkpoints).
 
 The work is `satracker_jax.convert.convert_to_folder` (rules and policy: that module's docstring).
 """
@@ -15,7 +16,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--vit", help="ViT checkpoint (MAE/timm/OSTrack): .pth/.bin/.safetensors/.npz")
   parser.add_argument("--bert", help="BERT checkpoint file or HF model directory (with vocab.txt)")
   parser.add_argument("--vocab", help="vocab.txt to ship with the weights (default: next to --bert)")
-  parser.add_argument("--config", required=True, help="config file, e.g. configs/base.py[:arg]")
+  parser.add_argument("--config", default="configs/base.py",
+                      help="config file[:arg] whose parameter shapes the weights are mapped onto "
+                           "(default: configs/base.py, ViT-B + BERT-base; the converted weights "
+                           "load into any config of the same widths, position embeddings resampled)")
   parser.add_argument("--out", required=True, help="output directory (params.npz, report.json, vocab.txt)")
   parser.add_argument("--allow-unused", action="store_true",
                       help="do not fail on checkpoint keys this model has no place for")
