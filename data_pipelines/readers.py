@@ -1,20 +1,34 @@
 """Tracking data sets on disk -> `Sequence` records. No TensorFlow here: eval and the tracker use it.
 
     sequences = load_dataset("lasot", "/data/LaSOT", "test")
+    sequences = load_dataset("otb", "/data/OTB100", annotations_only=True)   # scoring: no frames
 
 Layouts (first line of the language file, lower-cased and stripped, is the sentence):
   lasot       <class>/<class>-N/{img/%08d.jpg, groundtruth.txt, nlp.txt, full_occlusion.txt,
               out_of_view.txt}; split test = the official 280 sequences (or the names in a
               `testing_set.txt` at the root when present), train = the rest, all = everything.
-  tnl2k       [<split>/]<seq>/{imgs/*.jpg|png, groundtruth.txt, language.txt}
-  synthetic   same as tnl2k (written by `satracker synth`; `<root>/<split>/<seq>`)
+              Or the LaSOT evaluation toolkit's annotation pack: annos/<seq>.txt,
+              annos/absent/<seq>.txt (1 = target absent) and testing_set.txt (no frames, no
+              sentences: for scoring only).
+  tnl2k       [<split>/]<seq>/{imgs/*.jpg|png, groundtruth.txt, language.txt}; a root holding
+              split folders (train/, test/, val/) is read from <root>/<split> (all = every one).
+  synthetic   same as tnl2k (written by `satracker synth`: `<root>/train/<seq>`, `<root>/test/<seq>`)
+  otb         OTB-2015, 100 sequences (data_pipelines/otb_sequences.py): the official
+              <Video>/{img/%04d.jpg, groundtruth_rect[.k].txt}, or the OTB toolkit's annotation
+              pack anno/<seq>.txt (for scoring only); pytracking's frame ranges (Tiger1's first
+              5 frames are not scored); the object class stands in for the sentence. One split: test.
   otb99_lang  OTB_videos/<seq>/{img/*.jpg, groundtruth_rect.txt}, OTB_query_<split>/<seq>.txt
   got10k      <split>/<seq>/{%08d.jpg, groundtruth.txt, absence.label, meta_info.ini};
               the sentence is meta_info's `object_class`.
 
-Boxes are pixel x,y,w,h, one line per frame, separated by commas, tabs or spaces; an empty or
-NaN line means "absent". A frame is visible when its box is finite with w > 0 and h > 0 (LaSOT: and
-not fully occluded and not out of view; GOT-10k: and not marked absent).
+Boxes are pixel x,y,w,h, one line per frame, separated by commas, tabs or spaces (mixed within a
+file too; CRLF endings and a missing final newline are fine); an empty or NaN line means
+"absent". A frame is visible when its box is finite with w > 0 and h > 0 (LaSOT: and not fully
+occluded and not out of view / not absent; GOT-10k: and not marked absent).
+
+`annotations_only=True` (what `satracker analyze` uses) never looks at image folders: scoring
+needs the boxes only, so full data sets without their frames and the toolkits' annotation packs
+both work, and nothing lists LaSOT's 685,360 test images. Sequences then have `frames == []`.
 
 Bad *content* never raises, so one broken file cannot stop a training run: a language file that is
 not UTF-8 (or an empty one) gives sentence "" and `bad_sentence=True`; a missing or corrupt image is
@@ -33,6 +47,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import math
 import os
@@ -41,15 +56,15 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from data_pipelines import otb_sequences
 from data_pipelines.lasot_split import lasot_test_sequences
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png")
-DATASETS = ("lasot", "tnl2k", "otb99_lang", "got10k", "synthetic")
-READER_VERSION = 1
+DATASETS = ("lasot", "tnl2k", "otb", "otb99_lang", "got10k", "synthetic")
+READER_VERSION = 2  # 2: annotation-only indexes, OTB-2015, LaSOT toolkit packs, absent flags
 _CACHE_PREFIX = ".satracker_index_"
-
-# OTB sequences whose annotation starts after the first image (start frame of groundtruth line 1).
-_OTB_START_FRAME = {"David": 300, "BlurCar1": 247, "BlurCar3": 3, "BlurCar4": 18, "Tiger1": 6}
+# Folder names that mark a TNL2K-layout root holding one sub-folder per split.
+SPLIT_FOLDERS = ("train", "test", "val")
 
 
 class DatasetError(ValueError):
@@ -67,9 +82,12 @@ class Sequence:
   full_occlusion: Optional[np.ndarray] = None  # [N] bool, LaSOT only
   out_of_view: Optional[np.ndarray] = None     # [N] bool, LaSOT only
   bad_sentence: bool = False  # undecodable or empty language file: training replaces its samples
+  sentence_file: str = ""  # the language file behind bad_sentence (eval re-reads and names it)
+  absent: Optional[np.ndarray] = None  # [N] bool: LaSOT toolkit's absent flags, GOT-10k's absence.label
 
   def __len__(self) -> int:
-    return len(self.frames)
+    # One box per frame; counted from the boxes so annotation-only sequences (no frames) work too.
+    return len(self.boxes)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -86,6 +104,9 @@ def read_boxes(path: str) -> np.ndarray:
   # A stray blank line at the end of a file is formatting, not an absent last frame.
   while lines and not lines[-1].strip():
     lines.pop()
+  regular = _parse_regular(lines)
+  if regular is not None:
+    return regular
   boxes = np.full((len(lines), 4), np.nan, np.float64)
   for i, line in enumerate(lines):
     fields = [t for t in re.split(r"[,\s]+", line.strip()) if t]
@@ -100,25 +121,41 @@ def read_boxes(path: str) -> np.ndarray:
   return boxes
 
 
+def _parse_regular(lines: list[str]) -> Optional[np.ndarray]:
+  """[N, 4] through numpy's C parser when every line holds 4 numbers (separators mixed freely);
+  None sends files with empty lines or bad rows to the line-by-line parser, which maps empty lines
+  to absent frames and names the bad line. LaSOT's test ground truth has 685,360 lines."""
+  text = re.sub(r"^,+|,+$", "", re.sub(r"[,\t \f\v]+", ",", "\n".join(lines)), flags=re.MULTILINE)
+  if not text or "\n\n" in text or text.startswith("\n") or text.endswith("\n"):
+    return None
+  try:
+    boxes = np.loadtxt(io.StringIO(text), delimiter=",", dtype=np.float64, ndmin=2, comments=None)
+  except ValueError:
+    return None
+  return boxes if boxes.shape == (len(lines), 4) else None
+
+
 def box_visible(boxes: np.ndarray) -> np.ndarray:
   with np.errstate(invalid="ignore"):
     return np.isfinite(boxes).all(axis=1) & (boxes[:, 2] > 0) & (boxes[:, 3] > 0)
 
 
-def read_sentence(path: str) -> tuple[str, bool]:
-  """(sentence, bad): first line, lower-cased, stripped; ("", True) if missing, empty or not UTF-8."""
+def read_sentence(path: str) -> tuple[str, str]:
+  """(sentence, bad): first line, lower-cased, stripped; ("", path) if missing, empty or not UTF-8.
+  `bad` is the file's path rather than True so the index keeps which file it was (evaluation
+  decodes it with replacement characters and names it); "" when the sentence is fine."""
   from satracker_jax.tokenizer import decode_sentence_bytes  # noqa: PLC0415  (numpy-only module)
   if not os.path.isfile(path):
-    return "", True
+    return "", path
   with open(path, "rb") as f:
     data = f.read()
   try:
     text = decode_sentence_bytes(data, path)
   except ValueError:
-    return "", True
+    return "", path
   lines = text.splitlines()
   sentence = lines[0].strip().lower() if lines else ""
-  return sentence, not sentence
+  return sentence, "" if sentence else path
 
 
 def _read_flags(path: str, n: int) -> np.ndarray:
@@ -193,23 +230,41 @@ def _record(name, img_dir, spec, boxes, sentence, bad, occl=None, oov=None, abse
           "bad_sentence": bad, "full_occlusion": occl, "out_of_view": oov, "absent": absent}
 
 
-def _scan_lasot(root: str, split: str) -> list[dict]:
+def _lasot_test_names(root: str) -> set[str]:
   listed = os.path.join(root, "testing_set.txt")
   if os.path.isfile(listed):
-    with open(listed) as f:
-      test = {line.strip() for line in f if line.strip()}
-  else:
-    test = lasot_test_sequences()
+    with open(listed, encoding="utf-8-sig") as f:
+      return {line.strip() for line in f if line.strip()}
+  return lasot_test_sequences()
+
+
+def _lasot_in_split(name: str, split: str, test: set[str]) -> bool:
+  if split == "all":
+    return True
+  if split not in ("train", "test"):
+    raise DatasetError(f"LaSOT splits are train, test and all; got {split!r}")
+  return (split == "test") == (name in test)
+
+
+def _lasot_order(name: str):
+  cls, _, number = name.rpartition("-")
+  return (cls, int(number)) if number.isdigit() else (name, 0)
+
+
+def _scan_lasot(root: str, split: str, frames: bool = True) -> list[dict]:
+  test = _lasot_test_names(root)
+  if os.path.isdir(os.path.join(root, "annos")):
+    return _scan_lasot_pack(root, split, frames, test)
   records = []
   for cls in _subdirs(root):
     names = [d for d in _subdirs(os.path.join(root, cls)) if re.fullmatch(re.escape(cls) + r"-\d+", d)]
     for name in sorted(names, key=lambda d: int(d.rsplit("-", 1)[1])):
-      if (split == "test") != (name in test) and split != "all":
+      if not _lasot_in_split(name, split, test):
         continue
       seq_dir = os.path.join(root, cls, name)
       gt = os.path.join(seq_dir, "groundtruth.txt")
       boxes = read_boxes(gt)
-      spec = _frame_spec(os.path.join(seq_dir, "img"), len(boxes), gt)
+      spec = _frame_spec(os.path.join(seq_dir, "img"), len(boxes), gt) if frames else None
       sentence, bad = read_sentence(os.path.join(seq_dir, "nlp.txt"))
       occl = _read_flags(os.path.join(seq_dir, "full_occlusion.txt"), len(boxes))
       oov = _read_flags(os.path.join(seq_dir, "out_of_view.txt"), len(boxes))
@@ -217,30 +272,105 @@ def _scan_lasot(root: str, split: str) -> list[dict]:
   return records
 
 
-def _split_dir(root: str, split: str) -> str:
-  # `root/<split>` when it exists (our synthetic layout, TNL2K's train/test folders), else root.
-  candidate = os.path.join(root, split)
-  return split if split and os.path.isdir(candidate) else ""
-
-
-def _scan_tnl2k(root: str, split: str) -> list[dict]:
-  sub = _split_dir(root, split)
-  base = os.path.join(root, sub)
+def _scan_lasot_pack(root: str, split: str, frames: bool, test: set[str]) -> list[dict]:
+  """The LaSOT toolkit's `annos/<seq>.txt` + `annos/absent/<seq>.txt` (1 = absent, i.e. fully
+  occluded or out of view: the same frames pytracking drops with its two flag files)."""
+  anno_dir = os.path.join(root, "annos")
+  if frames:
+    raise DatasetError(f"{anno_dir}: the LaSOT toolkit's annotation pack holds no frames; it can be "
+                       "scored (satracker analyze) but not tracked: give the full LaSOT root")
+  if split == "test":
+    names = sorted(test, key=_lasot_order)  # every listed test sequence must be there
+  else:
+    names = sorted((f[:-4] for f in _listdir(anno_dir) if f.endswith(".txt") and not f.startswith(".")),
+                   key=_lasot_order)
+    names = [n for n in names if _lasot_in_split(n, split, test)]
   records = []
-  for name in _subdirs(base):
-    seq_dir = os.path.join(base, name)
-    gt = os.path.join(seq_dir, "groundtruth.txt")
-    has_imgs = os.path.isdir(os.path.join(seq_dir, "imgs"))
-    if not has_imgs and not os.path.exists(gt):
-      continue  # not a sequence folder (e.g. an archive's side folder)
-    boxes = read_boxes(gt)
-    spec = _frame_spec(os.path.join(seq_dir, "imgs"), len(boxes), gt)
-    sentence, bad = read_sentence(os.path.join(seq_dir, "language.txt"))
-    records.append(_record(name, os.path.join(sub, name, "imgs"), spec, boxes, sentence, bad))
+  for name in names:
+    boxes = read_boxes(os.path.join(anno_dir, f"{name}.txt"))
+    absent_file = os.path.join(anno_dir, "absent", f"{name}.txt")
+    if not os.path.isfile(absent_file):
+      # Without it the invisible frames would count as visible: scores would silently differ.
+      raise DatasetError(f"{absent_file}: absent flags missing (LaSOT scores need them)")
+    absent = _read_flags(absent_file, len(boxes))
+    records.append(_record(name, "", None, boxes, "", True, absent=absent))
   return records
 
 
-def _scan_otb99_lang(root: str, split: str) -> list[dict]:
+def _tnl2k_split_dirs(root: str, split: str) -> list[str]:
+  """The sub-folders of `root` (relative; "" = root itself) that hold the split's sequences.
+
+  `root/<split>` when it exists (our synthetic layout, TNL2K's train/test folders); every split
+  folder for `all`; the root itself when it holds no split folders (e.g. TNL2K's test archive).
+  A root with split folders but not the one asked for is an error saying which ones it has,
+  rather than "no sequences" or, worse, silently another split.
+  """
+  if split and os.path.isdir(os.path.join(root, split)):
+    return [split]
+  present = [d for d in SPLIT_FOLDERS if os.path.isdir(os.path.join(root, d))]
+  if not present:
+    return [""]
+  if split == "all":
+    return present
+  raise DatasetError(f"{root}: holds the split folder(s) {', '.join(d + '/' for d in present)} but no "
+                     f"{split}/; choose --split {' or '.join(present)} (or all)")
+
+
+def _scan_tnl2k(root: str, split: str, frames: bool = True) -> list[dict]:
+  records = []
+  for sub in _tnl2k_split_dirs(root, split):
+    base = os.path.join(root, sub)
+    for name in _subdirs(base):
+      seq_dir = os.path.join(base, name)
+      gt = os.path.join(seq_dir, "groundtruth.txt")
+      has_imgs = frames and os.path.isdir(os.path.join(seq_dir, "imgs"))
+      if not has_imgs and not os.path.exists(gt):
+        continue  # not a sequence folder (e.g. an archive's side folder)
+      boxes = read_boxes(gt)
+      spec = _frame_spec(os.path.join(seq_dir, "imgs"), len(boxes), gt) if frames else None
+      sentence, bad = read_sentence(os.path.join(seq_dir, "language.txt"))
+      records.append(_record(name, os.path.join(sub, name, "imgs"), spec, boxes, sentence, bad))
+  return records
+
+
+def _otb_range(video: str, boxes: np.ndarray) -> tuple[np.ndarray, int]:
+  """(scored boxes, first image number): pytracking's start frames and Tiger1's initOmit."""
+  omit = otb_sequences.INIT_OMIT.get(video, 0)
+  return boxes[omit:], otb_sequences.START_FRAME.get(video, 1) + omit
+
+
+def _scan_otb(root: str, split: str, frames: bool = True) -> list[dict]:
+  if split not in ("test", "all"):
+    raise DatasetError(f"OTB-2015 has one split, test (all is the same); got {split!r}")
+  pack = os.path.join(root, "anno")
+  if not frames and os.path.isdir(pack):
+    return [_otb_pack_record(pack, name) for name in otb_sequences.SEQUENCES]
+  records = []
+  for name in otb_sequences.SEQUENCES:
+    video, target = otb_sequences.video_and_target(name)
+    seq_dir = os.path.join(root, video)
+    if not os.path.isdir(seq_dir):
+      hint = " (or an anno/ folder: the OTB toolkit's annotation pack)" if not frames else ""
+      raise DatasetError(f"{seq_dir}: OTB-2015 sequence folder missing; {root} must hold the 100 "
+                         f"sequence folders{hint}")
+    gt = os.path.join(seq_dir, f"groundtruth_rect.{target}.txt" if target else "groundtruth_rect.txt")
+    boxes, start = _otb_range(video, read_boxes(gt))
+    spec = None
+    if frames:
+      spec = _frame_spec(os.path.join(seq_dir, "img"), len(boxes), gt, start=start, allow_extra=True)
+    records.append(_record(name, os.path.join(video, "img"), spec, boxes,
+                           otb_sequences.OBJECT_CLASS[name], False))
+  return records
+
+
+def _otb_pack_record(pack: str, name: str) -> dict:
+  candidates = [os.path.join(pack, f"{n}.txt") for n in otb_sequences.annotation_names(name)]
+  path = next((c for c in candidates if os.path.isfile(c)), candidates[0])
+  boxes, _ = _otb_range(otb_sequences.video_and_target(name)[0], read_boxes(path))
+  return _record(name, "", None, boxes, otb_sequences.OBJECT_CLASS[name], False)
+
+
+def _scan_otb99_lang(root: str, split: str, frames: bool = True) -> list[dict]:
   query_dir = os.path.join(root, f"OTB_query_{split}")
   names = sorted(os.path.splitext(f)[0] for f in _listdir(query_dir) if f.endswith(".txt"))
   records = []
@@ -252,10 +382,12 @@ def _scan_otb99_lang(root: str, split: str) -> list[dict]:
       video, k = m.group(1), m.group(2)
     seq_dir = os.path.join(root, "OTB_videos", video)
     gt = os.path.join(seq_dir, f"groundtruth_rect.{k}.txt" if k else "groundtruth_rect.txt")
-    boxes = read_boxes(gt)
-    # OTB folders may hold more images than annotated frames (annotation ends early).
-    spec = _frame_spec(os.path.join(seq_dir, "img"), len(boxes), gt,
-                       start=_OTB_START_FRAME.get(video), allow_extra=True)
+    # The same frame ranges as OTB-2015 (OTB99-Lang annotates OTB-100's videos).
+    boxes, start = _otb_range(video, read_boxes(gt))
+    spec = None
+    if frames:
+      # OTB folders may hold more images than annotated frames (annotation ends early).
+      spec = _frame_spec(os.path.join(seq_dir, "img"), len(boxes), gt, start=start, allow_extra=True)
     sentence, bad = read_sentence(os.path.join(query_dir, name + ".txt"))
     records.append(_record(name, os.path.join("OTB_videos", video, "img"), spec, boxes, sentence, bad))
   return records
@@ -271,18 +403,20 @@ def _got10k_class(path: str) -> tuple[str, bool]:
   return sentence, not sentence
 
 
-def _scan_got10k(root: str, split: str) -> list[dict]:
+def _scan_got10k(root: str, split: str, frames: bool = True) -> list[dict]:
   base = os.path.join(root, split)
   records = []
   for name in _subdirs(base):
     seq_dir = os.path.join(base, name)
     gt = os.path.join(seq_dir, "groundtruth.txt")
     boxes = read_boxes(gt)
-    n_frames = len([f for f in _listdir(seq_dir) if f.lower().endswith(IMAGE_EXTS)])
-    if len(boxes) == 1 and n_frames > 1:
-      # GOT-10k test/val-style folders annotate only the first frame.
-      boxes = np.concatenate([boxes, np.full((n_frames - 1, 4), np.nan)])
-    spec = _frame_spec(seq_dir, len(boxes), gt)
+    spec = None
+    if frames:
+      n_frames = len([f for f in _listdir(seq_dir) if f.lower().endswith(IMAGE_EXTS)])
+      if len(boxes) == 1 and n_frames > 1:
+        # GOT-10k test/val-style folders annotate only the first frame.
+        boxes = np.concatenate([boxes, np.full((n_frames - 1, 4), np.nan)])
+      spec = _frame_spec(seq_dir, len(boxes), gt)
     sentence, bad = _got10k_class(os.path.join(seq_dir, "meta_info.ini"))
     absent = None
     absence_file = os.path.join(seq_dir, "absence.label")
@@ -292,8 +426,9 @@ def _scan_got10k(root: str, split: str) -> list[dict]:
   return records
 
 
-_SCANNERS: dict[str, Callable[[str, str], list[dict]]] = {
-    "lasot": _scan_lasot, "tnl2k": _scan_tnl2k, "synthetic": _scan_tnl2k,
+# name -> scanner(root, split, frames): frames=False reads annotations only (no image folders).
+_SCANNERS: dict[str, Callable[[str, str, bool], list[dict]]] = {
+    "lasot": _scan_lasot, "tnl2k": _scan_tnl2k, "synthetic": _scan_tnl2k, "otb": _scan_otb,
     "otb99_lang": _scan_otb99_lang, "got10k": _scan_got10k,
 }
 
@@ -307,9 +442,11 @@ def _listing_dirs(name: str, root: str, split: str) -> list[str]:
   or files in a sequence folder are added, removed or renamed)."""
   dirs = [root]
   if name == "lasot":
-    dirs += [os.path.join(root, c) for c in _subdirs(root)]
+    dirs += [os.path.join(root, c) for c in _subdirs(root)] + [os.path.join(root, "annos", "absent")]
   elif name in ("tnl2k", "synthetic"):
-    dirs.append(os.path.join(root, _split_dir(root, split)))
+    dirs += [os.path.join(root, sub) for sub in _tnl2k_split_dirs(root, split) if sub]
+  elif name == "otb":
+    dirs.append(os.path.join(root, "anno"))
   elif name == "otb99_lang":
     dirs += [os.path.join(root, "OTB_videos"), os.path.join(root, f"OTB_query_{split}")]
   elif name == "got10k":
@@ -317,8 +454,8 @@ def _listing_dirs(name: str, root: str, split: str) -> list[str]:
   return dirs
 
 
-def _fingerprint(name: str, root: str, split: str) -> str:
-  h = hashlib.sha1(f"{READER_VERSION}|{name}|{split}".encode())
+def _fingerprint(name: str, root: str, split: str, frames: bool = True) -> str:
+  h = hashlib.sha1(f"{READER_VERSION}|{name}|{split}|{'frames' if frames else 'annotations'}".encode())
   for d in _listing_dirs(name, root, split):
     if not os.path.isdir(d):
       continue
@@ -329,11 +466,13 @@ def _fingerprint(name: str, root: str, split: str) -> str:
   return h.hexdigest()
 
 
-def _cache_path(name: str, root: str, split: str, cache_dir: str) -> str:
+def _cache_path(name: str, root: str, split: str, cache_dir: str, frames: bool = True) -> str:
+  # Annotation-only indexes have no frame naming: a separate file, so neither evicts the other.
+  kind = "" if frames else "_annotations"
   if cache_dir:
     tag = hashlib.sha1(os.path.abspath(root).encode()).hexdigest()[:12]
-    return os.path.join(cache_dir, f"{_CACHE_PREFIX}{name}_{split}_{tag}.npz")
-  return os.path.join(root, f"{_CACHE_PREFIX}{name}_{split}.npz")
+    return os.path.join(cache_dir, f"{_CACHE_PREFIX}{name}_{split}{kind}_{tag}.npz")
+  return os.path.join(root, f"{_CACHE_PREFIX}{name}_{split}{kind}.npz")
 
 
 def _save_index(path: str, fingerprint: str, records: list[dict]) -> None:
@@ -390,29 +529,35 @@ def _to_sequence(dataset: str, root: str, r: dict) -> Sequence:
   for key in ("full_occlusion", "out_of_view", "absent"):
     if r[key] is not None:
       visible &= ~np.asarray(r[key], bool)
-  img_dir = os.path.join(root, r["img_dir"])
+  frames = [] if r["spec"] is None else _frames_from_spec(os.path.join(root, r["img_dir"]), r["spec"])
+  flags = lambda key: None if r[key] is None else np.asarray(r[key], bool)
   return Sequence(
-      name=r["name"], dataset=dataset, frames=_frames_from_spec(img_dir, r["spec"]), boxes=boxes,
+      name=r["name"], dataset=dataset, frames=frames, boxes=boxes,
       visible=visible, sentence=r["sentence"], bad_sentence=bool(r["bad_sentence"]),
-      full_occlusion=None if r["full_occlusion"] is None else np.asarray(r["full_occlusion"], bool),
-      out_of_view=None if r["out_of_view"] is None else np.asarray(r["out_of_view"], bool))
+      sentence_file=r["bad_sentence"] if isinstance(r["bad_sentence"], str) else "",
+      full_occlusion=flags("full_occlusion"), out_of_view=flags("out_of_view"), absent=flags("absent"))
 
 
 def load_dataset(name: str, root: str, split: str = "test", cache_dir: str = "",
-                 use_cache: bool = True) -> list[Sequence]:
-  """All sequences of one split of a data set, sorted by name (LaSOT: by class, then number)."""
+                 use_cache: bool = True, annotations_only: bool = False) -> list[Sequence]:
+  """All sequences of one split of a data set, sorted by name (LaSOT: by class, then number).
+
+  `annotations_only`: boxes, flags and sentences without looking at any image folder (scoring);
+  the sequences' `frames` are then empty.
+  """
   if name not in _SCANNERS:
     raise ValueError(f"unknown data set {name!r}; choose from {', '.join(DATASETS)}")
   if not root or not os.path.isdir(root):
     raise DatasetError(f"{root!r}: {name} root folder missing")
   root = os.path.abspath(root)
+  frames = not annotations_only
   records = None
   if use_cache:
-    fingerprint = _fingerprint(name, root, split)
-    path = _cache_path(name, root, split, cache_dir)
+    fingerprint = _fingerprint(name, root, split, frames)
+    path = _cache_path(name, root, split, cache_dir, frames)
     records = _load_index(path, fingerprint) if os.path.isfile(path) else None
   if records is None:
-    records = _SCANNERS[name](root, split)
+    records = _SCANNERS[name](root, split, frames)
     if use_cache:
       _save_index(path, fingerprint, records)
   if not records:

@@ -1,5 +1,6 @@
 """Readers: tiny fixtures in every official layout read back exactly; structural errors name the file."""
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -166,3 +167,178 @@ def test_readers_and_generator_do_not_import_tensorflow():
           "data_pipelines.processing; sys.exit('tensorflow' in sys.modules)")
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   assert subprocess.run([sys.executable, "-c", code], cwd=root).returncode == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Annotation-only reading (what `satracker analyze` needs), OTB-2015, split folders.
+
+
+def test_lasot_without_image_folders_reads_annotations_only(tmp_path):
+  root = str(tmp_path / "lasot")
+  _lasot(root)
+  for name in ("airplane-1", "airplane-2"):
+    shutil.rmtree(os.path.join(root, "airplane", name, "img"))
+  with pytest.raises(readers.DatasetError, match="img: folder missing"):
+    readers.load_dataset("lasot", root, "test", use_cache=False)  # tracking needs the frames
+  (s,) = readers.load_dataset("lasot", root, "test", annotations_only=True)
+  assert s.name == "airplane-1" and s.frames == [] and len(s) == 3
+  np.testing.assert_array_equal(s.visible, [True, False, False])
+  np.testing.assert_array_equal(s.boxes[2], [9, 10, 11, 12])
+
+
+def _lasot_pack(root):
+  # The LaSOT evaluation toolkit's layout: annos/<seq>.txt, annos/absent/<seq>.txt, testing_set.txt.
+  _write(os.path.join(root, "testing_set.txt"), "bird-2\r\nairplane-1\r\n")
+  _write(os.path.join(root, "annos", "airplane-1.txt"), "1,2,3,4\n5,6,7,8\n9,10,11,12")
+  _write(os.path.join(root, "annos", "absent", "airplane-1.txt"), "0\n1\n0\n")
+  _write(os.path.join(root, "annos", "bird-2.txt"), "1,1,5,5\n1,1,5,5\n")
+  _write(os.path.join(root, "annos", "absent", "bird-2.txt"), "0\n0\n")
+  _write(os.path.join(root, "annos", "cat-1.txt"), "1,1,5,5\n")  # not in testing_set.txt
+  _write(os.path.join(root, "annos", "absent", "cat-1.txt"), "1\n")
+
+
+def test_lasot_toolkit_annotation_pack(tmp_path):
+  from satracker_jax.evaluation import metrics
+  root = str(tmp_path / "LaSOT_Evaluation_Toolkit")
+  _lasot_pack(root)
+  seqs = readers.load_dataset("lasot", root, "test", annotations_only=True)
+  assert [s.name for s in seqs] == ["airplane-1", "bird-2"]  # LaSOT order: class, then number
+  a = seqs[0]
+  np.testing.assert_array_equal(a.absent, [False, True, False])
+  np.testing.assert_array_equal(a.visible, [True, False, True])
+  # The metrics read the absent flags as LaSOT's "target not visible".
+  np.testing.assert_array_equal(metrics.target_visible_of(a, "lasot"), [True, False, True])
+  assert [s.name for s in readers.load_dataset("lasot", root, "all", annotations_only=True)] == [
+      "airplane-1", "bird-2", "cat-1"]
+  # A pack holds no frames: tracking it is a clear error, not a crash later.
+  with pytest.raises(readers.DatasetError, match="annotation pack holds no frames"):
+    readers.load_dataset("lasot", root, "test", use_cache=False)
+  # A missing absent file would silently change LaSOT scores: refused, naming the file.
+  os.remove(os.path.join(root, "annos", "absent", "bird-2.txt"))
+  with pytest.raises(readers.DatasetError, match=r"absent[/\\]bird-2.txt"):
+    readers.load_dataset("lasot", root, "test", annotations_only=True, use_cache=False)
+
+
+def test_tnl2k_without_image_folders(tmp_path):
+  root = str(tmp_path / "TNL2K_test")
+  _write(os.path.join(root, "seqA", "groundtruth.txt"), "1,1,4,4\r\n2,2,4,4\r\n")
+  _write(os.path.join(root, "seqA", "language.txt"), "the red car\n")
+  os.makedirs(os.path.join(root, "not_a_sequence"))
+  (s,) = readers.load_dataset("tnl2k", root, annotations_only=True)
+  assert (s.name, s.sentence, s.frames, len(s)) == ("seqA", "the red car", [], 2)
+
+
+def _otb_video(root, video, boxes, n_images=None, start=1, width=4, gt="groundtruth_rect.txt", sep=","):
+  d = os.path.join(root, video)
+  if n_images:
+    _frames(os.path.join(d, "img"), n_images, start=start, width=width)
+  _write(os.path.join(d, gt), "\r\n".join(sep.join(str(v) for v in b) for b in boxes))
+
+
+def _otb_full(root, with_images=True):
+  """All 100 OTB-2015 videos, 2-7 boxes each; the quirky ones laid out as in the official zips."""
+  from data_pipelines import otb_sequences
+  box = (1, 1, 4, 4)
+  done = set()
+  for name in otb_sequences.SEQUENCES:
+    video, target = otb_sequences.video_and_target(name)
+    gt = f"groundtruth_rect.{target}.txt" if target else "groundtruth_rect.txt"
+    if video == "Tiger1":  # 7 annotated frames, results omit the first 5
+      boxes = [(i, 1, 4, 4) for i in range(7)]
+      _otb_video(root, video, boxes, with_images and 7, sep="\t")
+    elif video == "David":  # annotation starts at image 300 (the folder has earlier images)
+      _otb_video(root, video, [box, box, box], with_images and 5, start=298)
+      assert otb_sequences.START_FRAME[video] == 300
+    elif video == "Board":  # 5-digit image names
+      _otb_video(root, video, [box, box], with_images and 2, width=5)
+    elif video == "Diving":  # more images than boxes: the extra ones are unused
+      _otb_video(root, video, [box, box], with_images and 4)
+    elif video in otb_sequences.START_FRAME:  # BlurCar1 starts at image 247, ...
+      start = otb_sequences.START_FRAME[video]
+      _otb_video(root, video, [box, box], with_images and 2, start=start)
+    else:
+      _otb_video(root, video, [box, box], with_images and video not in done and 2, gt=gt)
+    done.add(video)
+
+
+def test_otb_official_layout_with_frame_ranges(tmp_path):
+  root = str(tmp_path / "OTB100")
+  _otb_full(root)
+  seqs = {s.name: s for s in readers.load_dataset("otb", root)}
+  assert len(seqs) == 100
+  tiger = seqs["Tiger1"]
+  # pytracking's initOmit: GT rows [5:], tracking from image 6.
+  assert len(tiger) == 2 and tiger.frames[0].endswith(os.path.join("Tiger1", "img", "0006.jpg"))
+  np.testing.assert_array_equal(tiger.boxes[:, 0], [5, 6])
+  assert seqs["David"].frames[0].endswith(os.path.join("David", "img", "0300.jpg"))
+  assert seqs["BlurCar1"].frames[0].endswith(os.path.join("BlurCar1", "img", "0247.jpg"))
+  assert seqs["Board"].frames[1].endswith("00002.jpg")
+  assert len(seqs["Diving"].frames) == 2
+  assert seqs["Jogging_2"].frames[0].endswith(os.path.join("Jogging", "img", "0001.jpg"))
+  assert seqs["Human4_2"].sentence == "person" and seqs["Biker"].sentence == "person head"
+  # Annotation-only reading needs no image folder at all.
+  bare = str(tmp_path / "OTB100_annotations")
+  _otb_full(bare, with_images=False)
+  again = {s.name: s for s in readers.load_dataset("otb", bare, annotations_only=True)}
+  np.testing.assert_array_equal(again["Tiger1"].boxes, tiger.boxes)
+  assert again["David"].frames == []
+
+
+def test_otb_toolkit_anno_pack_accepts_both_spellings(tmp_path):
+  from data_pipelines import otb_sequences
+  root = str(tmp_path / "otb_toolkit")
+  for name in otb_sequences.SEQUENCES:
+    video, target = otb_sequences.video_and_target(name)
+    # The OTB toolkit spells multi-target sequences Jogging-1; pytracking Jogging_1.
+    stem = f"{video}-{target}" if target and video == "Jogging" else name
+    rows = 8 if name == "Tiger1" else 3
+    _write(os.path.join(root, "anno", f"{stem}.txt"), "".join(f"{i},2,3,4\n" for i in range(rows)))
+  seqs = {s.name: s for s in readers.load_dataset("otb", root, annotations_only=True)}
+  assert len(seqs) == 100 and len(seqs["Jogging_1"]) == 3
+  np.testing.assert_array_equal(seqs["Tiger1"].boxes[:, 0], [5, 6, 7])
+  os.remove(os.path.join(root, "anno", "Woman.txt"))
+  with pytest.raises(readers.DatasetError, match=r"Woman.txt: groundtruth file missing"):
+    readers.load_dataset("otb", root, annotations_only=True)
+  with pytest.raises(readers.DatasetError, match="one split"):
+    readers.load_dataset("otb", root, "train", annotations_only=True)
+
+
+def test_split_folders_say_which_splits_exist(tmp_path):
+  root = str(tmp_path / "synth")
+  for split, name in (("train", "s0"), ("train", "s1"), ("test", "s2")):
+    d = os.path.join(root, split, name)
+    _frames(os.path.join(d, "imgs"), 2, width=5)
+    _write(os.path.join(d, "groundtruth.txt"), "1,1,4,4\n1,1,4,4\n")
+    _write(os.path.join(d, "language.txt"), f"seq {name}\n")
+  for dataset in ("tnl2k", "synthetic"):
+    assert [s.name for s in readers.load_dataset(dataset, root)] == ["s2"]  # default split: test
+    assert [s.name for s in readers.load_dataset(dataset, root, "train")] == ["s0", "s1"]
+    assert [s.name for s in readers.load_dataset(dataset, root, "all")] == ["s0", "s1", "s2"]
+    with pytest.raises(readers.DatasetError, match=r"train/, test/ but no val/"):
+      readers.load_dataset(dataset, root, "val")
+
+
+def test_synth_output_is_read_as_written_by_every_verb(tmp_path, capsys):
+  """`satracker synth --out DIR` with its defaults, then the verbs that take --dataset tnl2k /
+  synthetic with their default splits (eval and analyze: test; training: train; track: one
+  sequence folder)."""
+  from satracker_jax import cli, track_video
+  out = str(tmp_path / "DIR")
+  assert cli.main(["synth", "--out", out, "--sequences", "3", "--frames", "3", "--size", "48x40",
+                   "--no-progress"]) == 0
+  assert sorted(os.listdir(out)) == ["meta.json", "test", "train", "vocab.txt"]
+  for dataset in ("tnl2k", "synthetic"):
+    test = readers.load_dataset(dataset, out)  # eval's and analyze's default split
+    assert [s.name for s in test] == ["synth_00002"] and len(test[0].frames) == 3
+    assert [s.name for s in readers.load_dataset(dataset, out, "train")] == ["synth_00000", "synth_00001"]
+  # analyze, end to end, on what synth wrote (a perfect tracker: AUC 20/21).
+  from satracker_jax.evaluation import results_io
+  results = str(tmp_path / "perfect")
+  results_io.write_results(results, "synth_00002", test[0].boxes)
+  assert cli.main(["analyze", "--dataset", "synthetic", "--root", out, "--results", f"p={results}",
+                   "--out", str(tmp_path / "report")]) == 0
+  assert "95.24" in capsys.readouterr().out
+  # track on a sequence folder takes its frames, first box and sentence.
+  frames, box, sentence, _ = track_video.read_frame_folder(os.path.join(out, "test", "synth_00002"))
+  assert len(frames) == 3 and sentence == test[0].sentence
+  np.testing.assert_array_equal(box, test[0].boxes[0])

@@ -16,7 +16,7 @@ import os
 
 from satracker_jax.cli import common
 
-DATASETS = ("lasot", "tnl2k", "otb99_lang", "got10k", "synthetic")
+DATASETS = ("lasot", "tnl2k", "otb", "otb99_lang", "got10k", "synthetic")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

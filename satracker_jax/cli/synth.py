@@ -2,7 +2,9 @@
 
 Writes N procedural VL tracking videos in the TNL2K layout (see data_pipelines/synthetic.py): the
 last K under DIR/test (held out), the rest under DIR/train, plus DIR/vocab.txt and DIR/meta.json.
-The work is `data_pipelines.synthetic.generate`.
+K defaults to 10% of N (at least 1 when N >= 2), so what `synth` writes is read as written by every
+verb's default split: `--dataset synthetic|tnl2k --root DIR` gives DIR/test to eval / analyze and
+DIR/train to training. The work is `data_pipelines.synthetic.generate`.
 """
 from __future__ import annotations
 
@@ -17,16 +19,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--frames", type=int, default=48, help="frames per video")
   parser.add_argument("--size", default="160x120", help="frame size WxH")
-  parser.add_argument("--split-test", type=int, default=0, help="videos held out under test/")
+  parser.add_argument("--split-test", type=int, default=None,
+                      help="videos held out under test/ (default: 10%% of --sequences, at least 1)")
   parser.add_argument("--no-progress", action="store_true")
 
 
 def run(args, overrides) -> int:
   if overrides:
     raise SystemExit(f"satracker synth takes no --config overrides (got {overrides})")
-  meta = synthetic.generate(args.out, sequences=args.sequences, seed=args.seed, frames=args.frames,
-                            size=args.size, test_sequences=args.split_test,
-                            progress=not args.no_progress)
+  test = args.split_test
+  if test is None:
+    test = max(1, round(0.1 * args.sequences)) if args.sequences >= 2 else 0
+  try:
+    meta = synthetic.generate(args.out, sequences=args.sequences, seed=args.seed, frames=args.frames,
+                              size=args.size, test_sequences=test, progress=not args.no_progress)
+  except ValueError as e:
+    raise SystemExit(f"satracker synth: {e}") from None
   print(f"wrote {meta['sequences'] - meta['test_sequences']} train + {meta['test_sequences']} test "
         f"videos to {args.out} (modes: {meta['modes']}, vocab {meta['vocab_size']} tokens)")
   return 0
