@@ -21,6 +21,10 @@ INSTALL_REQUIRES = [
     # Training curves (tf.summary writes event files when TensorFlow is present; the JSONL log
     # is always written, so training on a machine without TensorFlow loses nothing but the UI).
     "tensorboard>=2.18,<2.22",
+    # `satracker track --out clip.mp4` and --video input: imageio's ffmpeg plugin, with the
+    # ffmpeg binary shipped inside the imageio-ffmpeg wheel (no system ffmpeg needed).
+    "imageio>=2.31,<3",
+    "imageio-ffmpeg>=0.4.9,<0.9",
 ]
 
 EXTRAS = {

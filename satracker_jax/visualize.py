@@ -1,8 +1,11 @@
 """Drawing tracker output on frames and writing the frames as a GIF or MP4.
 
-Used by `satracker track` and the demo. Pillow only: GIFs need nothing else; MP4 needs either the
-`imageio` package (with its ffmpeg plugin) or an `ffmpeg` binary on PATH, and says so when neither
-is there. Reading videos (`read_video`) has the same rule, except GIF input, which Pillow reads.
+Used by `satracker track` and the demo. GIFs need Pillow only (the default). MP4 goes through
+`imageio`'s ffmpeg plugin with the ffmpeg binary that the `imageio-ffmpeg` wheel ships (both are
+install requirements, so `--out clip.mp4` works on a fresh install with no system ffmpeg); an
+`ffmpeg` binary on PATH is the fallback when those packages were removed, and a clear error names
+both when neither is there. Reading videos (`read_video`) has the same rule, except GIF input,
+which Pillow reads.
 """
 from __future__ import annotations
 
@@ -71,10 +74,21 @@ def _ffmpeg() -> str | None:
   return shutil.which("ffmpeg")
 
 
+def _imageio():
+  """`imageio.v3` when it and the ffmpeg binary of `imageio-ffmpeg` are importable, else None."""
+  try:
+    import imageio.v3 as iio  # noqa: PLC0415
+    import imageio_ffmpeg  # noqa: PLC0415, F401  (the plugin's binary; checked before any work)
+  except ImportError:
+    return None
+  return iio
+
+
 def _needs_ffmpeg(what: str) -> RuntimeError:
   return RuntimeError(
-      f"{what} needs the `imageio` package with its ffmpeg plugin (pip install imageio[ffmpeg]) or an "
-      "`ffmpeg` binary on PATH; neither is available. Write a .gif instead (Pillow only).")
+      f"{what} needs the `imageio` and `imageio-ffmpeg` packages (install requirements of "
+      "satracker-jax: pip install imageio imageio-ffmpeg) or an `ffmpeg` binary on PATH; neither "
+      "is available. Write a .gif instead (Pillow only).")
 
 
 def check_writable(path: str) -> None:
@@ -82,11 +96,8 @@ def check_writable(path: str) -> None:
   suffix = os.path.splitext(path)[1].lower()
   if suffix not in (".gif", ".mp4"):
     raise ValueError(f"{path}: output must end in .gif or .mp4")
-  if suffix == ".mp4" and _ffmpeg() is None:
-    try:
-      import imageio.v3  # noqa: F401  (optional)
-    except ImportError:
-      raise _needs_ffmpeg("writing .mp4") from None
+  if suffix == ".mp4" and _imageio() is None and _ffmpeg() is None:
+    raise _needs_ffmpeg("writing .mp4")
 
 
 def write_gif(frames: Iterable[np.ndarray], path: str, fps: float = 10.0) -> str:
@@ -108,12 +119,11 @@ def write_mp4(frames: Iterable[np.ndarray], path: str, fps: float = 25.0) -> str
   h, w = frames[0].shape[:2]
   ph, pw = h + h % 2, w + w % 2
   frames = [np.pad(f, ((0, ph - h), (0, pw - w), (0, 0)), mode="edge") for f in frames]
-  try:
-    import imageio.v3 as iio  # optional
-  except ImportError:
-    iio = None
+  iio = _imageio()
   if iio is not None:
-    iio.imwrite(path, np.stack(frames), fps=fps, codec="libx264")
+    # macro_block_size=1: the plugin would otherwise resize every frame up to a multiple of 16.
+    iio.imwrite(path, np.stack(frames), plugin="FFMPEG", fps=fps, codec="libx264",
+                macro_block_size=1)
     return path
   binary = _ffmpeg()
   if binary is None:
@@ -142,13 +152,11 @@ def read_video(path: str) -> Iterator[np.ndarray]:
         image.seek(i)
         yield np.asarray(image.convert("RGB"))
     return
-  try:
-    import imageio.v3 as iio  # optional
-  except ImportError:
-    iio = None
+  iio = _imageio()
   if iio is not None:
-    for frame in iio.imiter(path):
-      yield np.asarray(frame)[..., :3].astype(np.uint8)
+    with iio.imopen(path, "r", plugin="FFMPEG") as video:
+      for frame in video.iter():
+        yield np.asarray(frame)[..., :3].astype(np.uint8)
     return
   binary = _ffmpeg()
   if binary is None:

@@ -8,8 +8,9 @@
 (`imgs/` or `img/` + `groundtruth.txt` + `language.txt`/`nlp.txt`), in which case `--box` defaults
 to the first ground-truth box and `--text` to the sentence. Otherwise both are required. Each output
 frame shows the box, the score and the sentence (and the ground truth with `--show-gt`); `--out`
-ends in .gif (Pillow) or .mp4 (needs imageio or ffmpeg). `--results FILE.txt` also writes the
-boxes in the raw-result format. The work is `satracker_jax.track_video.track_video`.
+ends in .gif (Pillow) or .mp4 (imageio with the ffmpeg binary of imageio-ffmpeg, both installed
+with the package). `--results FILE.txt` also writes the boxes in the raw-result format. The work
+is `satracker_jax.track_video.track_video`.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   common.add_model_arguments(parser, "config file[:arg] (checked against the checkpoint)")
   source = parser.add_mutually_exclusive_group(required=True)
   source.add_argument("--frames", help="folder of frames, or a TNL2K/LaSOT-layout sequence folder")
-  source.add_argument("--video", help="video file (.gif via Pillow; .mp4 etc. need imageio or ffmpeg)")
+  source.add_argument("--video", help="video file (.gif via Pillow; .mp4 etc. via imageio-ffmpeg)")
   parser.add_argument("--text", default=None, help="the sentence describing the target")
   parser.add_argument("--box", default=None, help="first-frame box x,y,w,h in pixels")
   parser.add_argument("--out", required=True, help="output .gif or .mp4")
@@ -42,8 +43,8 @@ def _open_video(path: str):
     first = next(frames)
   except FileNotFoundError:
     raise SystemExit(f"--video {path}: no such file") from None
-  except RuntimeError as e:
-    raise SystemExit(f"--video: {e}") from None
+  except (RuntimeError, OSError, ValueError) as e:  # not a video imageio / ffmpeg can decode
+    raise SystemExit(f"--video {path}: {e}") from None
   except StopIteration:
     raise SystemExit(f"--video {path}: no frames") from None
   return itertools.chain([first], frames)
