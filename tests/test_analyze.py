@@ -47,7 +47,7 @@ def test_analyze_writes_every_file(tmp_path):
   assert on_disk == summary  # JSON keeps floats exactly
   assert set(on_disk) == {"perfect", "shifted"}
   for m in on_disk.values():
-    assert set(m) == {"auc", "precision", "norm_precision", "num_sequences"}
+    assert set(m) == {"auc", "op50", "op75", "precision", "norm_precision", "num_sequences"}
     assert m["num_sequences"] == 2
   # Perfect: AUC 20/21 (IoU > 1.0 never holds), P = NP = 1.
   assert on_disk["perfect"]["auc"] == pytest.approx(20 / 21, abs=1e-12)
@@ -60,12 +60,18 @@ def test_analyze_writes_every_file(tmp_path):
   # so seq_b only hits with frame 0 (1/5): NP = (1 + 0.2) / 2.
   assert on_disk["shifted"]["precision"] == 1.0
   assert on_disk["shifted"]["norm_precision"] == pytest.approx(0.6, abs=1e-12)
+  # OP50 / OP75: success at IoU > 0.5 / > 0.75. seq_a's IoU 9/11 passes both; seq_b's 0.6 only
+  # passes 0.5, so its OP75 is frame 0 alone (1/5): OP75 = (1 + 0.2) / 2.
+  assert on_disk["perfect"]["op50"] == on_disk["perfect"]["op75"] == 1.0
+  assert on_disk["shifted"]["op50"] == 1.0
+  assert on_disk["shifted"]["op75"] == pytest.approx(0.6, abs=1e-12)
 
   with open(os.path.join(out, "per_sequence.csv")) as f:
     rows = list(csv.DictReader(f))
   assert [(r["tracker"], r["sequence"]) for r in rows] == [
       ("perfect", "seq_a"), ("perfect", "seq_b"), ("shifted", "seq_a"), ("shifted", "seq_b")]
   assert float(rows[3]["auc"]) == pytest.approx(13.6 / 21, abs=1e-12)
+  assert (float(rows[3]["op50"]), float(rows[3]["op75"])) == (1.0, pytest.approx(0.2, abs=1e-12))
   assert rows[1]["num_frames"] == "5" and rows[1]["num_valid_frames"] == "5"
 
   for stem in ("success", "precision", "norm_precision"):
@@ -73,7 +79,8 @@ def test_analyze_writes_every_file(tmp_path):
       assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
   table = open(os.path.join(out, "results.md")).read()
-  assert "| Tracker" in table
+  header = [cell.strip() for cell in table.splitlines()[2].split("|")[1:-1]]
+  assert header == ["Tracker", "AUC", "OP50", "OP75", "P", "NP", "Sequences"]  # pytracking's order
   assert "95.24" in table            # 100 * 20/21
   assert "73.57" in table            # 100 * 30.9/42
   assert "60.00" in table            # NP of the shifted tracker
@@ -135,8 +142,8 @@ def test_cli_with_a_stub_reader(tmp_path, monkeypatch, capsys):
   results = write_trackers(str(tmp_path), sequences)
   calls = []
 
-  def load_dataset(name, root, split):
-    calls.append((name, root, split))
+  def load_dataset(name, root, split, **kwargs):
+    calls.append((name, root, split, kwargs))
     return sequences
 
   stub = types.ModuleType("data_pipelines.readers")
@@ -145,7 +152,8 @@ def test_cli_with_a_stub_reader(tmp_path, monkeypatch, capsys):
   out = tmp_path / "report"
   rc = run_cli(["analyze", "--dataset", "tnl2k", "--root", str(tmp_path), "--results",
                 f"perfect={results['perfect']}", f"shifted={results['shifted']}", "--out", str(out)])
-  assert rc == 0 and calls == [("tnl2k", str(tmp_path), "test")]
+  # Scoring reads annotations only: the verb never asks the reader for frames.
+  assert rc == 0 and calls == [("tnl2k", str(tmp_path), "test", {"annotations_only": True})]
   printed = capsys.readouterr().out
   assert "95.24" in printed and "shifted" in printed
   for name in ("metrics.json", "per_sequence.csv", "results.md", "success.png", "precision.png",
@@ -181,3 +189,33 @@ def test_cli_on_a_tnl2k_fixture(tmp_path):
   assert on_disk["perfect"]["auc"] == pytest.approx(20 / 21, abs=1e-12)
   assert on_disk["shifted"]["auc"] == pytest.approx((17.3 + 13.6) / 42, abs=1e-12)
   assert on_disk["shifted"]["num_sequences"] == 2
+
+
+def test_cli_on_a_root_without_image_folders(tmp_path):
+  # Comparing published raw results needs the annotations only: a TNL2K root without imgs/.
+  sequences = make_sequences()
+  data_root = tmp_path / "TNL2K_annotations"
+  for seq in sequences:
+    (data_root / seq.name).mkdir(parents=True)
+    np.savetxt(data_root / seq.name / "groundtruth.txt", seq.boxes, fmt="%d", delimiter=",")
+    (data_root / seq.name / "language.txt").write_text("the grey square\n")
+  results = write_trackers(str(tmp_path), sequences)
+  out = tmp_path / "report"
+  rc = run_cli(["analyze", "--dataset", "tnl2k", "--root", str(data_root), "--results",
+                f"shifted={results['shifted']}", "--out", str(out)])
+  assert rc == 0
+  on_disk = json.loads((out / "metrics.json").read_text())
+  assert on_disk["shifted"]["auc"] == pytest.approx((17.3 + 13.6) / 42, abs=1e-12)
+
+
+def test_result_files_in_either_multi_target_spelling(tmp_path):
+  # pytracking writes Jogging_1.txt, pysot and the OTB toolkit Jogging-1.txt.
+  seq = FakeSequence("Jogging_1", np.tile([5.0, 5.0, 10.0, 10.0], (3, 1)), "otb")
+  results_io.write_results(str(tmp_path / "pysot"), "Jogging-1", seq.boxes)
+  assert analyze.analyze([seq], {"t": str(tmp_path / "pysot")}, "otb")["t"]["num_sequences"] == 1
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+  with pytest.raises(SystemExit, match=r"satracker analyze: .*no tnl2k sequences found"):
+    run_cli(["analyze", "--dataset", "tnl2k", "--root", str(tmp_path), "--results",
+             f"x={tmp_path}", "--out", str(tmp_path / "out")])

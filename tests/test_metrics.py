@@ -229,3 +229,27 @@ def test_bad_result_line_names_file_and_line(tmp_path, line, message):
   with pytest.raises(ValueError, match=message) as info:
     results_io.read_boxes(str(path))
   assert f"{path}:3:" in str(info.value)
+
+
+def test_op50_and_op75_are_strict_success_at_half_and_three_quarters():
+  assert metrics.OVERLAP_THRESHOLDS[metrics.OP50_INDEX] == 0.5  # pytracking selects `== 0.50`
+  assert metrics.OVERLAP_THRESHOLDS[metrics.OP75_INDEX] == 0.75
+  # 12x12 GT; shifts of 4, 1 and 3 px give IoU 96/192 = 0.5 exactly, 132/156 = 0.846, 108/180 = 0.6.
+  gt = repeat([0, 0, 12, 12], 4)
+  pred = np.array([[0, 0, 12, 12], [4, 0, 12, 12], [1, 0, 12, 12], [3, 0, 12, 12]], np.float64)
+  np.testing.assert_allclose(metrics.sequence_errors(pred, gt).iou, [1.0, 0.5, 132 / 156, 0.6])
+  c = metrics.sequence_curves(pred, gt)
+  assert c.op50 == 0.75   # IoU 0.5 is not > 0.5: frames 0, 2, 3
+  assert c.op75 == 0.5    # frames 0, 2
+  summary = metrics.summarize([c, metrics.sequence_curves(gt.copy(), gt)])
+  assert summary["op50"] == (0.75 + 1.0) / 2 and summary["op75"] == (0.5 + 1.0) / 2
+
+
+def test_lasot_toolkit_absent_flags_make_frames_invisible():
+  # The toolkit's annotation pack has one `absent` flag instead of occlusion / out-of-view.
+  gt = repeat([10, 10, 20, 20], 3)
+  seq = types.SimpleNamespace(boxes=gt, full_occlusion=None, out_of_view=None,
+                              absent=np.array([0, 1, 0]))
+  np.testing.assert_array_equal(metrics.target_visible_of(seq, "lasot"), [True, False, True])
+  c = metrics.sequence_curves(gt.copy(), gt, metrics.target_visible_of(seq, "lasot"), "lasot")
+  np.testing.assert_allclose(c.norm_precision, np.full(51, 2 / 3))  # the absent frame: inf, no hit

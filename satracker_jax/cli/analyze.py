@@ -1,20 +1,28 @@
-"""`satracker analyze`: AUC / P / NP, plots and tables from raw result folders.
+"""`satracker analyze`: AUC / OP50 / OP75 / P / NP, plots and tables from raw result folders.
 
   satracker analyze --dataset tnl2k --root /data/TNL2K_test \
       --results ours=runs/ours/results/tnl2k ostrack=/raw/OSTrack/tnl2k --out reports/tnl2k
+  satracker analyze --dataset lasot --root LaSOT_Evaluation_Toolkit \
+      --results ATOM=raw/LaSOT/ATOM --out reports/lasot      # annos/ + annos/absent/ + testing_set.txt
 
 Each `--results NAME=DIR` is a folder of `<seq>.txt` files (ours or any pytracking-style
-tracker's). The work is `satracker_jax.evaluation.analyze.evaluate` + `write_report`.
+tracker's). Only annotations are read, never frames: `--root` may be a full data set without its
+image folders or a toolkit's annotation pack (LaSOT `annos/`, OTB `anno/`). The work is
+`satracker_jax.evaluation.analyze.evaluate` + `write_report`.
 """
 from __future__ import annotations
 
 import argparse
 
+# Kept in step with data_pipelines.readers.DATASETS (not imported: `--help` stays instant).
+DATASETS = ("lasot", "tnl2k", "otb", "otb99_lang", "got10k", "synthetic")
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-  parser.add_argument("--dataset", required=True,
-                      help="lasot | tnl2k | otb99_lang | got10k | synthetic")
-  parser.add_argument("--root", required=True, help="dataset root folder")
+  parser.add_argument("--dataset", required=True, choices=DATASETS)
+  parser.add_argument("--root", required=True,
+                      help="dataset root: the full layout (image folders not needed) or a "
+                           "toolkit annotation pack (LaSOT annos/, OTB anno/)")
   parser.add_argument("--split", default="test")
   parser.add_argument("--results", nargs="+", required=True, metavar="NAME=DIR",
                       help="one folder of <seq>.txt raw results per tracker")
@@ -30,10 +38,10 @@ def run(args, overrides) -> int:
   from satracker_jax.evaluation import analyze  # noqa: PLC0415
   try:
     results = analyze.parse_results_arg(args.results)
-  except ValueError as e:
-    raise SystemExit(str(e)) from None
-  sequences = load_dataset(args.dataset, args.root, args.split)
-  report = analyze.evaluate(sequences, results, args.dataset, skip_missing=args.skip_missing)
+    sequences = load_dataset(args.dataset, args.root, args.split, annotations_only=True)
+    report = analyze.evaluate(sequences, results, args.dataset, skip_missing=args.skip_missing)
+  except (ValueError, FileNotFoundError) as e:  # readers.DatasetError is a ValueError
+    raise SystemExit(f"satracker analyze: {e}") from None
   analyze.write_report(report, args.out, title=f"{args.dataset} ({args.split})")
   print(analyze.results_table(report))
   if report.skipped:

@@ -1,9 +1,11 @@
-"""Scoring raw result folders (`satracker analyze`): AUC / P / NP, plots and tables.
+"""Scoring raw result folders (`satracker analyze`): AUC / OP50 / OP75 / P / NP, plots and tables.
 
 Each results folder (NAME -> DIR) is a folder of `<seq>.txt` files (ours or any pytracking-style
-tracker's). Writes to `--out`: `metrics.json` ({NAME: {auc, precision, norm_precision,
-num_sequences}}, fractions), `per_sequence.csv`, `success.png`, `precision.png`,
-`norm_precision.png` and `results.md` (percentages), and prints the table.
+tracker's). Writes to `--out`: `metrics.json` ({NAME: {auc, op50, op75, precision,
+norm_precision, num_sequences}}, fractions), `per_sequence.csv` (the same scores per sequence),
+`success.png`, `precision.png`, `norm_precision.png` and `results.md` (percentages), and prints
+the table. Only the sequences' boxes (and LaSOT's visibility flags) are read: the data set can be
+loaded with `readers.load_dataset(..., annotations_only=True)`, no frames needed.
 
 Python callers (the eval runner, the demo) use `analyze(sequences, {name: dir}, dataset, out_dir)`.
 """
@@ -17,6 +19,11 @@ import numpy as np
 
 from satracker_jax import utils
 from satracker_jax.evaluation import metrics, plots, results_io
+
+
+# metrics.json key -> table heading, in the order pytracking prints them.
+SCORE_LABELS = {"auc": "AUC", "op50": "OP50", "op75": "OP75", "precision": "P", "norm_precision": "NP"}
+SCORES = tuple(SCORE_LABELS)
 
 
 @dataclasses.dataclass
@@ -45,7 +52,7 @@ def evaluate(sequences, results: dict[str, str], dataset: str, skip_missing: boo
   per_sequence = {name: [] for name in results}
   scored, skipped = [], []
   for seq in sequences:
-    paths = {name: results_io.results_path(d, seq.name) for name, d in results.items()}
+    paths = {name: results_io.find_results(d, seq.name) for name, d in results.items()}
     missing = [p for p in paths.values() if not os.path.isfile(p)]
     if missing:
       if skip_missing:
@@ -68,10 +75,11 @@ def evaluate(sequences, results: dict[str, str], dataset: str, skip_missing: boo
 
 
 def results_table(report: Report) -> str:
-  """Markdown table, scores in percent with 2 decimals."""
-  rows = [[name, 100.0 * m["auc"], 100.0 * m["precision"], 100.0 * m["norm_precision"],
-           m["num_sequences"]] for name, m in report.metrics.items()]
-  return utils.format_table(["Tracker", "AUC", "P", "NP", "Sequences"], rows, floatfmt=".2f")
+  """Markdown table, scores in percent with 2 decimals (pytracking's columns and order)."""
+  rows = [[name] + [100.0 * m[key] for key in SCORES] + [m["num_sequences"]]
+          for name, m in report.metrics.items()]
+  return utils.format_table(["Tracker"] + [SCORE_LABELS[k] for k in SCORES] + ["Sequences"], rows,
+                            floatfmt=".2f")
 
 
 def write_report(report: Report, out_dir: str, title: str | None = None) -> dict[str, str]:
@@ -84,17 +92,19 @@ def write_report(report: Report, out_dir: str, title: str | None = None) -> dict
   with open(paths["per_sequence"], "w", newline="") as f:
     writer = csv.writer(f)
     writer.writerow(["tracker", "sequence", "num_frames", "num_valid_frames",
-                     "auc", "precision", "norm_precision", "mean_iou"])
+                     "auc", "op50", "op75", "precision", "norm_precision", "mean_iou"])
     for name, curves in report.per_sequence.items():
       for seq_name, c in zip(report.sequence_names, curves):
-        writer.writerow([name, seq_name, c.num_frames, c.num_valid, repr(c.auc),
-                         repr(c.precision_20), repr(c.norm_precision_20), repr(c.mean_iou)])
+        writer.writerow([name, seq_name, c.num_frames, c.num_valid, repr(c.auc), repr(c.op50),
+                         repr(c.op75), repr(c.precision_20), repr(c.norm_precision_20),
+                         repr(c.mean_iou)])
   title = title or report.dataset
   for path in plots.plot_curves(report.curves, out_dir, title_prefix=f"{title}: "):
     paths[os.path.splitext(os.path.basename(path))[0] + "_plot"] = path
   lines = [f"# {title}: {len(report.sequence_names)} sequences", "", results_table(report), "",
-           "AUC: mean success rate over IoU thresholds 0:0.05:1; P: precision at 20 px; "
-           "NP: normalised precision at 0.20 (pytracking / OSTrack definitions)."]
+           "AUC: mean success rate over IoU thresholds 0:0.05:1; OP50 / OP75: success rate at "
+           "IoU > 0.5 / > 0.75; P: precision at 20 px; NP: normalised precision at 0.20 "
+           "(pytracking / OSTrack definitions)."]
   if report.skipped:
     lines += ["", f"Skipped ({len(report.skipped)}, missing results): " + ", ".join(report.skipped)]
   with open(paths["table"], "w") as f:
@@ -104,7 +114,7 @@ def write_report(report: Report, out_dir: str, title: str | None = None) -> dict
 
 def analyze(sequences, results: dict[str, str], dataset: str, out_dir: str | None = None,
             skip_missing: bool = False, title: str | None = None) -> dict:
-  """{tracker: {"auc", "precision", "norm_precision", "num_sequences"}} (fractions).
+  """{tracker: {"auc", "op50", "op75", "precision", "norm_precision", "num_sequences"}} (fractions).
 
   With `out_dir`, also writes the report files (see `write_report`).
   """

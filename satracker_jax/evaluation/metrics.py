@@ -8,7 +8,9 @@ tables computed from raw result files:
 - a frame whose ground truth is invalid (w or h not > 0, NaN, or on LaSOT occluded / out of view)
   scores IoU -1 and centre error inf (never a success or a hit) but normalised error -1, a hit at
   every threshold, except on LaSOT where frames that are not visible get normalised error inf;
-- every curve is divided by the sequence's full length (invalid frames included).
+- every curve is divided by the sequence's full length (invalid frames included);
+- OP50 / OP75 are the averaged success curve at the thresholds 0.5 and 0.75 (IoU > 0.5, > 0.75),
+  as pytracking prints them beside the AUC.
 Everything is float64; pytracking stores the per-sequence curves as float32, which can move the
 7th significant digit, never the 2-decimal percentages of a table.
 """
@@ -25,6 +27,8 @@ CENTER_THRESHOLDS = np.arange(0, 51, dtype=np.float64)
 NORM_CENTER_THRESHOLDS = np.arange(0, 51, dtype=np.float64) / 100.0
 PRECISION_INDEX = 20        # 20 px
 NORM_PRECISION_INDEX = 20   # 0.20
+OP50_INDEX = 10             # OVERLAP_THRESHOLDS[10] == 0.5 exactly (pytracking selects == 0.50)
+OP75_INDEX = 15             # OVERLAP_THRESHOLDS[15] == 0.75 exactly
 
 LASOT = "lasot"
 
@@ -64,9 +68,10 @@ def prepare_prediction(pred, gt: np.ndarray, dataset: str, source: str = "predic
   pred = np.array(pred, dtype=np.float64).reshape(-1, 4)
   if np.isnan(pred).any() or (pred[:, 2:] < 0.0).any():
     raise ValueError(f"{source}: NaN or negative-size box in the tracker results")
-  for i in range(1, pred.shape[0]):
-    if (pred[i, 2:] == 0.0).any():
-      pred[i] = pred[i - 1]
+  # In increasing order, so a run of zero-size boxes chains back to the last good one; only the
+  # (few) zero-size rows are visited, not every frame of a long LaSOT sequence.
+  for i in np.flatnonzero((pred[1:, 2:] == 0.0).any(axis=1)) + 1:
+    pred[i] = pred[i - 1]
   num_gt = gt.shape[0]
   if pred.shape[0] > num_gt:
     pred = pred[:num_gt]
@@ -135,6 +140,14 @@ class SequenceCurves:
     return float(self.success.mean())
 
   @property
+  def op50(self) -> float:
+    return float(self.success[OP50_INDEX])
+
+  @property
+  def op75(self) -> float:
+    return float(self.success[OP75_INDEX])
+
+  @property
   def precision_20(self) -> float:
     return float(self.precision[PRECISION_INDEX])
 
@@ -162,18 +175,17 @@ def sequence_curves(pred, gt, target_visible=None, dataset: str = "",
 def target_visible_of(sequence, dataset: str):
   """LaSOT's visibility flags of a `data_pipelines.readers.Sequence` (None elsewhere).
 
-  Only LaSOT uses them, like pytracking, whose other datasets carry no visibility.
+  Only LaSOT uses them, like pytracking, whose other datasets carry no visibility. The full data
+  set has `full_occlusion` and `out_of_view`; the toolkit's annotation pack has one `absent` flag
+  (the two combined).
   """
   if not _is_lasot(dataset):
     return None
-  occlusion = getattr(sequence, "full_occlusion", None)
-  out_of_view = getattr(sequence, "out_of_view", None)
-  if occlusion is None and out_of_view is None:
+  flags = [getattr(sequence, key, None) for key in ("full_occlusion", "out_of_view", "absent")]
+  flags = [np.asarray(f, bool).reshape(-1) for f in flags if f is not None]
+  if not flags:
     return None
-  n = np.asarray(sequence.boxes).shape[0]
-  occluded = np.zeros(n, bool) if occlusion is None else np.asarray(occlusion, bool).reshape(-1)
-  gone = np.zeros(n, bool) if out_of_view is None else np.asarray(out_of_view, bool).reshape(-1)
-  return ~(occluded | gone)
+  return ~np.logical_or.reduce(flags)
 
 
 def average_curves(curves: list[SequenceCurves]) -> dict[str, np.ndarray]:
@@ -188,10 +200,12 @@ def average_curves(curves: list[SequenceCurves]) -> dict[str, np.ndarray]:
 
 
 def summarize(curves: list[SequenceCurves]) -> dict:
-  """{"auc", "precision", "norm_precision", "num_sequences"}; the scores are fractions."""
+  """{"auc", "op50", "op75", "precision", "norm_precision", "num_sequences"}; scores are fractions."""
   mean = average_curves(curves)
   return {
       "auc": float(mean["success"].mean()),
+      "op50": float(mean["success"][OP50_INDEX]),
+      "op75": float(mean["success"][OP75_INDEX]),
       "precision": float(mean["precision"][PRECISION_INDEX]),
       "norm_precision": float(mean["norm_precision"][NORM_PRECISION_INDEX]),
       "num_sequences": len(curves),
