@@ -17,6 +17,10 @@ def get_config(arg=None):
   ))
   c.data.synthetic = ml_collections.ConfigDict(dict(
       sequences=200, frames=48, size="160x120", seed=0, test_sequences=20,
+      # Probabilities of the generator's modes (data_pipelines/synthetic.py: why the sentence is
+      # needed in each); `--config.data.synthetic.modes.relation=0.5` reweights one (normalised).
+      modes=dict(direction=0.1, vertical=0.1, horizontal=0.1, none=0.1,
+                 absolute=0.2, attribute=0.2, relation=0.2),
   ))
   # Synthetic videos are short: the whole video is within reach of the template.
   c.data.max_gap = 100

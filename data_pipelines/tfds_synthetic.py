@@ -3,15 +3,19 @@
     builder = SyntheticTracking(config=SyntheticTracking.make_config(sequences=20, frames=24),
                                 data_dir="/tmp/tfds")
     builder.download_and_prepare()
-    ds = builder.as_dataset(split="train")   # {"frames", "boxes", "sentence", "name", "mode"}
+    ds = builder.as_dataset(split="train")
+    # {"frames", "boxes", "sentence", "name", "mode", "attributes" (attributes.json's JSON text)}
 
-Nothing is downloaded: examples are rendered by `synthetic.render_sequence(seed, index)`, so
-sequence i is the same video in both forms. The builder config name encodes the parameters, so
-different settings never share a prepared folder.
+Nothing is downloaded: examples are rendered by `synthetic.render_sequence(seed, index, modes=)`,
+so sequence i is the same video in both forms. The builder config name encodes the parameters
+(the mode probabilities as a short hash when they are not the generator's default), so different
+settings never share a prepared folder; the version's last number is the generator's version.
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -29,6 +33,7 @@ class SyntheticConfig(tfds.core.BuilderConfig):
   width: int = 160
   height: int = 120
   seed: int = 0
+  modes: str = ""  # mode probabilities as "relation=0.5,absolute=0.5"; "" = synthetic.MODES
 
 
 class SyntheticTracking(tfds.core.GeneratorBasedBuilder):
@@ -45,10 +50,15 @@ class SyntheticTracking(tfds.core.GeneratorBasedBuilder):
     return epath.Path(__file__)
 
   @staticmethod
-  def make_config(sequences=100, test_sequences=10, frames=48, width=160, height=120, seed=0):
+  def make_config(sequences=100, test_sequences=10, frames=48, width=160, height=120, seed=0,
+                  modes=""):
     name = f"n{sequences}_t{test_sequences}_f{frames}_{width}x{height}_s{seed}"
+    if modes:
+      probs = synthetic.mode_probabilities(synthetic.parse_modes(modes))
+      if probs != synthetic.mode_probabilities():
+        name += "_m" + hashlib.sha1(json.dumps(probs, sort_keys=True).encode()).hexdigest()[:10]
     return SyntheticConfig(name=name, sequences=sequences, test_sequences=test_sequences,
-                           frames=frames, width=width, height=height, seed=seed)
+                           frames=frames, width=width, height=height, seed=seed, modes=modes)
 
   def _info(self) -> tfds.core.DatasetInfo:
     c = self.builder_config
@@ -58,6 +68,7 @@ class SyntheticTracking(tfds.core.GeneratorBasedBuilder):
             "name": tfds.features.Text(),
             "sentence": tfds.features.Text(),
             "mode": tfds.features.Text(),
+            "attributes": tfds.features.Text(),
             "frames": tfds.features.Video((None, c.height, c.width, 3), encoding_format="jpeg"),
             "boxes": tfds.features.Tensor(shape=(None, 4), dtype=np.float32),
         }),
@@ -74,10 +85,12 @@ class SyntheticTracking(tfds.core.GeneratorBasedBuilder):
 
   def _generate_examples(self, indices):
     c = self.builder_config
+    modes = synthetic.parse_modes(c.modes) if c.modes else None
     for i in indices:
-      data = synthetic.render_sequence(c.seed, i, c.frames, c.width, c.height)
+      data = synthetic.render_sequence(c.seed, i, c.frames, c.width, c.height, modes=modes)
       yield synthetic.sequence_name(i), {
           "name": synthetic.sequence_name(i), "sentence": data["sentence"],
-          "mode": data["attributes"]["mode"], "frames": data["frames"],
-          "boxes": data["boxes"].astype("float32"),
+          "mode": data["attributes"]["mode"],
+          "attributes": json.dumps(data["attributes"], sort_keys=True),
+          "frames": data["frames"], "boxes": data["boxes"].astype("float32"),
       }

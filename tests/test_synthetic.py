@@ -1,5 +1,7 @@
-"""Synthetic generator: deterministic bytes, language-needed scenes, vocab fits, TFDS builder."""
+"""Synthetic generator: deterministic bytes, language-needed scenes (every mode keeps its promise
+in every frame), mode probabilities, vocab fits, TFDS builder."""
 import filecmp
+import json
 import os
 
 import numpy as np
@@ -49,8 +51,9 @@ def test_language_is_needed_for_twins():
     modes[a["mode"]] = modes.get(a["mode"], 0) + 1
     t = a["target"]
     # The sentence always names size, colour and shape.
-    assert d["sentence"].startswith(f"the {t['size']} {t['colour']} {t['shape']} ")
-    assert a["identical_distractor"] == (a["mode"] != "none")
+    assert (d["sentence"] + " ").startswith(f"the {t['size']} {t['colour']} {t['shape']} ")
+    assert a["identical_distractor"] == (a["mode"] not in ("none", "attribute"))
+    assert a["twins"] == len(a["frame0_boxes"]["twins"]) and a["single_frame"] == (a["mode"] != "direction")
     if a["mode"] == "direction":
       assert d["sentence"].split()[-2:] in (["moving", "left"], ["moving", "right"])
   # A good share of videos has a twin that only the sentence disambiguates.
@@ -60,15 +63,174 @@ def test_language_is_needed_for_twins():
 def test_twin_moves_the_other_way():
   for i in range(60):
     plan_rng = np.random.default_rng([11, i])
-    objs, _, _, sentence, mode = synthetic._plan(plan_rng, 40, 160, 120)
-    if mode != "direction":
+    plan = synthetic._plan(plan_rng, 40, 160, 120)
+    sentence = plan.sentence
+    if plan.mode != "direction":
       continue
-    target, twin = objs[0], objs[1]
+    assert plan.twins == [1]
+    target, twin = plan.objs[0], plan.objs[1]
     assert target.looks() == twin.looks() and target.diameter == twin.diameter
     assert np.sign(target.vx) == -np.sign(twin.vx)
     assert sentence.endswith("left") == (target.vx < 0)
     return
   pytest.fail("no direction-mode video among 60")
+
+
+def _plans(mode, n=40, frames=40, width=160, height=120, seed=5):
+  """Plans of `n` videos of one mode (straight from the planner, before rendering)."""
+  out = []
+  for i in range(n):
+    plan = synthetic._plan(np.random.default_rng([seed, i]), frames, width, height, {mode: 1.0})
+    assert plan.mode == mode
+    out.append(plan)
+  return out
+
+
+def _extent(obj, t, frames):
+  cx, cy, d = obj.at(t, frames)
+  return cx - d / 2, cy - d / 2, cx + d / 2, cy + d / 2
+
+
+def test_mode_probabilities_are_validated_and_normalised():
+  probs = synthetic.mode_probabilities({"relation": 3, "absolute": 1})
+  assert list(probs) == list(synthetic.MODES) and probs["relation"] == 0.75 and probs["none"] == 0
+  assert sum(synthetic.mode_probabilities().values()) == pytest.approx(1.0)
+  with pytest.raises(ValueError, match="unknown synthetic mode"):
+    synthetic.mode_probabilities({"relations": 1.0})
+  with pytest.raises(ValueError, match="all zero"):
+    synthetic.mode_probabilities({"relation": 0.0})
+  with pytest.raises(ValueError, match=">= 0"):
+    synthetic.mode_probabilities({"relation": -1.0, "absolute": 2.0})
+  assert synthetic.parse_modes("relation=0.5, absolute=0.5") == {"relation": 0.5, "absolute": 0.5}
+  with pytest.raises(ValueError, match="NAME=WEIGHT"):
+    synthetic.parse_modes("relation")
+
+
+@pytest.mark.parametrize("mode", list(synthetic.MODES))
+def test_each_mode_alone_renders_that_mode_with_the_target_whole_in_frame0(mode):
+  for i in range(4):
+    d = synthetic.render_sequence(1, i, 3, 96, 64, modes={mode: 1.0})
+    a = d["attributes"]
+    assert a["mode"] == mode and a["sentence"] == d["sentence"]
+    x, y, w, h = d["boxes"][0]
+    assert w > 0 and h > 0 and x > 0 and y > 0 and x + w < 96 and y + h < 64
+    assert a["twins"] == len(a["frame0_boxes"]["twins"])
+    assert ("anchor" in a["frame0_boxes"]) == (mode == "relation")
+  # Same seed and modes, same video; the modes are part of what a sequence depends on.
+  again = synthetic.render_sequence(1, 3, 3, 96, 64, modes={mode: 1.0})
+  np.testing.assert_array_equal(again["frames"], d["frames"])
+  assert json.dumps(again["attributes"], sort_keys=True) == json.dumps(a, sort_keys=True)
+
+
+def test_absolute_mode_target_and_twins_keep_their_quadrants():
+  frames, width, height = 40, 160, 120
+  counts = set()
+  for plan in _plans("absolute", frames=frames):
+    position = plan.extra["position"]
+    assert plan.sentence.endswith(f"at the {position}")
+    target = plan.objs[0]
+    counts.add(len(plan.twins))
+    quadrants = []
+    for i in [0] + plan.twins:
+      assert plan.objs[i].looks() == target.looks()
+      x0, y0, x1, y1 = zip(*(_extent(plan.objs[i], t, frames) for t in range(frames)))
+      vertical = "top" if max(y1) <= height / 2 else "bottom" if min(y0) >= height / 2 else None
+      horizontal = "left" if max(x1) <= width / 2 else "right" if min(x0) >= width / 2 else None
+      assert vertical and horizontal, "a shape left its quadrant"
+      quadrants.append(f"{vertical} {horizontal}")
+    assert quadrants[0] == position and len(set(quadrants)) == len(quadrants)
+    others = [o for k, o in enumerate(plan.objs) if k not in [0] + plan.twins]
+    assert all(o.looks() != target.looks() for o in others)
+  assert counts == {1, 2, 3}
+
+
+def test_relation_mode_holds_in_every_frame_and_needs_both_words():
+  frames = 40
+  layouts, words = set(), set()
+  for plan in _plans("relation", n=60, frames=frames):
+    target, anchor = plan.objs[0], plan.objs[plan.anchor]
+    word, layout = plan.extra["relation"], plan.extra["layout"]
+    layouts.add(layout)
+    words.add(word)
+    assert plan.sentence.endswith(f"{word} the {anchor.colour} {anchor.shape}")
+    assert len(plan.twins) == 1 and plan.objs[plan.twins[0]].looks() == target.looks()
+    twin = plan.objs[plan.twins[0]]
+    # The anchor is the only shape of its colour and shape; only the twin looks like the target.
+    for k, o in enumerate(plan.objs):
+      if k != plan.anchor:
+        assert (o.shape, o.colour) != (anchor.shape, anchor.colour)
+      if k not in (0, plan.twins[0]):
+        assert o.looks() != target.looks()
+
+    horizontal = word in ("left of", "right of")
+
+    def holds(a, b, t):  # "a <word> b" by whole extents in frame t (the order along the axis)
+      ax0, ay0, ax1, ay1 = _extent(a, t, frames)
+      bx0, by0, bx1, by1 = _extent(b, t, frames)
+      return {"left of": ax1 < bx0, "right of": ax0 > bx1, "above": ay1 < by0, "below": ay0 > by1}[word]
+
+    def half(o, t):  # which half across the axis (the strips of the "decoy" layout)
+      x0, y0, x1, y1 = _extent(o, t, frames)
+      lo, hi, mid = (y0, y1, 60) if horizontal else (x0, x1, 80)
+      return "first" if hi <= mid else "second" if lo >= mid else "both"
+    for t in range(frames):
+      assert holds(target, anchor, t)
+      if layout == "opposite":  # one strip: the twin is on the anchor's other side
+        assert holds(anchor, twin, t)
+      else:  # the twin is <word> the decoy, in the other half from the target and anchor
+        decoy = plan.objs[plan.decoy]
+        assert holds(twin, decoy, t)
+        assert half(target, t) == half(anchor, t) != half(twin, t) == half(decoy, t) != "both"
+  assert layouts == {"opposite", "decoy"} and words == set(synthetic.RELATIONS)
+
+
+def test_attribute_mode_needs_every_word():
+  kinds_seen = set()
+  for plan in _plans("attribute"):
+    target = plan.objs[0]
+    assert plan.sentence == f"the {target.size_word} {target.colour} {target.shape}"
+    assert not plan.twins and all(o.looks() != target.looks() for o in plan.objs[1:])
+    kinds = set()
+    for i in plan.one_off:
+      differs = [name for name, a, b in zip(("shape", "colour", "size"), plan.objs[i].looks(),
+                                            target.looks()) if a != b]
+      assert len(differs) == 1
+      kinds.add(differs[0])
+    assert len(kinds) == len(plan.one_off) >= 2  # at least two of the three words are needed
+    assert target.scale_rate == 0  # the size word holds in every frame
+    kinds_seen |= kinds
+  assert kinds_seen == {"shape", "colour", "size"}
+
+
+def test_generate_records_modes_and_mode_probabilities(tmp_path):
+  config = config_utils.load_config("configs/synthetic.py:runlocal", [
+      "data.synthetic.sequences=4", "data.synthetic.test_sequences=1", "data.synthetic.frames=2",
+      "data.synthetic.size=64x48", "data.synthetic.modes.relation=1.0",
+      "data.synthetic.modes.absolute=0.0", "data.synthetic.modes.attribute=0.0",
+      "data.synthetic.modes.direction=0.0", "data.synthetic.modes.vertical=0.0",
+      "data.synthetic.modes.horizontal=0.0", "data.synthetic.modes.none=0.0"])
+  meta = synthetic.generate_from_config(config, str(tmp_path), progress=False)
+  assert meta["generator_version"] == synthetic.GENERATOR_VERSION == 3
+  assert meta["modes"]["relation"] == 4 and meta["mode_probabilities"]["relation"] == 1.0
+  with open(tmp_path / "meta.json") as f:
+    assert json.load(f) == meta
+  with open(tmp_path / "test" / "synth_00003" / "attributes.json") as f:
+    attrs = json.load(f)
+  assert attrs["mode"] == "relation" and attrs["relation"] in synthetic.RELATIONS
+  with pytest.raises(ValueError, match="unknown synthetic mode"):
+    synthetic.generate(str(tmp_path / "bad"), 2, modes={"nope": 1.0})
+  assert not os.path.exists(tmp_path / "bad")  # refused before writing anything
+
+
+def test_vocabulary_covers_every_word_of_every_mode():
+  vocab = set(synthetic.vocabulary_words())
+  used = set()
+  for mode in synthetic.MODES:
+    for plan in _plans(mode, n=150, frames=8):
+      used |= set(plan.sentence.split())
+  assert used <= vocab, used - vocab
+  # Every relation, position and motion word is reachable (nothing in the vocabulary is dead).
+  assert vocab - used <= set(), vocab - used
 
 
 def test_synthetic_vocab_fits_the_config(tmp_path):
@@ -79,7 +241,7 @@ def test_synthetic_vocab_fits_the_config(tmp_path):
   assert size <= config.model.bert.vocab_size
   tok = WordPieceTokenizer(path, max_len=config.model.max_text_len)
   for i in range(20):
-    sentence = synthetic.render_sequence(0, i, 2, 64, 48)["sentence"]
+    sentence = synthetic.render_sequence(0, i, 2, 64, 48, modes={"relation": 1, "absolute": 1})["sentence"]
     ids, mask = tok.encode(sentence)
     assert tok.unk_id not in ids[mask == 1]  # every generated word is a whole vocab entry
     assert len(tok.tokenize(sentence)) == len(sentence.split())
@@ -91,16 +253,24 @@ def test_tfds_builder_builds_offline(tmp_path):
   tfds_synthetic = pytest.importorskip("data_pipelines.tfds_synthetic")
   builder = tfds_synthetic.SyntheticTracking(
       config=tfds_synthetic.SyntheticTracking.make_config(sequences=3, test_sequences=1, frames=4,
-                                                          width=64, height=48, seed=2),
+                                                          width=64, height=48, seed=2,
+                                                          modes="relation=1,absolute=1"),
       data_dir=str(tmp_path))
+  assert builder.builder_config.name.startswith("n3_t1_f4_64x48_s2_m")  # modes are in the name
+  assert str(builder.info.version).endswith(f".{synthetic.GENERATOR_VERSION}")
   builder.download_and_prepare()
   examples = list(builder.as_dataset(split="train").as_numpy_iterator())
   assert len(examples) == 2 and builder.info.splits["test"].num_examples == 1
   ex = sorted(examples, key=lambda e: e["name"])[0]
-  ref = synthetic.render_sequence(2, 0, 4, 64, 48)
+  ref = synthetic.render_sequence(2, 0, 4, 64, 48, modes={"relation": 1, "absolute": 1})
   assert ex["frames"].shape == (4, 48, 64, 3)
   np.testing.assert_array_equal(ex["boxes"], ref["boxes"].astype(np.float32))
   assert ex["sentence"].decode() == ref["sentence"]
+  assert json.loads(ex["attributes"].decode()) == ref["attributes"]
+  assert ex["mode"].decode() in ("relation", "absolute")
+  default = tfds_synthetic.SyntheticTracking.make_config(sequences=3, modes=",".join(
+      f"{m}={p}" for m, p in synthetic.MODES.items()))
+  assert "_m" not in default.name  # the default mix written out is the default config
 
 
 def test_cli_arguments():
