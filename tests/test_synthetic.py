@@ -278,5 +278,6 @@ def test_cli_arguments():
   from satracker_jax.cli import synth as synth_cli
   parser = argparse.ArgumentParser()
   synth_cli.add_arguments(parser)
-  args = parser.parse_args(["--out", "x", "--size", "64x48"])
-  assert synthetic.parse_size(args.size) == (64, 48) and args.split_test == 0
+  args = parser.parse_args(["--out", "x", "--size", "64x48", "--modes", "relation=0.5,absolute=0.5"])
+  assert synthetic.parse_size(args.size) == (64, 48) and args.split_test is None  # None: 10% held out
+  assert synthetic.parse_modes(args.modes)["relation"] == 0.5

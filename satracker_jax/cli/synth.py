@@ -21,6 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--size", default="160x120", help="frame size WxH")
   parser.add_argument("--split-test", type=int, default=None,
                       help="videos held out under test/ (default: 10%% of --sequences, at least 1)")
+  parser.add_argument("--modes", default="",
+                      help="mode probabilities, e.g. relation=0.5,absolute=0.5 (default: the generator's mix)")
   parser.add_argument("--no-progress", action="store_true")
 
 
@@ -31,8 +33,10 @@ def run(args, overrides) -> int:
   if test is None:
     test = max(1, round(0.1 * args.sequences)) if args.sequences >= 2 else 0
   try:
+    modes = synthetic.parse_modes(args.modes) if args.modes else None
     meta = synthetic.generate(args.out, sequences=args.sequences, seed=args.seed, frames=args.frames,
-                              size=args.size, test_sequences=test, progress=not args.no_progress)
+                              size=args.size, test_sequences=test, progress=not args.no_progress,
+                              modes=modes)
   except ValueError as e:
     raise SystemExit(f"satracker synth: {e}") from None
   print(f"wrote {meta['sequences'] - meta['test_sequences']} train + {meta['test_sequences']} test "
