@@ -1,6 +1,10 @@
-"""One training sample as a pure function of (seed, k): OSTrack's sampling + processing recipe.
+"""What one training sample is, as a pure function of (seed, k): OSTrack's sampling recipe.
 
-No TensorFlow here; `sampler.py` runs `SampleMaker.make(k)` inside a parallel tf.data map.
+No TensorFlow and no pixels here. `SampleMaker.plan(k, attempt)` decides *what* sample k is (data
+set, sequence, frames, jittered crop boxes, augmentation draws), reads the two frames' headers
+and plans both crops (`crop_window.plan_crop`); `sampler.py` then reads, decodes, crops and
+augments in the tf.data graph (`ingraph.py`), outside the GIL. Python's share per sample is a few
+hundred microseconds of arithmetic and two header reads.
 
 Recipe for global sample index k (attempt a = 0, 1, ...; randomness of attempt a comes from
 `np.random.Generator(PCG64(SeedSequence([seed, k, a])))`, drawn in a fixed order):
@@ -17,14 +21,20 @@ Recipe for global sample index k (attempt a = 0, 1, ...; randomness of attempt a
      the sentence are swapped with it, using a second pre-tokenised copy), then a brightness
      factor U(1 - b, 1 + b) per crop (template and search separately, as OSTrack's per-side
      `ToTensorAndJitter`).
-Crops are squares of side ceil(sqrt(w*h)*factor) centred on the box (`satracker_jax.boxes.
-crop_params`), resized bilinearly and padded with the frame's mean colour, by the same
-`crop_image` the tracker uses at inference (`satracker_jax.boxes`). Boxes in crops are exact
-(`boxes.map_box_to_crop`), so `map_box_back` recovers the frame box; they are not clipped to [0, 1].
+These draws are the ones the earlier all-Python sampler made, in the same order, so a (seed, k)
+names the same frames, boxes and flips as before. Crops are squares of side
+ceil(sqrt(w*h)*factor) centred on the box (`satracker_jax.boxes.crop_params`), resized with the
+tracker's `crop_image` geometry and filter (the few ways the graph's pixels differ from it are
+listed and bounded in crop_window.py). Boxes in crops are exact (`boxes.map_box_to_crop`, mirrored
+with the flip), so `map_box_back` recovers the frame box; they are not clipped to [0, 1]. Each
+sentence and its mirrored form are tokenised once per sequence, when the SampleMaker is built.
 
-Bad data never stops training: a sequence without a visible frame, a missing or undecodable frame,
-or an empty / undecodable sentence makes the attempt fail, and the next attempt re-draws
-everything from (seed, k, a + 1). The sample is then marked `replaced`.
+Bad data never stops training: a sequence without a visible frame, an empty / undecodable
+sentence, or a frame that is missing or has no readable header makes the attempt fail in Python;
+a frame that fails to decode fails it in the graph (the sampler drops that attempt and asks for
+the next, see sampler.py). Either way attempt a + 1 re-draws everything from (seed, k, a + 1);
+the sample is then marked `replaced`, with the reason of attempt 0 (a graph failure counts as
+`corrupt_frame`).
 """
 from __future__ import annotations
 
@@ -33,17 +43,18 @@ import logging
 import math
 import re
 import threading
-from typing import Optional, Sequence as TypingSequence
+import traceback
+from typing import Sequence as TypingSequence
 
 import numpy as np
-from PIL import Image
 
+from data_pipelines import crop_window, frame_header
 from satracker_jax import boxes as box_lib
-from satracker_jax.boxes import crop_image
 
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 64
+DCT_OVERSAMPLE = 2.0  # default `data.jpeg_dct_oversample`, see crop_window.py
 # Replacement reasons (bit flags, first failed attempt's reason is what stats count).
 REASON_SENTENCE = 1
 REASON_NO_VISIBLE_BOX = 2
@@ -74,15 +85,14 @@ class _Failure(Exception):
     self.reason = reason
 
 
-def load_frame(path: str) -> np.ndarray:
-  """uint8 HxWx3 RGB; `_Failure` for missing or undecodable files."""
+def frame_header_or_failure(path: str) -> frame_header.FrameHeader:
+  """The frame's codec and size; `_Failure` for missing files and unreadable headers."""
   try:
-    with Image.open(path) as img:
-      return np.asarray(img.convert("RGB"))
+    return frame_header.read_header(path)
   except FileNotFoundError:
     raise _Failure(REASON_MISSING_FRAME, f"{path}: frame missing") from None
-  except Exception as e:  # PIL raises OSError, SyntaxError, ValueError... for broken files
-    raise _Failure(REASON_CORRUPT_FRAME, f"{path}: cannot decode frame ({e})") from None
+  except (OSError, frame_header.HeaderError) as e:
+    raise _Failure(REASON_CORRUPT_FRAME, f"{path}: no image header ({e})") from None
 
 
 def jittered_box(rng: np.random.Generator, box_xywh: np.ndarray, center_jitter: float,
@@ -94,19 +104,18 @@ def jittered_box(rng: np.random.Generator, box_xywh: np.ndarray, center_jitter: 
   return np.concatenate([center - 0.5 * size, size])
 
 
-def _grayscale(img: np.ndarray) -> np.ndarray:
-  gray = img.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
-  return np.repeat(np.clip(np.round(gray), 0, 255).astype(np.uint8)[..., None], 3, axis=-1)
-
-
-def _brightness(img: np.ndarray, factor: float) -> np.ndarray:
-  if factor == 1.0:
-    return img
-  return np.clip(np.round(img.astype(np.float32) * factor), 0, 255).astype(np.uint8)
+def _crop_fields(prefix: str, path: str, params: box_lib.CropParams, dct_oversample: float) -> dict:
+  header = frame_header_or_failure(path)
+  plan = crop_window.plan_crop(params, header.width, header.height,
+                               jpeg=header.codec == frame_header.JPEG, dct_oversample=dct_oversample)
+  return {f"{prefix}_path": path.encode(), f"{prefix}_decoder": plan.decoder,
+          f"{prefix}_window": plan.window, f"{prefix}_place": plan.place,
+          f"{prefix}_affine": plan.affine, f"{prefix}_hw": (header.height, header.width),
+          f"{prefix}_ratio": plan.ratio}
 
 
 class SampleMaker:
-  """Maps a global sample index k to one training sample (numpy arrays); thread-safe.
+  """Maps (global sample index k, attempt) to the plan of one training sample; thread-safe.
 
   `datasets`: [(name, weight, [Sequence, ...]), ...]; `tokenizer`: has encode(str) -> (ids, mask).
   """
@@ -118,6 +127,7 @@ class SampleMaker:
     self.template_size = int(template_size)
     self.search_size = int(search_size)
     self.max_text_len = int(max_text_len)
+    self.dct_oversample = float(data_config.get("jpeg_dct_oversample", DCT_OVERSAMPLE))
     self.sequences = []
     self.dataset_names, weights, self.dataset_members = [], [], []
     for name, weight, seqs in datasets:
@@ -138,6 +148,8 @@ class SampleMaker:
       raise ValueError(f"data.sequence_order={self.order!r}: expected 'random' or 'epoch'")
     self._warned = 0
     self._lock = threading.Lock()
+    self.error = None  # traceback of an unexpected exception in `plan` (a bug, not bad data)
+    self._signature = self._plan_signature()
 
   def _tokenize(self, tokenizer) -> None:
     # Text is per sequence: tokenise each distinct sentence (and its mirrored form) once, here.
@@ -188,56 +200,78 @@ class SampleMaker:
     hi = int(np.searchsorted(vis, t + gap, side="right"))
     s = int(vis[lo + min(int(u_s * (hi - lo)), hi - lo - 1)])
 
-    template_frame = load_frame(seq.frames[t])
-    search_frame = template_frame if s == t else load_frame(seq.frames[s])
     t_box, s_box = seq.boxes[t], seq.boxes[s]
     t_params = box_lib.crop_params(t_box, float(c.template_factor), self.template_size)
     jbox = jittered_box(jitter_rng, s_box, float(c.search_center_jitter), float(c.search_scale_jitter))
     s_params = box_lib.crop_params(jbox, float(c.search_factor), self.search_size)
-    template = crop_image(template_frame, t_params)
-    search = crop_image(search_frame, s_params)
+    out = _crop_fields("template", seq.frames[t], t_params, self.dct_oversample)
+    out.update(_crop_fields("search", seq.frames[s], s_params, self.dct_oversample))
     template_box = box_lib.map_box_to_crop(t_box, t_params)
     search_box = box_lib.map_box_to_crop(s_box, s_params)
 
-    if u_gray < float(c.grayscale_prob):
-      template, search = _grayscale(template), _grayscale(search)
     flip = bool(u_flip < float(c.flip_prob))
     if flip:
       # Mirroring a crop centred on its own window equals cropping the mirrored frame.
-      template, search = template[:, ::-1], search[:, ::-1]
-      template_box = np.array([1.0 - template_box[0], *template_box[1:]])
-      search_box = np.array([1.0 - search_box[0], *search_box[1:]])
+      template_box[0], search_box[0] = 1.0 - template_box[0], 1.0 - search_box[0]
     b = float(c.brightness_jitter)
-    template = _brightness(template, max(0.0, 1.0 - b) + b_t * (1.0 + b - max(0.0, 1.0 - b)))
-    search = _brightness(search, max(0.0, 1.0 - b) + b_s * (1.0 + b - max(0.0, 1.0 - b)))
+    lo_b = max(0.0, 1.0 - b)
     side = int(flip)
-    return {
-        "template": np.ascontiguousarray(template), "template_box": template_box.astype(np.float32),
-        "search": np.ascontiguousarray(search), "search_box": search_box.astype(np.float32),
+    out.update({
+        "template_box": template_box, "search_box": search_box,
         "text_ids": self.text_ids[side, seq_id], "text_mask": self.text_mask[side, seq_id],
-        "debug_sequence": np.int32(seq_id), "debug_frames": np.array([t, s], np.int32),
-        "debug_template_crop": np.array([t_params.x0, t_params.y0, t_params.size], np.float64),
-        "debug_search_crop": np.array([s_params.x0, s_params.y0, s_params.size], np.float64),
-        "debug_flip": np.int32(flip),
-    }
+        "grayscale": int(u_gray < float(c.grayscale_prob)), "flip": int(flip),
+        "brightness": (lo_b + b_t * (1.0 + b - lo_b), lo_b + b_s * (1.0 + b - lo_b)),
+        "debug_sequence": seq_id, "debug_frames": (t, s),
+        "debug_template_crop": (t_params.x0, t_params.y0, t_params.size),
+        "debug_search_crop": (s_params.x0, s_params.y0, s_params.size),
+        "debug_flip": int(flip),
+        "debug_dct_ratio": (out.pop("template_ratio"), out.pop("search_ratio")),
+    })
+    return out
 
-  def make(self, k: int) -> dict:
-    k = int(k)
-    reason = 0
-    for attempt in range(MAX_ATTEMPTS):
-      try:
-        out = self._attempt(k, attempt)
-      except _Failure as failure:
-        if attempt == 0:
-          reason = failure.reason
-          self._warn(k, str(failure))
-        continue
-      out["sample_index"] = np.int64(k)
-      out["replaced"] = np.int32(attempt > 0)
-      out["replace_reason"] = np.int32(reason)
-      return out
-    raise RuntimeError(f"sample {k}: {MAX_ATTEMPTS} draws in a row hit bad data; the data sets are "
-                       "mostly unusable (see the warnings above)")
+  def _check(self, k: int, attempt: int):
+    """(plan, 0, "") or (None, reason, detail) of attempt `attempt` as far as Python can tell."""
+    try:
+      return self._attempt(k, attempt), 0, ""
+    except _Failure as failure:
+      return None, failure.reason, str(failure)
+
+  def plan(self, k: int, attempt: int) -> dict:
+    """Attempt `attempt` of sample k: {"ok": 1, ...plan_signature() fields} or {"ok": 0}.
+
+    The graph asks for attempt a + 1 only after attempt a failed, in Python (ok 0) or while
+    decoding; so for a > 0, attempt 0's outcome fixes the replacement reason.
+    """
+    k, attempt = int(k), int(attempt)
+    out, reason, detail = self._check(k, attempt)
+    if attempt == 0:
+      first_reason = reason
+      if reason:
+        self._warn(k, detail)
+    else:
+      first, first_reason, _ = self._check(k, 0)
+      if first is not None:
+        first_reason = REASON_CORRUPT_FRAME
+        if attempt == 1:
+          frames = sorted({first["template_path"].decode(), first["search_path"].decode()})
+          self._warn(k, f"{' or '.join(frames)}: cannot decode frame")
+    if out is None:
+      return {"ok": 0}
+    out.update(ok=1, attempt=attempt, replace_reason=first_reason, sample_index=k)
+    return out
+
+  def plan_tuple(self, k, attempt) -> tuple:
+    """`plan` as a tuple of arrays in `plan_signature` order (the tf.numpy_function body)."""
+    signature = self._signature
+    try:
+      out = self.plan(k, attempt)
+    except Exception:  # a bug, not bad data: keep it for the iterator to raise
+      with self._lock:
+        if self.error is None:
+          self.error = traceback.format_exc()
+      out = {"ok": 0}
+    return tuple(np.asarray(out[key], dtype) if key in out else np.zeros(shape, dtype)
+                 for key, (dtype, shape) in signature.items())
 
   def _warn(self, k: int, detail: str) -> None:
     with self._lock:
@@ -247,17 +281,24 @@ class SampleMaker:
       elif self._warned == 21:
         log.warning("more samples replaced; further warnings suppressed (see the sampler stats)")
 
-  def output_signature(self) -> dict:
-    """{key: (dtype, shape)} of `make`'s output, in a fixed order."""
-    ht, hs, length = self.template_size, self.search_size, self.max_text_len
+  def plan_signature(self) -> dict:
+    """{key: (dtype, shape)} of `plan_tuple`'s output, in a fixed order."""
+    return dict(self._signature)
+
+  def _plan_signature(self) -> dict:
+    length = self.max_text_len
+    crop = lambda p: {f"{p}_path": (object, ()), f"{p}_decoder": (np.int32, ()),
+                      f"{p}_window": (np.int32, (4,)), f"{p}_place": (np.int32, (4,)),
+                      f"{p}_affine": (np.float32, (4,)), f"{p}_hw": (np.int32, (2,))}
     return {
-        "template": (np.uint8, (ht, ht, 3)), "template_box": (np.float32, (4,)),
-        "search": (np.uint8, (hs, hs, 3)), "search_box": (np.float32, (4,)),
+        "ok": (np.int32, ()), **crop("template"), **crop("search"),
+        "template_box": (np.float32, (4,)), "search_box": (np.float32, (4,)),
         "text_ids": (np.int32, (length,)), "text_mask": (np.int32, (length,)),
-        "sample_index": (np.int64, ()), "replaced": (np.int32, ()), "replace_reason": (np.int32, ()),
+        "grayscale": (np.int32, ()), "flip": (np.int32, ()), "brightness": (np.float32, (2,)),
+        "sample_index": (np.int64, ()), "attempt": (np.int32, ()), "replace_reason": (np.int32, ()),
         "debug_sequence": (np.int32, ()), "debug_frames": (np.int32, (2,)),
         "debug_template_crop": (np.float64, (3,)), "debug_search_crop": (np.float64, (3,)),
-        "debug_flip": (np.int32, ()),
+        "debug_flip": (np.int32, ()), "debug_dct_ratio": (np.int32, (2,)),
     }
 
 

@@ -1,29 +1,21 @@
-"""`satracker bench data --config C --json FILE [--batches N] [--data-root DIR]`: input pipeline speed.
+"""`satracker bench data --config C --json FILE [--batches N] [--data-root DIR] [--frame-size WxH]`.
 
 Times `data_pipelines.sampler.make_dataset` alone (no model): host-local batches of
-`train.batch_size` at the config's crop sizes, after a few warm-up batches. Without configured
-data roots (or with --data-root pointing at `satracker synth` output) it reads synthetic videos,
-generated into a temporary folder when needed; `--frame-size` sets their resolution, since JPEG
-decoding of the full frame is most of the cost on real data.
+`train.batch_size` at the config's crop sizes, after a few warm-up batches, first with all cores
+(the training setting), then with 1, 2, 4, ... tf.data threads up to the core count
+(`data.threads`: a private pool of that size, one intra-op thread) to show how it scales.
+Without configured data roots (or with `data_root` pointing at `satracker synth` output) it reads
+synthetic videos, generated into a temporary folder when needed: 1280x720 JPEG frames by default,
+the size of most LaSOT / TNL2K frames, since decoding is most of the cost. Per-core numbers divide
+by `os.cpu_count()`; note the machine's load (printed) when comparing runs.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import tempfile
 import time
 
 from satracker_jax import config_utils, utils
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-  parser.add_argument("--batches", type=int, default=20, help="timed batches")
-  parser.add_argument("--warmup", type=int, default=3, help="untimed batches first")
-  parser.add_argument("--data-root", default="",
-                      help="synthetic data (satracker synth output); default: the config's data "
-                           "sets, or freshly generated synthetic data when none has a root")
-  parser.add_argument("--sequences", type=int, default=24, help="videos to generate (no data root)")
-  parser.add_argument("--frame-size", default="160x120", help="WxH of generated videos")
 
 
 def _use_synthetic(config, root: str) -> None:
@@ -33,52 +25,90 @@ def _use_synthetic(config, root: str) -> None:
   config.text.vocab_file = os.path.join(root, "vocab.txt")
 
 
-def run(args, overrides) -> dict:
+def _time(sampler, config, maker, batch_size: int, batches: int, warmup: int) -> dict:
+  start = time.perf_counter()
+  it = sampler.make_dataset(config, batch_size=batch_size, sample_maker=maker, debug=True)
+  batch = next(it)
+  first_batch_s = time.perf_counter() - start
+  ratios = [batch["debug_dct_ratio"]]
+  for _ in range(max(warmup - 1, 0)):
+    next(it)
+  cpu0, start = os.times(), time.perf_counter()
+  for _ in range(batches):
+    ratios.append(next(it)["debug_dct_ratio"])
+  elapsed = time.perf_counter() - start
+  cpu1 = os.times()
+  stats = it.stats()
+  it.close()
+  cpu = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
+  return {"samples_per_s": batches * batch_size / elapsed, "seconds": elapsed,
+          "first_batch_s": first_batch_s, "cpu_utilisation": cpu / elapsed,
+          "cpu_ms_per_sample": 1e3 * cpu / (batches * batch_size),
+          "replaced": stats["replaced"], "samples": stats["samples"], "ratios": ratios}
+
+
+def run(config_spec: str = "configs/base.py", overrides=(), *, batches: int = 20, warmup: int = 3,
+        data_root: str = "", sequences: int = 24, frame_size: str = "1280x720",
+        threads=None) -> dict:
+  """Samples/s of the input pipeline; `threads`: the scaling points (default 1, 2, 4.. cores)."""
+  import numpy as np  # noqa: PLC0415
   from data_pipelines import sampler, synthetic  # noqa: PLC0415  (TensorFlow behind this import)
-  config = config_utils.load_config(args.config, overrides)
+  config = config_utils.load_config(config_spec, overrides)
   configured = [n for n, d in config.data.datasets.items()
                 if float(d.get("weight", 1.0)) > 0 and d.get("root", "")]
   tmp = None
-  if args.data_root:
-    _use_synthetic(config, args.data_root)
-    source = f"synthetic ({args.data_root})"
+  if data_root:
+    _use_synthetic(config, data_root)
+    source = f"synthetic ({data_root})"
   elif configured:
     source = ", ".join(configured)
   else:
     tmp = tempfile.TemporaryDirectory(prefix="satracker_bench_data_")
-    synthetic.generate(tmp.name, sequences=args.sequences, seed=0, size=args.frame_size,
-                       progress=False)
+    synthetic.generate(tmp.name, sequences=sequences, seed=0, size=frame_size, progress=False)
     _use_synthetic(config, tmp.name)
-    source = f"synthetic, generated ({args.sequences} videos, {args.frame_size})"
+    source = f"synthetic JPEG, generated ({sequences} videos, {frame_size})"
 
+  cores = os.cpu_count() or 1
+  if threads is None:
+    threads = sorted({min(2 ** i, cores) for i in range(cores.bit_length() + 1)})
   batch_size = int(config.train.batch_size)
-  start = time.perf_counter()
-  it = sampler.make_dataset(config, batch_size=batch_size)
-  next(it)
-  first_batch_s = time.perf_counter() - start
-  for _ in range(max(args.warmup - 1, 0)):
-    next(it)
-  start = time.perf_counter()
-  for _ in range(args.batches):
-    next(it)
-  elapsed = time.perf_counter() - start
-  stats = it.stats()
-  it.close()
+  maker = sampler.build_sample_maker(config)
+  load = os.getloadavg()[0]
+  main = _time(sampler, config, maker, batch_size, batches, warmup)
+  scaling = []
+  for n in threads:
+    config.data.num_parallel_calls = int(n)
+    config.data.threads = int(n)
+    r = _time(sampler, config, maker, batch_size, batches, warmup)
+    scaling.append({"threads": int(n), "samples_per_s": r["samples_per_s"],
+                    "per_thread": r["samples_per_s"] / n, "cpu_utilisation": r["cpu_utilisation"],
+                    "cpu_ms_per_sample": r["cpu_ms_per_sample"]})
+  load_after = os.getloadavg()[0]
   if tmp is not None:
     tmp.cleanup()
 
+  ratios = np.concatenate([np.ravel(r) for r in main.pop("ratios")])
+  dct = {f"1/{r}": float(np.mean(ratios == r)) for r in (1, 2, 4, 8)}
   result = {
-      "config": args.config, "data": source, "batch_size": batch_size,
+      "config": config_spec, "data": source, "batch_size": batch_size,
       "template_size": int(config.model.template_size), "search_size": int(config.model.search_size),
-      "batches": args.batches, "seconds": elapsed,
-      "samples_per_s": args.batches * batch_size / elapsed,
-      "batches_per_s": args.batches / elapsed, "first_batch_s": first_batch_s,
-      "replaced": stats["replaced"], "samples": stats["samples"],
-      "num_parallel_calls": int(config.data.num_parallel_calls),
-      "cpu_count": os.cpu_count(),
+      "batches": batches, **main,
+      "samples_per_s_per_core": main["samples_per_s"] / cores,
+      "batches_per_s": main["samples_per_s"] / batch_size,
+      "jpeg_dct_oversample": float(maker.dct_oversample),
+      "decode_scale_fraction": dct, "scaling": scaling,
+      "cpu_count": cores, "load_average_1min": [load, load_after],
+      "machine": utils.machine_info(),
   }
   rows = [[k, result[k]] for k in ("config", "data", "batch_size", "template_size", "search_size",
-                                   "samples_per_s", "batches_per_s", "first_batch_s", "replaced",
-                                   "cpu_count")]
+                                   "samples_per_s", "samples_per_s_per_core", "cpu_utilisation",
+                                   "cpu_ms_per_sample",
+                                   "first_batch_s", "replaced", "jpeg_dct_oversample", "cpu_count")]
+  rows.append(["decode scale (frames)", ", ".join(f"{k}: {v:.0%}" for k, v in dct.items())])
+  rows.append(["load average (1 min)", f"{load:.2f} before, {load_after:.2f} after"])
   print(utils.format_table(["data pipeline", "value"], rows))
+  print(utils.format_table(
+      ["tf.data threads", "samples/s", "per thread", "CPU busy (cores)", "CPU ms/sample"],
+      [[s["threads"], s["samples_per_s"], s["per_thread"], s["cpu_utilisation"], s["cpu_ms_per_sample"]]
+       for s in scaling]))
   return result
