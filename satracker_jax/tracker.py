@@ -17,22 +17,32 @@ compiled step only ever sees one set of shapes: exactly one compilation per trac
 frame sizes, sequences or number of frames. `trace_count` counts compilations (tests pin it at 1).
 Crops are padded with the frame's mean colour where they leave the image.
 
+Frames: a uint8 HxWx3 array, or any object with `width`, `height` (pixels of the full frame) and
+`crop(params) -> uint8 [out, out, 3]` (`FrameLike`). The offline evaluation hands in JPEGs decoded
+at a reduced scale that crop themselves (`evaluation/decode.py`), so a 720p frame is never
+expanded to a full-resolution array when the crop shrinks it anyway.
+
 Template update (off by default): with `config.tracker.template_update=True` and
 `template_update_interval=K > 0`, every K-th frame whose score exceeds
 `template_update_threshold` re-crops the template around the new box (the sentence is kept). The
 paper's tracker keeps the first-frame template; this is for experiments only.
 
 `BatchedTracker` tracks N sequences at once (one frame of each per call) with the same single
-compiled step at batch N; slots without a frame are padded, so N stays fixed. `satracker eval
---parallel N` uses it. The network is batched already, so no vmap is involved.
+compiled step at batch N; slots without a frame are padded, so N stays fixed. The N slots are
+spread over the local devices (a 1-D `batch` mesh, `NamedSharding`), so one host with 8 GPUs
+steps 8 shards of the batch at once; `satracker eval --parallel N` uses it. `submit` / `collect`
+split a call in two, so a caller can crop one group of slots while the device steps another
+(JAX dispatches the step asynchronously). The network is batched already, so no vmap is involved.
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+import concurrent.futures
+from typing import Callable, Protocol, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
 from satracker_jax import boxes as box_lib
 from satracker_jax.boxes import crop_image
@@ -41,8 +51,43 @@ from satracker_jax.models import build_model, decode_box
 # A predicted box never shrinks below this (pixels): a collapsed box would make a degenerate
 # next crop from which the tracker cannot recover.
 MIN_BOX_SIZE = 2.0
+BATCH_AXIS = "batch"
 
 ApplyFn = Callable[..., dict]
+
+
+class FrameLike(Protocol):
+  """A frame that crops itself: what `BatchedTracker` needs of a frame, whatever its storage."""
+  width: int
+  height: int
+
+  def crop(self, params: box_lib.CropParams) -> np.ndarray:
+    """The `params` crop (frame pixel coordinates) as uint8 [out_size, out_size, 3]."""
+
+
+class ArrayFrame:
+  """A uint8 HxWx3 RGB array as a `FrameLike` (`boxes.crop_image` does the cropping)."""
+
+  def __init__(self, frame):
+    frame = np.asarray(frame)
+    if frame.ndim == 2:
+      frame = np.stack([frame] * 3, axis=-1)
+    if frame.ndim != 3 or frame.shape[-1] not in (3, 4):
+      raise ValueError(f"a frame must be HxWx3 (RGB), got shape {frame.shape}")
+    if frame.dtype != np.uint8:
+      raise ValueError(f"a frame must be uint8 (0..255), got {frame.dtype}")
+    self.array = np.ascontiguousarray(frame[..., :3])
+    self.height, self.width = self.array.shape[:2]
+
+  def crop(self, params: box_lib.CropParams) -> np.ndarray:
+    return crop_image(self.array, params)
+
+
+def as_frame(frame) -> FrameLike:
+  """Arrays become `ArrayFrame`s; anything that already crops itself passes through."""
+  if hasattr(frame, "crop") and hasattr(frame, "width") and hasattr(frame, "height"):
+    return frame
+  return ArrayFrame(frame)
 
 
 def hann_window(size: int) -> np.ndarray:
@@ -50,17 +95,6 @@ def hann_window(size: int) -> np.ndarray:
   `hann2d(centered=True)`), so border cells are damped, never excluded."""
   w = np.hanning(size + 2)[1:-1]
   return np.outer(w, w).astype(np.float32)
-
-
-def _as_frame(frame) -> np.ndarray:
-  frame = np.asarray(frame)
-  if frame.ndim == 2:
-    frame = np.stack([frame] * 3, axis=-1)
-  if frame.ndim != 3 or frame.shape[-1] not in (3, 4):
-    raise ValueError(f"a frame must be HxWx3 (RGB), got shape {frame.shape}")
-  if frame.dtype != np.uint8:
-    raise ValueError(f"a frame must be uint8 (0..255), got {frame.dtype}")
-  return np.ascontiguousarray(frame[..., :3])
 
 
 def _clip_to_image(box_xywh: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -120,6 +154,26 @@ def tracking_window(config) -> np.ndarray:
   return np.ones((f, f), np.float32)
 
 
+def slot_mesh(num_slots: int, devices=None) -> jax.sharding.Mesh:
+  """A 1-D `batch` mesh over as many of `devices` (default: `jax.local_devices()`) as divide
+  `num_slots`, so every device steps the same number of slots. 8 slots on 8 GPUs use all 8; 6 slots
+  on 4 GPUs use 3 (choose a multiple of the device count to use them all)."""
+  devices = list(jax.local_devices() if devices is None else devices)
+  if not devices:
+    raise ValueError("no devices to track on")
+  count = max(d for d in range(1, min(len(devices), num_slots) + 1) if num_slots % d == 0)
+  # Auto axes: the model is written for GSPMD propagation; only the batch placement is pinned.
+  return jax.make_mesh((count,), (BATCH_AXIS,), axis_types=(AxisType.Auto,),
+                       devices=devices[:count])
+
+
+class _Pending:
+  """A dispatched step: where the crops were taken, and the device's (future) outputs."""
+
+  def __init__(self, params, frames, out):
+    self.params, self.frames, self.out = params, frames, out
+
+
 class BatchedTracker:
   """N independent tracking slots advanced together by one batched, jitted step.
 
@@ -129,12 +183,18 @@ class BatchedTracker:
       # results[i] = (box_xywh, score) for slots given a frame, else None
       bt.release(slot)
 
+  `track` is `collect(submit(frames))`: `submit` crops and dispatches the step without waiting
+  for it; `collect` waits, maps the boxes back and advances the slots. At most one submitted call
+  is outstanding per tracker (the next crops need its boxes).
+
   Idle slots are padded (a mean-grey search crop; their outputs are discarded), so the compiled
-  batch size is always N and there is exactly one compilation.
+  batch size is always N and there is exactly one compilation. `devices` (default: all local
+  devices) get equal shares of the slots (`slot_mesh`); the variables are replicated on them once.
+  `crop_pool` (an Executor) crops the slots of a call in parallel (Pillow releases the GIL).
   """
 
   def __init__(self, config, variables, num_slots: int, apply_fn: ApplyFn | None = None,
-               tokenizer=None):
+               tokenizer=None, devices=None, crop_pool: concurrent.futures.Executor | None = None):
     if num_slots < 1:
       raise ValueError(f"num_slots must be >= 1, got {num_slots}")
     m = config.model
@@ -152,7 +212,11 @@ class BatchedTracker:
       from satracker_jax.tokenizer import build_tokenizer
       tokenizer = build_tokenizer(config.text, max_len=m.max_text_len)
     self.tokenizer = tokenizer
-    self.variables = variables
+    self.crop_pool = crop_pool
+    self.mesh = slot_mesh(self.num_slots, devices)
+    self._replicated = NamedSharding(self.mesh, P())
+    self._batch_sharding = NamedSharding(self.mesh, P(BATCH_AXIS))
+    self.variables = jax.device_put(variables, self._replicated)
     self.trace_count = 0
     step = make_step_fn(apply_fn if apply_fn is not None else model_apply_fn(config))
 
@@ -161,7 +225,7 @@ class BatchedTracker:
       self.trace_count += 1
       return step(*args)
     self._step = jax.jit(counted_step)
-    self._window = jnp.asarray(tracking_window(config))
+    self._window = jax.device_put(tracking_window(config), self._replicated)
 
     n, t, s, L = self.num_slots, self.template_size, self.search_size, m.max_text_len
     self._templates = np.zeros((n, t, t, 3), np.uint8)
@@ -174,13 +238,18 @@ class BatchedTracker:
     self._active = np.zeros((n,), bool)
     self._device_template = None  # uploaded lazily, only when a template changed
     self._idle_search = np.full((s, s, 3), 114, np.uint8)
+    self._pending: _Pending | None = None
     # The last call's crop placements and raw outputs (debugging, visualisation, test oracles).
     self.last_search_params: list[box_lib.CropParams | None] = [None] * n
     self.last_output: dict | None = None
 
+  @property
+  def num_devices(self) -> int:
+    return int(self.mesh.devices.size)
+
   # -- slots ---------------------------------------------------------------------------------------
   def init(self, slot: int, frame, box_xywh, sentence: str) -> None:
-    frame = _as_frame(frame)
+    frame = as_frame(frame)
     box = np.asarray(box_xywh, np.float64).reshape(4)
     if not np.isfinite(box).all() or box[2] <= 0 or box[3] <= 0:
       raise ValueError(f"init box must be a finite x,y,w,h with w,h > 0, got {box.tolist()}")
@@ -198,50 +267,82 @@ class BatchedTracker:
   def active(self, slot: int) -> bool:
     return bool(self._active[slot])
 
-  def _set_template(self, slot: int, frame: np.ndarray, box: np.ndarray) -> None:
-    params = box_lib.crop_params(box, self.template_factor, self.template_size)
-    self._templates[slot] = crop_image(frame, params)
+  def box_of(self, slot: int) -> np.ndarray:
+    """The slot's current box (pixel x,y,w,h): where its next search crop is centred."""
+    return self._boxes[slot].copy()
+
+  def search_params(self, slot: int) -> box_lib.CropParams:
+    """Where the slot's next search crop lies (frame pixels): 4x around its current box."""
+    return self.search_params_at(self._boxes[slot])
+
+  def search_params_at(self, box_xywh) -> box_lib.CropParams:
+    return box_lib.crop_params(box_xywh, self.search_factor, self.search_size)
+
+  def template_params(self, box_xywh) -> box_lib.CropParams:
+    return box_lib.crop_params(box_xywh, self.template_factor, self.template_size)
+
+  def _set_template(self, slot: int, frame: FrameLike, box: np.ndarray) -> None:
+    params = self.template_params(box)
+    self._templates[slot] = frame.crop(params)
     self._template_boxes[slot] = box_lib.map_box_to_crop(box, params).astype(np.float32)
     self._device_template = None
 
   # -- tracking ------------------------------------------------------------------------------------
-  def track(self, frames: Sequence[np.ndarray | None]) -> list[tuple[np.ndarray, float] | None]:
+  def track(self, frames: Sequence[np.ndarray | FrameLike | None]
+            ) -> list[tuple[np.ndarray, float] | None]:
+    return self.collect(self.submit(frames))
+
+  def submit(self, frames: Sequence[np.ndarray | FrameLike | None]) -> _Pending:
+    """Crops every slot given a frame and dispatches the step; returns before it finishes."""
     if len(frames) != self.num_slots:
       raise ValueError(f"track() takes one entry per slot ({self.num_slots}), got {len(frames)}")
-    frames = list(frames)
-    search = np.empty((self.num_slots, self.search_size, self.search_size, 3), np.uint8)
+    if self._pending is not None:
+      raise RuntimeError("submit() called again before collect(): the next crops need its boxes")
+    frames = [None if f is None else as_frame(f) for f in frames]
     params: list[box_lib.CropParams | None] = [None] * self.num_slots
-    shapes = [None] * self.num_slots
     for i, frame in enumerate(frames):
       if frame is None:
-        search[i] = self._idle_search
         continue
       if not self._active[i]:
         raise ValueError(f"slot {i} got a frame but was never init()ed (or was released)")
-      frame = _as_frame(frame)
-      shapes[i] = frame.shape[:2]
-      params[i] = box_lib.crop_params(self._boxes[i], self.search_factor, self.search_size)
-      search[i] = crop_image(frame, params[i])
-      frames[i] = frame
+      params[i] = self.search_params(i)
+    search = np.empty((self.num_slots, self.search_size, self.search_size, 3), np.uint8)
+
+    def crop(i):
+      search[i] = self._idle_search if frames[i] is None else frames[i].crop(params[i])
+    if self.crop_pool is not None and self.num_slots > 1:
+      for f in [self.crop_pool.submit(crop, i) for i in range(self.num_slots)]:
+        f.result()
+    else:
+      for i in range(self.num_slots):
+        crop(i)
     self.last_search_params = params
-    out = self.step(search)
+    self._pending = _Pending(params, frames, self.step(search))
+    return self._pending
+
+  def collect(self, pending: _Pending) -> list[tuple[np.ndarray, float] | None]:
+    """Waits for `pending`'s step, maps its boxes back to the frames and advances the slots."""
+    if pending is not self._pending:
+      raise RuntimeError("collect() takes the result of this tracker's last submit()")
+    self._pending = None
+    out = pending.out
     pred = np.asarray(out["box"], np.float64)
     scores = np.asarray(out["score"], np.float64)
     self.last_output = out
     results: list[tuple[np.ndarray, float] | None] = [None] * self.num_slots
-    for i, p in enumerate(params):
+    for i, p in enumerate(pending.params):
       if p is None:
         continue
-      h, w = shapes[i]
+      frame = pending.frames[i]
       box = box_lib.map_box_back(pred[i], p)
       if np.isfinite(box).all():
-        self._boxes[i] = _clip_to_image(box, w, h)
+        self._boxes[i] = _clip_to_image(box, frame.width, frame.height)
       # else: keep the previous box (a non-finite output must not poison the next crops)
       self._frame_index[i] += 1
       score = float(scores[i]) if np.isfinite(scores[i]) else 0.0
       if (self.template_update and self._frame_index[i] % self.template_update_interval == 0
           and score > self.template_update_threshold):
-        self._set_template(i, frames[i], self._boxes[i])
+        self._set_template(i, frame, self._boxes[i])
       results[i] = (self._boxes[i].copy(), score)
     return results
 
@@ -251,13 +352,16 @@ class BatchedTracker:
 
   def step(self, search: np.ndarray) -> dict:
     """One device step on a prepared [N, Hs, Ws, 3] uint8 search batch with the current
-    templates/text (what `satracker bench track` times as "device step")."""
+    templates/text (what `satracker bench track` times as "device step"). Returns without
+    waiting: the outputs are device arrays, sharded over the slots' devices."""
     if self._device_template is None:
-      self._device_template = (jnp.asarray(self._templates), jnp.asarray(self._template_boxes),
-                               jnp.asarray(self._text_ids), jnp.asarray(self._text_mask))
+      self._device_template = tuple(
+          jax.device_put(x, self._batch_sharding)
+          for x in (self._templates, self._template_boxes, self._text_ids, self._text_mask))
     template, template_box, text_ids, text_mask = self._device_template
-    return self._step(self.variables, template, template_box, jnp.asarray(search), text_ids,
-                      text_mask, self._window)
+    return self._step(self.variables, template, template_box,
+                      jax.device_put(search, self._batch_sharding), text_ids, text_mask,
+                      self._window)
 
 
 class Tracker:
@@ -268,11 +372,14 @@ class Tracker:
 
   `apply_fn(variables, template, template_box, search, text_ids, text_mask) -> out dict` replaces
   the model (tests inject an oracle); `tokenizer` replaces `build_tokenizer(config.text, ...)`.
-  Reuse one Tracker for many sequences: `init` restarts it, nothing recompiles.
+  Reuse one Tracker for many sequences: `init` restarts it, nothing recompiles. It runs on one
+  device (the first local one unless `device` is given).
   """
 
-  def __init__(self, config, variables, apply_fn: ApplyFn | None = None, tokenizer=None):
-    self._core = BatchedTracker(config, variables, 1, apply_fn=apply_fn, tokenizer=tokenizer)
+  def __init__(self, config, variables, apply_fn: ApplyFn | None = None, tokenizer=None,
+               device=None):
+    self._core = BatchedTracker(config, variables, 1, apply_fn=apply_fn, tokenizer=tokenizer,
+                                devices=None if device is None else [device])
     self.config = config
 
   def init(self, frame, box_xywh, sentence: str) -> None:

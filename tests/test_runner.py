@@ -31,8 +31,8 @@ class BrightnessNet:
     return {"score_map": score, "size_map": size, "offset_map": offset}
 
 
-def write_sequences(root, specs):
-  """Writes `<root>/test/<seq>/{imgs/*.png, groundtruth.txt, language.txt}` (the synthetic/TNL2K
+def write_sequences(root, specs, ext="png"):
+  """Writes `<root>/test/<seq>/{imgs/*.<ext>, groundtruth.txt, language.txt}` (the synthetic/TNL2K
   layout) and loads it back through the dataset reader, as `satracker eval` does."""
   from data_pipelines.readers import load_dataset
   for name, (h, w), n, seed in specs:
@@ -40,7 +40,7 @@ def write_sequences(root, specs):
     seq_dir = os.path.join(root, "test", name)
     os.makedirs(os.path.join(seq_dir, "imgs"), exist_ok=True)
     for i, frame in enumerate(frames):
-      Image.fromarray(frame).save(os.path.join(seq_dir, "imgs", f"{i + 1:05d}.png"))
+      Image.fromarray(frame).save(os.path.join(seq_dir, "imgs", f"{i + 1:05d}.{ext}"))
     np.savetxt(os.path.join(seq_dir, "groundtruth.txt"), gts, fmt="%d", delimiter=",")
     with open(os.path.join(seq_dir, "language.txt"), "w") as f:
       f.write(f"the red box {name}\n")
@@ -76,18 +76,23 @@ def test_eval_writes_results_and_metrics_then_resumes(setup, capsys):
   assert m["precision"] > 0.9 and m["auc"] > 0.3
 
   # Second run: nothing is re-tracked (files untouched), the metrics are recomputed identically.
-  stamps = {p: os.stat(os.path.join(out, p)).st_mtime_ns for p in os.listdir(out) if p.endswith(".txt")}
+  stamps = _stamps(out)
   capsys.readouterr()
   again = runner.evaluate(config, variables, sequences, out, parallel=2, **kwargs)
   assert "2 of 2 sequences already have results" in capsys.readouterr().out
   assert again == metrics
-  assert stamps == {p: os.stat(os.path.join(out, p)).st_mtime_ns for p in stamps}
+  assert stamps == _stamps(out)
 
   # A truncated result (an interrupted write) is redone, only that one.
   with open(results_io.results_path(out, "seq_b"), "w") as f:
     f.write("1\t2\t3\t4\n")
   runner.evaluate(config, variables, sequences, out, **kwargs)
   assert "1 of 2 sequences already have results" in capsys.readouterr().out
+
+
+def _stamps(out):
+  return {p: os.stat(os.path.join(out, p)).st_mtime_ns for p in os.listdir(out)
+          if p.endswith(".txt")}
 
 
 def test_batched_eval_equals_serial(setup):
@@ -108,3 +113,200 @@ def test_checkpoint_config_mismatch_is_an_error(tiny_config, tiny_variables):
   other = config_utils.load_config("tiny", ["model.head_channels=32"])
   with pytest.raises(ValueError, match="head"):
     model_io.check_variables(other, tiny_variables, "other config")
+
+
+# -- the pipelined runner ----------------------------------------------------------------------------
+def _boxes(out, sequences):
+  return {s.name: results_io.read_boxes(results_io.results_path(out, s.name)) for s in sequences}
+
+
+@pytest.fixture()
+def jpeg_setup(setup):
+  """JPEG videos large enough that the search crop (4x a ~80 px target -> 128 px) is a >= 2x
+  downscale, so the runner decodes at 1/2."""
+  config, variables, _, kwargs, tmp_path = setup
+  sequences = write_sequences(str(tmp_path / "jpeg"), [("jpg_a", (360, 480), 6, 3),
+                                                       ("jpg_b", (352, 464), 5, 4),
+                                                       ("jpg_c", (368, 500), 4, 5)], ext="jpg")
+  return config, variables, sequences, kwargs, tmp_path
+
+
+def test_full_decode_eval_equals_the_single_stream_tracker(jpeg_setup):
+  """The pipeline (decode-ahead pool, crops from Pillow images, 2 slots) tracks exactly as a
+  `Tracker` fed `visualize.load_frame` arrays."""
+  from satracker_jax import tracker as tracker_lib
+  from satracker_jax.visualize import load_frame
+  config, variables, sequences, kwargs, tmp_path = jpeg_setup
+  out = str(tmp_path / "full")
+  summary = runner.track_sequences(config, variables, sequences, out, parallel=2, workers=3,
+                                   reduced_decode=False, **kwargs)
+  assert summary.decode_scales == {1: sum(len(s.frames) for s in sequences)}
+  tracker = tracker_lib.Tracker(config, variables, apply_fn=kwargs["apply_fn"],
+                                tokenizer=kwargs["tokenizer"])
+  for seq in sequences:
+    frames = [load_frame(p) for p in seq.frames]
+    tracker.init(frames[0], seq.boxes[0], seq.sentence)
+    expected = [seq.boxes[0]] + [tracker.track(f)[0] for f in frames[1:]]
+    np.testing.assert_allclose(_boxes(out, [seq])[seq.name], np.stack(expected), atol=1e-4)
+
+
+def test_reduced_decode_results_do_not_depend_on_workers_or_slots(jpeg_setup):
+  config, variables, sequences, kwargs, tmp_path = jpeg_setup
+  runs = {}
+  for parallel, workers in ((1, 1), (3, 4), (2, 2)):
+    out = str(tmp_path / f"p{parallel}w{workers}")
+    summary = runner.track_sequences(config, variables, sequences, out, parallel=parallel,
+                                     workers=workers, **kwargs)
+    assert summary.decode_scales.get(2, 0) > 0  # the reduced-scale path ran
+    runs[(parallel, workers)] = _boxes(out, sequences)
+  first = runs[(1, 1)]
+  for boxes in runs.values():
+    for name in first:
+      np.testing.assert_array_equal(boxes[name], first[name])
+  # Reduced decoding changes pixels by the DCT downscale only (tests/test_decode.py): the
+  # stand-in network still finds the target, every predicted centre inside its true box.
+  for seq in sequences:
+    centre = first[seq.name][:, :2] + first[seq.name][:, 2:] / 2
+    gt = seq.boxes
+    assert ((centre >= gt[:, :2]) & (centre <= gt[:, :2] + gt[:, 2:])).all(), seq.name
+
+
+# -- results that cannot go stale ----------------------------------------------------------------------
+def test_results_are_retracked_when_model_config_or_data_change(setup, capsys):
+  config, variables, sequences, kwargs, tmp_path = setup
+  out = str(tmp_path / "results")
+  runner.evaluate(config, variables, sequences, out, write_report=False, **kwargs)
+  with open(os.path.join(out, runner.PROVENANCE_FILE)) as f:
+    record = json.load(f)["sequences"]
+  assert set(record) == {"seq_a", "seq_b"} and set(record["seq_a"]) == {"model", "config", "data"}
+
+  def retracked(run):
+    before = _stamps(out)
+    run()
+    after = _stamps(out)
+    return sorted(os.path.basename(p)[:-4] for p in before if after.get(p) != before[p]
+                  and not p.endswith("_time.txt"))
+
+  same = lambda: runner.evaluate(config, {"w": jnp.zeros(())}, sequences, out,
+                                 write_report=False, **kwargs)
+  assert retracked(same) == []  # equal weights (another array object) -> same fingerprint
+  # Other weights (e.g. the 4-step demo model, then the 2,500-step one): everything again.
+  other_model = lambda: runner.evaluate(config, {"w": jnp.ones(())}, sequences, out,
+                                        write_report=False, **kwargs)
+  assert retracked(other_model) == ["seq_a", "seq_b"]
+  assert retracked(other_model) == []
+  # A tracker setting changes the results too.
+  no_window = config_utils.load_config("tiny", ["tracker.hann_window=False"])
+  other_config = lambda: runner.evaluate(no_window, {"w": jnp.ones(())}, sequences, out,
+                                         write_report=False, **kwargs)
+  assert retracked(other_config) == ["seq_a", "seq_b"]
+  # New ground truth for one sequence (a regenerated video): only that one.
+  sequences[1].boxes = sequences[1].boxes + 1.0
+  assert retracked(other_config) == ["seq_b"]
+  # The caller may name the model itself (a checkpoint step); that replaces the fingerprint.
+  named = lambda: runner.evaluate(no_window, {"w": jnp.ones(())}, sequences, out,
+                                  write_report=False, model_fingerprint="step-2500", **kwargs)
+  assert retracked(named) == ["seq_a", "seq_b"]
+  assert retracked(named) == []
+
+
+def test_fingerprint_variables_sees_every_leaf():
+  base = {"params": {"a": np.arange(10000, dtype=np.float32).reshape(100, 100),
+                     "b": np.zeros(3, np.float32)}}
+  fp = runner.fingerprint_variables(base)
+  assert fp == runner.fingerprint_variables(jax_tree_copy(base))
+  changed = jax_tree_copy(base)
+  changed["params"]["b"][1] = 1e-3
+  assert runner.fingerprint_variables(changed) != fp
+  reshaped = {"params": {"a": base["params"]["a"].reshape(10000, 1), "b": base["params"]["b"]}}
+  assert runner.fingerprint_variables(reshaped) != fp
+
+
+def jax_tree_copy(tree):
+  import jax
+  return jax.tree.map(np.array, tree)
+
+
+# -- bad input is loud and loses nothing ---------------------------------------------------------------
+class RecordingTokenizer(FakeTokenizer):
+  def __init__(self, max_len):
+    super().__init__(max_len)
+    self.seen = []
+
+  def encode(self, text):
+    self.seen.append(text)
+    return super().encode(text)
+
+
+def test_non_utf8_sentence_is_decoded_with_replacement_warned_and_counted(setup, capsys):
+  from data_pipelines.readers import load_dataset
+  config, variables, _, kwargs, tmp_path = setup
+  root = str(tmp_path / "data")
+  language = os.path.join(root, "test", "seq_b", "language.txt")
+  with open(language, "wb") as f:
+    f.write(b"the red \xff box\n")
+  sequences = load_dataset("synthetic", root, "test", use_cache=False)
+  tok = RecordingTokenizer(config.model.max_text_len)
+  out = str(tmp_path / "results")
+  runner.evaluate(config, variables, sequences, out, **{**kwargs, "tokenizer": tok})
+  err = capsys.readouterr().err
+  assert f"{language}: not valid UTF-8 (byte 0xff at offset 8)" in err
+  assert "the red \ufffd box" in tok.seen
+  with open(os.path.join(out, runner.SUMMARY_FILE)) as f:
+    summary = json.load(f)
+  assert list(summary["bad_sentences"]) == ["seq_b"] and language in summary["bad_sentences"]["seq_b"]
+
+
+def test_a_bad_frame_fails_its_sequence_and_the_others_finish(setup, capsys):
+  config, variables, sequences, kwargs, tmp_path = setup
+  sequences += write_sequences(str(tmp_path / "data"), [("seq_c", (80, 90), 4, 2)])
+  missing = sequences[0].frames[3]
+  os.remove(missing)
+  corrupt = sequences[2].frames[0]
+  with open(corrupt, "wb") as f:
+    f.write(b"\x89PNG but not really")
+  out = str(tmp_path / "results")
+  with pytest.raises(runner.EvaluationFailed) as info:
+    runner.evaluate(config, variables, sequences, out, parallel=2, **kwargs)
+  failed = info.value.failed
+  assert set(failed) == {"seq_a", "seq_c"}
+  assert failed["seq_a"].startswith(f"{missing}: frame file missing")
+  assert failed["seq_c"].startswith(f"{corrupt}: cannot decode")
+  # seq_b was tracked and scored alone; nothing of the failed ones was written or scored.
+  assert info.value.metrics["satracker"]["num_sequences"] == 1
+  assert sorted(os.listdir(out)) == sorted(
+      ["seq_b.txt", "seq_b_time.txt", runner.PROVENANCE_FILE, runner.SUMMARY_FILE, "metrics.json",
+       "per_sequence.csv", "results.md", "success.png", "precision.png", "norm_precision.png"])
+  with open(os.path.join(out, runner.SUMMARY_FILE)) as f:
+    assert set(json.load(f)["failed"]) == {"seq_a", "seq_c"}
+
+
+def test_eval_verb_prints_failures_and_exits_nonzero(setup, monkeypatch, capsys):
+  import argparse
+  from satracker_jax.cli import common
+  from satracker_jax.cli import eval as eval_verb
+  config, variables, sequences, kwargs, tmp_path = setup
+  os.remove(sequences[1].frames[2])
+  monkeypatch.setattr(common, "load_model", lambda args, overrides: (config, variables))
+  real = runner.evaluate
+  monkeypatch.setattr(runner, "evaluate", lambda *a, **k: real(
+      *a, **{**k, "apply_fn": kwargs["apply_fn"], "tokenizer": kwargs["tokenizer"]}))
+  parser = argparse.ArgumentParser()
+  eval_verb.add_arguments(parser)
+  args = parser.parse_args(["--dataset", "synthetic", "--root", str(tmp_path / "data"),
+                            "--out", str(tmp_path / "results"), "--no-progress"])
+  assert eval_verb.run(args, []) == 1
+  out = capsys.readouterr().out
+  assert "1 of 2 sequences failed" in out and sequences[1].frames[2] in out
+  assert "| satracker" in out  # the other sequence was scored
+
+
+def test_bench_eval_runs_on_small_jpeg_videos(capsys):
+  from satracker_jax.bench import eval as bench_eval
+  result = bench_eval.run("configs/tiny.py", frame_size=(192, 144), sequences=2, frames=4,
+                          parallel=2, workers=2, model=False)
+  assert set(result["runs"]) == {"host only", "host only, full decode"}
+  for r in result["runs"].values():
+    assert r["frames"] == 8 and r["frames_per_s"] > 0 and r["frames_per_cpu_s"] > 0
+  assert result["stages_ms_per_frame"]["frames"] > 0
+  assert "host only" in capsys.readouterr().out

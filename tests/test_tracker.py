@@ -185,3 +185,82 @@ def test_draw_and_write_gif(tmp_path):
     assert image.n_frames == 3
   with pytest.raises(ValueError, match=".gif or .mp4"):
     visualize.write_video(drawn, str(tmp_path / "t.avi"))
+
+
+def test_frames_that_crop_themselves_track_like_arrays(tmp_path):
+  """`Tracker` takes any `FrameLike` (the evaluation's decoded JPEGs) as well as arrays; at full
+  scale the crops, hence the boxes, are identical."""
+  from PIL import Image
+  from satracker_jax.evaluation.decode import decode_frame
+  config = config_utils.load_config("tiny")
+  frames, gts = make_sequence(96, 128, 5, 6)
+  paths = []
+  for i, frame in enumerate(frames):
+    paths.append(str(tmp_path / f"{i}.png"))
+    Image.fromarray(frame).save(paths[-1])
+  runs = []
+  for as_input in (lambda i: frames[i], lambda i: decode_frame(paths[i], 1)):
+    oracle = Oracle(config.model.search_size // config.model.patch_size)
+    tracker = tracker_lib.Tracker(config, {"params": {}}, apply_fn=oracle,
+                                  tokenizer=FakeTokenizer(config.model.max_text_len))
+    oracle.tracker = tracker
+    tracker.init(as_input(0), gts[0], "the red box")
+    boxes, searches = [], []
+    for i in range(1, len(frames)):
+      oracle.gt = gts[i] + 3.0  # off the target: the crops must still agree exactly
+      boxes.append(tracker.track(as_input(i))[0])
+      searches.append(tracker.last_search_params)
+    runs.append((np.stack(boxes), searches, tracker.core._templates[0].copy()))
+  np.testing.assert_array_equal(runs[0][0], runs[1][0])
+  assert runs[0][1] == runs[1][1]
+  np.testing.assert_array_equal(runs[0][2], runs[1][2])
+
+
+def test_submit_collect_split_and_its_guard():
+  config = config_utils.load_config("tiny")
+  oracle = Oracle(config.model.search_size // config.model.patch_size)
+  bt = tracker_lib.BatchedTracker(config, {"params": {}}, num_slots=2, apply_fn=oracle,
+                                  tokenizer=FakeTokenizer(config.model.max_text_len))
+  oracle.tracker = type("T", (), {"core": bt})()
+  frames, gts = make_sequence(96, 128, 3, 7)
+  bt.init(0, frames[0], gts[0], "a box")
+  oracle.gt = gts[1]
+  pending = bt.submit([frames[1], None])
+  with pytest.raises(RuntimeError, match="before collect"):
+    bt.submit([frames[2], None])  # the next crop needs this call's box
+  results = bt.collect(pending)
+  np.testing.assert_allclose(results[0][0], gts[1], atol=1.0)
+  np.testing.assert_allclose(bt.box_of(0), gts[1], atol=1.0)
+  assert results[1] is None and bt.num_devices == 1 and bt.trace_count == 1
+
+
+def test_cropping_slots_in_a_pool_changes_nothing():
+  """The runner crops the slots in a thread pool on accelerator hosts; same crops, same outputs."""
+  import concurrent.futures
+  config = config_utils.load_config("tiny")
+  f = config.model.search_size // config.model.patch_size
+
+  def pixel_net(variables, template, template_box, search, text_ids, text_mask):
+    # Every search pixel reaches the output: a cell's score is its mean red-minus-green.
+    b, s = search.shape[0], search.shape[1]
+    x = search.astype(jnp.float32)
+    cells = (x[..., 0] - x[..., 1]).reshape(b, f, s // f, f, s // f).mean(axis=(2, 4)) / 255.0
+    return {"score_map": 8.0 * cells[..., None], "size_map": jnp.full((b, f, f, 2), 0.2),
+            "offset_map": jnp.full((b, f, f, 2), 0.5)}
+
+  videos = [make_sequence(96, 128, 4, seed) for seed in (8, 9, 10)]
+  runs = []
+  with concurrent.futures.ThreadPoolExecutor(2) as pool:
+    for crop_pool in (None, pool):
+      bt = tracker_lib.BatchedTracker(config, {"params": {}}, num_slots=3, apply_fn=pixel_net,
+                                      tokenizer=FakeTokenizer(config.model.max_text_len),
+                                      crop_pool=crop_pool)
+      for slot, (frames, gts) in enumerate(videos):
+        bt.init(slot, frames[0], gts[0], "a box")
+      out = []
+      for t in range(1, 4):
+        out.append([r[0] for r in bt.track([v[0][t] for v in videos])])
+        out.append(np.asarray(bt.last_output["score_map"]))
+      runs.append(out)
+  for a, b in zip(*runs):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -1,4 +1,4 @@
-"""`satracker bench {data,train,track} --config C --json FILE`: each prints a table and writes JSON.
+"""`satracker bench {data,train,track,eval} --config C --json FILE`: each prints a table and writes JSON.
 
 The work is `satracker_jax.bench.<name>.run(config_spec, overrides, **options)`.
 """
@@ -36,6 +36,22 @@ def _track_arguments(p: argparse.ArgumentParser) -> None:
   p.add_argument("--frame-size", default="480,640", help="H,W of the synthetic frames")
 
 
+def _eval_arguments(p: argparse.ArgumentParser) -> None:
+  p.add_argument("--frame-size", default="1280x720", help="WxH of the generated JPEG videos")
+  p.add_argument("--sequences", type=int, default=8, help="videos to generate")
+  p.add_argument("--frames", type=int, default=60, help="frames per video")
+  p.add_argument("--parallel", type=int, default=8, help="sequences tracked at once")
+  p.add_argument("--workers", type=int, default=0, help="decoding threads (0: all cores)")
+  p.add_argument("--data-root", default="", help="satracker synth output to read instead")
+  p.add_argument("--no-model", action="store_true", help="host-only rates (skip the model)")
+  p.add_argument("--checkpoint", default="", help="a trained model for the end-to-end run")
+
+
+def _wxh(text: str) -> tuple[int, int]:
+  w, h = text.lower().split("x")
+  return int(w), int(h)
+
+
 def _size(text: str) -> tuple[int, int]:
   return tuple(int(v) for v in text.split(","))
 
@@ -51,6 +67,11 @@ BENCHES = {
     "track": ("tracker frames/s, single stream and batched", _track_arguments,
               lambda a: dict(frames=a.frames, parallel=a.parallel, bf16=a.bf16,
                              frame_size=_size(a.frame_size))),
+    "eval": ("offline evaluation frames/s on JPEG videos: end to end and host only",
+             _eval_arguments,
+             lambda a: dict(frame_size=_wxh(a.frame_size), sequences=a.sequences, frames=a.frames,
+                            parallel=a.parallel, workers=a.workers, data_root=a.data_root,
+                            model=not a.no_model, checkpoint=a.checkpoint)),
 }
 
 

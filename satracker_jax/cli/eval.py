@@ -1,9 +1,14 @@
 """`satracker eval`: track every sequence of a benchmark, write raw results, score them.
 
   satracker eval --checkpoint runs/tiny --dataset tnl2k --root /data/TNL2K_test --out runs/tiny/tnl2k \
-      [--split test] [--parallel 4] [--config configs/tiny.py] [--config.tracker.hann_window=False]
+      [--split test] [--parallel 8] [--workers 16] [--config configs/tiny.py] \
+      [--config.tracker.hann_window=False]
 
-The work is `satracker_jax.evaluation.runner.evaluate` (see there for the files written).
+The work is `satracker_jax.evaluation.runner.evaluate` (see there for the files written, how frames
+are decoded ahead and how slots spread over the devices). Results made by the same model, config
+and data are kept; anything else is tracked again. A sequence that cannot be tracked (a missing
+or corrupt frame) does not stop the others: they are finished and scored, the failures are listed
+and the exit status is 1.
 Config: the checkpoint's own config is used; `--config.x=y` overrides change it (tracker settings,
 typically). A `--config` file given as well is only checked: if its model's parameter shapes
 differ from the checkpoint's, that is an error (wrong file or wrong checkpoint). Without
@@ -26,7 +31,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--split", default="test")
   parser.add_argument("--out", required=True, help="raw results + metrics.json go here")
   parser.add_argument("--parallel", type=int, default=0,
-                      help="sequences tracked at once (batched); default config.eval.parallel")
+                      help="sequences tracked at once (batched, spread over the local devices); "
+                           "default: config.eval.parallel or the device count, the larger")
+  parser.add_argument("--workers", type=int, default=0,
+                      help="threads decoding frames ahead (default: all cores)")
+  parser.add_argument("--full-decode", action="store_true",
+                      help="decode every frame at full size (default: JPEGs at the coarsest "
+                           "scale the crop allows)")
   parser.add_argument("--name", default="satracker", help="tracker name in metrics.json / tables")
   parser.add_argument("--limit", type=int, default=0, help="only the first N sequences (0 = all)")
   parser.add_argument("--no-progress", action="store_true")
@@ -39,8 +50,15 @@ def run(args, overrides) -> int:
   sequences = load_dataset(args.dataset, args.root, args.split)
   if args.limit:
     sequences = sequences[:args.limit]
-  parallel = args.parallel or int(config.eval.get("parallel", 1))
-  metrics = runner.evaluate(config, variables, sequences, args.out, parallel=parallel,
-                            progress=not args.no_progress, dataset=args.dataset, name=args.name)
+  source = os.path.abspath(args.checkpoint) if args.checkpoint else "random weights"
+  try:
+    runner.evaluate(config, variables, sequences, args.out, parallel=args.parallel,
+                    progress=not args.no_progress, dataset=args.dataset, name=args.name,
+                    workers=args.workers, reduced_decode=not args.full_decode,
+                    model_info={"source": source, "config": args.config or None})
+  except runner.EvaluationFailed as e:
+    print(f"\n{e}\nThe other {e.summary.sequences - len(e.failed)} sequences were tracked and "
+          f"scored; run again to retry the failed ones after fixing their files.")
+    return 1
   print(f"wrote {os.path.join(args.out, 'metrics.json')}")
-  return 0 if metrics else 1
+  return 0

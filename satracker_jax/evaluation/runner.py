@@ -1,39 +1,204 @@
 """Offline evaluation (`satracker eval`): track every sequence of a benchmark, write raw results,
 score them.
 
-    metrics = evaluate(config, variables, sequences, out_dir, parallel=1)
+    metrics = evaluate(config, variables, sequences, out_dir, parallel=8, workers=0)
 
 Writes `<out>/<seq>.txt` (x,y,w,h per frame) and `<out>/<seq>_time.txt` (seconds per frame), the
-pytracking/OSTrack raw-result layout, then `<out>/metrics.json` ({tracker: {auc, precision,
-norm_precision, num_sequences}}, fractions), plots, `per_sequence.csv` and `results.md` via
-`evaluation.analyze`, and prints the table. Sequences whose results are already complete are
-skipped, so an interrupted run resumes where it stopped.
+pytracking/OSTrack raw-result layout, then `<out>/metrics.json` ({tracker: {auc, ...}},
+fractions), plots, `per_sequence.csv` and `results.md` via `evaluation.analyze`, and prints the
+table. Also `<out>/provenance.json` (what produced each result) and `<out>/eval_summary.json`
+(this run: tracked / skipped / failed sequences, bad sentences, frames/s).
 
-Per-frame times: frame 0 is the `init` time; with `--parallel N` a batched call's time is shared
-equally by the frames it tracked (the amortised per-frame cost, which is what fps should mean).
+The pipeline. Offline evaluation knows every frame in advance, so a pool of `workers` threads
+(default: all cores) decodes each sequence's frames `depth` ahead while the tracker steps; Pillow
+decodes and resizes without the GIL. A frame is decoded at the coarsest JPEG scale its crop
+allows (`decode.decode_scale`: 1/2 when the search crop shrinks the frame >= 2x, ...), 3-6x
+faster than a full decode, and is cropped straight from the decoded image. The scale a frame is
+decoded at is chosen ahead from the latest box; when the box it is finally cropped around asks
+for another scale, that frame is decoded again (counted as `redecodes`), so every result is a
+function of the frames and the model alone: the same for any number of workers, slots or devices.
+`parallel` sequences are tracked at once by one `BatchedTracker` whose slots are spread over the
+local devices (`devices`, default all), so a host with 8 GPUs steps on all 8; a slot that
+finishes its sequence takes the next one. `reduced_decode=False` decodes every frame at full
+size: then the crops are exactly those `Tracker` makes from `visualize.load_frame` arrays.
+
+Results are never stale. `provenance.json` records, per sequence, the fingerprints of the model
+(`fingerprint_variables`, or `model_fingerprint` given by the caller), of the config parts that
+change tracking (`config_fingerprint`) and of the sequence's data (`sequence_fingerprint`). A
+sequence is skipped only when its result files are complete and all three are identical; otherwise
+its old files are deleted and it is tracked again. An interrupted run resumes where it stopped.
+
+Bad input loses nothing. A frame that is missing or cannot be decoded fails its sequence (the
+message names the file); the other sequences are finished and scored, a summary is printed, and
+`evaluate` then raises `EvaluationFailed` (the verb exits non-zero). A sentence file that is not
+UTF-8 is decoded with replacement characters, warned about by name and counted.
+
+Per-frame times: frame 0 is the `init` time; a batched call's wall time (decode waits, crops and
+the device step) is shared equally by the frames it tracked, so the times add up to the run's
+wall time.
 """
 from __future__ import annotations
 
 import collections
 import concurrent.futures
+import dataclasses
+import hashlib
+import json
 import os
 import sys
 import time
-from typing import Iterator, Sequence
+from typing import Callable, Optional
 
+import jax
 import numpy as np
 from tqdm import tqdm
 
+from satracker_jax import config_utils
 from satracker_jax import tracker as tracker_lib
 from satracker_jax.evaluation import analyze as analyze_lib
 from satracker_jax.evaluation import results_io
-from satracker_jax.visualize import load_frame
+from satracker_jax.evaluation.decode import FrameError, decode_frame, decode_scale
 
-PREFETCH = 4  # frames decoded ahead of the tracker per sequence (JPEG decoding overlaps compute)
+PROVENANCE_FILE = "provenance.json"
+SUMMARY_FILE = "eval_summary.json"
+# Part of the config fingerprint: bump when the frame pipeline's pixels change (results re-track).
+PIPELINE_VERSION = 1
+FINGERPRINT_SAMPLES = 4096  # values hashed per variable leaf (evenly strided)
+MAX_DEPTH = 16
 
 
-def is_done(out_dir: str, sequence) -> bool:
-  """Complete results exist: the time file (written last) and one box per frame."""
+class EvaluationFailed(RuntimeError):
+  """Some sequences could not be tracked; the others were tracked and scored (`metrics`)."""
+
+  def __init__(self, failed: dict[str, str], metrics: dict, summary: "TrackingSummary"):
+    lines = "\n".join(f"  {name}: {why}" for name, why in failed.items())
+    super().__init__(f"{len(failed)} of {summary.sequences} sequences failed:\n{lines}")
+    self.failed, self.metrics, self.summary = failed, metrics, summary
+
+
+@dataclasses.dataclass
+class TrackingSummary:
+  """What one `track_sequences` call did (also written to `<out>/eval_summary.json`)."""
+  sequences: int = 0
+  tracked: list = dataclasses.field(default_factory=list)
+  skipped: list = dataclasses.field(default_factory=list)
+  failed: dict = dataclasses.field(default_factory=dict)          # name -> why (names the file)
+  bad_sentences: dict = dataclasses.field(default_factory=dict)   # name -> warning (names the file)
+  frames: int = 0
+  seconds: float = 0.0  # wall time of the tracking loop (compilation excluded)
+  cpu_seconds: float = 0.0  # CPU time of this process (all threads) in that loop
+  parallel: int = 0
+  devices: int = 0
+  workers: int = 0
+  decode_scales: dict = dataclasses.field(default_factory=dict)   # k -> frames decoded at 1/k
+  redecodes: int = 0
+
+  @property
+  def frames_per_s(self) -> float:
+    return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+  @property
+  def frames_per_cpu_s(self) -> float:
+    """Frames per core-second: the cost of a frame, whatever else shares the cores."""
+    return self.frames / self.cpu_seconds if self.cpu_seconds > 0 else 0.0
+
+  def to_json(self) -> dict:
+    d = dataclasses.asdict(self)
+    d["frames_per_s"] = self.frames_per_s
+    d["frames_per_cpu_s"] = self.frames_per_cpu_s
+    d["decode_scales"] = {str(k): v for k, v in sorted(self.decode_scales.items())}
+    return d
+
+
+# -- provenance ------------------------------------------------------------------------------------
+def _sha(*parts) -> str:
+  h = hashlib.sha1()
+  for p in parts:
+    h.update(p if isinstance(p, bytes) else str(p).encode())
+    h.update(b"\0")
+  return h.hexdigest()[:16]
+
+
+def fingerprint_variables(variables) -> str:
+  """A cheap identity of a model's weights: every leaf's path, shape and dtype, plus up to
+  `FINGERPRINT_SAMPLES` evenly strided values of it (sliced on the device, so a 240 M-parameter
+  model is not copied to the host). Training moves every leaf, so two checkpoints differ here."""
+  h = hashlib.sha1()
+  for path, leaf in sorted(jax.tree_util.tree_flatten_with_path(variables)[0],
+                           key=lambda kv: jax.tree_util.keystr(kv[0])):
+    size = int(np.prod(np.shape(leaf)))
+    stride = max(1, size // FINGERPRINT_SAMPLES)
+    flat = leaf.reshape(-1) if hasattr(leaf, "reshape") else np.asarray(leaf).reshape(-1)
+    sample = np.asarray(flat[::stride])
+    h.update(f"{jax.tree_util.keystr(path)}|{np.shape(leaf)}|{sample.dtype}|".encode())
+    h.update(np.ascontiguousarray(sample).tobytes())
+  return h.hexdigest()[:16]
+
+
+def config_fingerprint(config, reduced_decode: bool = True) -> str:
+  """The config parts that change what the tracker outputs (model, tracker, text, crop factors)
+  and the frame pipeline's version; not data roots, training or logging settings."""
+  as_json = config_utils.config_to_json(config)
+  text = dict(as_json.get("text", {}))
+  vocab = text.get("vocab_file", "")
+  if vocab and os.path.isfile(vocab):
+    with open(vocab, "rb") as f:  # the vocabulary's content, wherever it lives
+      text["vocab_file"] = hashlib.sha1(f.read()).hexdigest()
+  relevant = {
+      "model": as_json.get("model"), "tracker": as_json.get("tracker"), "text": text,
+      "factors": [float(config.data.template_factor), float(config.data.search_factor)],
+      "pipeline": {"version": PIPELINE_VERSION, "reduced_decode": bool(reduced_decode)},
+  }
+  return _sha(json.dumps(relevant, sort_keys=True, default=str))
+
+
+def _stat(path: str) -> str:
+  try:
+    st = os.stat(path)
+  except OSError:
+    return "missing"
+  return f"{st.st_size}:{st.st_mtime_ns}"
+
+
+def sequence_fingerprint(sequence, sentence: Optional[str] = None) -> str:
+  """The data a sequence's result depends on: its frame count and names, every ground-truth box,
+  the sentence tracked with (default `sequence.sentence`), and the size + mtime of its first,
+  middle and last frame (cheap on LaSOT's 685 k frames, and a regenerated or replaced video
+  changes them)."""
+  frames = list(sequence.frames)
+  probes = [frames[i] for i in sorted({0, len(frames) // 2, len(frames) - 1})] if frames else []
+  return _sha(sequence.dataset, sequence.name, len(frames),
+              "|".join(os.path.basename(f) for f in probes),
+              np.ascontiguousarray(np.asarray(sequence.boxes, np.float64)).tobytes(),
+              sequence.sentence if sentence is None else sentence,
+              "|".join(_stat(f) for f in probes))
+
+
+def read_provenance(out_dir: str) -> dict:
+  """`{"sequences": {name: {"model", "config", "data"}}, ...}` of a results folder ({} if none)."""
+  path = os.path.join(out_dir, PROVENANCE_FILE)
+  try:
+    with open(path) as f:
+      record = json.load(f)
+  except FileNotFoundError:
+    return {"sequences": {}}
+  except (OSError, ValueError):
+    print(f"WARNING: {path} is unreadable; every sequence will be tracked again", file=sys.stderr)
+    return {"sequences": {}}
+  record.setdefault("sequences", {})
+  return record
+
+
+def _write_json(path: str, data: dict) -> None:
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(data, f, indent=1, sort_keys=True)
+    f.write("\n")
+  os.replace(tmp, path)  # atomic: an interrupted run never leaves half a record
+
+
+def _complete(out_dir: str, sequence) -> bool:
+  """The time file (written last) exists and the box file has one box per frame."""
   if not os.path.isfile(results_io.times_path(out_dir, sequence.name)):
     return False
   try:
@@ -43,15 +208,95 @@ def is_done(out_dir: str, sequence) -> bool:
   return len(boxes) == len(sequence.frames)
 
 
-def _frames(paths: Sequence[str], pool: concurrent.futures.Executor) -> Iterator[np.ndarray]:
-  pending = collections.deque(pool.submit(load_frame, p) for p in paths[:PREFETCH])
-  next_index = len(pending)
-  while pending:
-    frame = pending.popleft().result()
-    if next_index < len(paths):
-      pending.append(pool.submit(load_frame, paths[next_index]))
-      next_index += 1
-    yield frame
+# -- sentences -------------------------------------------------------------------------------------
+def sentence_for_eval(sequence) -> tuple[str, str]:
+  """(sentence to track with, warning or ""). A language file that is not UTF-8 is decoded with
+  replacement characters (the rest of the sentence still helps); an empty or missing one gives ""
+  (tracking then runs on the box alone). Either way the warning names the file."""
+  if not getattr(sequence, "bad_sentence", False):
+    return sequence.sentence, ""
+  path = getattr(sequence, "sentence_file", "")
+  if not path:
+    return sequence.sentence, f"sequence {sequence.name}: no usable sentence; tracking without one"
+  try:
+    with open(path, "rb") as f:
+      data = f.read()
+  except OSError:
+    return "", f"{path}: sentence file missing; tracking {sequence.name} without a sentence"
+  try:
+    data.decode("utf-8-sig")
+    text, problem = data.decode("utf-8-sig"), "empty"
+  except UnicodeDecodeError as e:
+    text, problem = data.decode("utf-8-sig", errors="replace"), (
+        f"not valid UTF-8 (byte 0x{data[e.start:e.start + 1].hex()} at offset {e.start})")
+  lines = text.splitlines()
+  sentence = lines[0].strip().lower() if lines else ""
+  if problem == "empty" or not sentence:
+    return "", f"{path}: empty sentence file; tracking {sequence.name} without a sentence"
+  return sentence, f"{path}: {problem}; tracking with it decoded with replacement: {sentence!r}"
+
+
+# -- frames ----------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class _DecodeStats:
+  scales: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+  redecodes: int = 0
+
+
+class _FrameReader:
+  """One sequence's frames, decoded ahead in the pool at the scale each crop is expected to need.
+
+  `get(i, scale)` returns frame i decoded at exactly `scale`: when the guess made at prefetch
+  time differs, the frame is decoded again here, so results never depend on timing."""
+
+  def __init__(self, paths, pool, depth: int, reduced: bool, stats: _DecodeStats):
+    self.paths, self.pool, self.depth, self.reduced, self.stats = paths, pool, depth, reduced, stats
+    self.pending: collections.deque = collections.deque()
+    self.next = 0
+
+  def prefetch(self, scale_of: Callable[[int], int]) -> None:
+    while len(self.pending) < self.depth and self.next < len(self.paths):
+      scale = scale_of(self.next) if self.reduced else 1
+      self.pending.append((self.next, scale, self.pool.submit(decode_frame, self.paths[self.next],
+                                                               scale)))
+      self.next += 1
+
+  def get(self, index: int, scale: int):
+    scale = scale if self.reduced else 1
+    if not self.pending:
+      self.prefetch(lambda i: scale)
+    i, requested, future = self.pending.popleft()
+    assert i == index, (i, index)
+    frame = future.result()  # FrameError names the file
+    if requested != scale:
+      self.stats.redecodes += 1
+      frame = decode_frame(self.paths[index], scale)
+    self.stats.scales[frame.scale] += 1
+    return frame
+
+  def close(self) -> None:
+    for _, _, future in self.pending:
+      future.cancel()
+    self.pending.clear()
+
+
+class _Progress:
+  """A tqdm bar over frames with the run's frames/s."""
+
+  def __init__(self, total: int, enabled: bool):
+    self.bar = tqdm(total=total, unit="frame", disable=not enabled, dynamic_ncols=True, file=sys.stdout)
+    self.start = time.perf_counter()
+    self.frames = 0
+
+  def update(self, frames: int, sequence: str):
+    self.frames += frames
+    self.bar.update(frames)
+    elapsed = time.perf_counter() - self.start
+    if elapsed > 0:
+      self.bar.set_postfix(fps=f"{self.frames / elapsed:.1f}", seq=sequence[:24], refresh=False)
+
+  def close(self):
+    self.bar.close()
 
 
 def _init_box(sequence) -> np.ndarray:
@@ -62,122 +307,237 @@ def _init_box(sequence) -> np.ndarray:
   return box
 
 
-class _Progress:
-  """A tqdm bar over frames with the tracker's own frames/s (time inside init/track only)."""
-
-  def __init__(self, total: int, enabled: bool):
-    self.bar = tqdm(total=total, unit="frame", disable=not enabled, dynamic_ncols=True, file=sys.stdout)
-    self.frames = 0
-    self.seconds = 0.0
-
-  def update(self, frames: int, seconds: float, sequence: str):
-    self.frames += frames
-    self.seconds += seconds
-    self.bar.update(frames)
-    if self.seconds > 0:
-      self.bar.set_postfix(fps=f"{self.frames / self.seconds:.1f}", seq=sequence[:24], refresh=False)
-
-  def close(self):
-    self.bar.close()
+@dataclasses.dataclass
+class _Slot:
+  seq: object
+  reader: _FrameReader
+  boxes: list
+  times: list
 
 
-def _track_single(tracker: tracker_lib.Tracker, sequences, out_dir, progress, pool):
-  for seq in sequences:
-    boxes, times = [], []
-    for i, frame in enumerate(_frames(seq.frames, pool)):
-      start = time.perf_counter()
-      if i == 0:
-        box = _init_box(seq)
-        tracker.init(frame, box, seq.sentence)
-      else:
-        box, _ = tracker.track(frame)
-      times.append(time.perf_counter() - start)
-      boxes.append(box)
-      progress.update(1, times[-1], seq.name)
-    results_io.write_results(out_dir, seq.name, np.stack(boxes), times)
+def _run_slots(tracker: tracker_lib.BatchedTracker, work: list, pool, depth: int, reduced: bool,
+               stats: _DecodeStats, progress: _Progress, on_done, on_fail) -> None:
+  """Tracks `work` ([(sequence, sentence)]) through the tracker's slots (see the module doc)."""
+  n = tracker.num_slots
 
+  def template_scale(box) -> int:
+    return decode_scale(tracker.template_params(box).size, tracker.template_size)
 
-def _track_batched(tracker: tracker_lib.BatchedTracker, sequences, out_dir, progress, pool):
-  queue = collections.deque(sequences)
-  slots: list[dict | None] = [None] * tracker.num_slots
+  def search_scale(box) -> int:
+    scale = decode_scale(tracker.search_params_at(box).size, tracker.search_size)
+    if tracker.template_update:  # the same frame may re-crop the template
+      scale = min(scale, template_scale(box))
+    return scale
 
-  def start(slot):
-    # Loads the next sequence into `slot` (frame 0 = init, no network call); None when drained.
-    while queue:
-      seq = queue.popleft()
-      frames = _frames(seq.frames, pool)
+  def hint(box, first: bool):
+    return lambda i: template_scale(box) if (first and i == 0) else search_scale(box)
+
+  queue = collections.deque(work)
+  upcoming: collections.deque = collections.deque()
+
+  def refill():
+    # The next sequences' first frames are decoded while the current ones finish.
+    while queue and len(upcoming) < n:
+      seq, sentence = queue.popleft()
+      reader = _FrameReader(seq.frames, pool, depth, reduced, stats)
+      box = np.asarray(seq.boxes[0], np.float64)
+      if np.isfinite(box).all() and box[2] > 0 and box[3] > 0:
+        reader.prefetch(hint(box, first=True))
+      upcoming.append((seq, sentence, reader))
+
+  def start(slot: int) -> Optional[_Slot]:
+    while True:
+      refill()
+      if not upcoming:
+        tracker.release(slot)
+        return None
+      seq, sentence, reader = upcoming.popleft()
       t0 = time.perf_counter()
-      box = _init_box(seq)
-      tracker.init(slot, next(frames), box, seq.sentence)
-      state = {"seq": seq, "frames": frames, "boxes": [box], "times": [time.perf_counter() - t0]}
-      progress.update(1, state["times"][0], seq.name)
-      if len(seq.frames) > 1:
-        return state
-      finish(state)
-    tracker.release(slot)
-    return None
+      try:
+        if not seq.frames:
+          raise ValueError(f"sequence {seq.name}: no frames to track (annotations only?)")
+        box = _init_box(seq)
+        tracker.init(slot, reader.get(0, template_scale(box)), box, sentence)
+      except (FrameError, ValueError) as e:
+        reader.close()
+        on_fail(seq, str(e))
+        continue
+      state = _Slot(seq, reader, [box], [time.perf_counter() - t0])
+      progress.update(1, seq.name)
+      if len(seq.frames) == 1:
+        reader.close()
+        on_done(seq, state.boxes, state.times)
+        continue
+      reader.prefetch(hint(box, first=False))
+      return state
 
-  def finish(state):
-    results_io.write_results(out_dir, state["seq"].name, np.stack(state["boxes"]), state["times"])
-
-  for slot in range(tracker.num_slots):
-    slots[slot] = start(slot)
+  slots = [start(i) for i in range(n)]
   while any(s is not None for s in slots):
-    frames = [next(s["frames"]) if s is not None else None for s in slots]
     t0 = time.perf_counter()
+    frames = [None] * n
+    for i in range(n):
+      while slots[i] is not None:
+        state = slots[i]
+        try:
+          frames[i] = state.reader.get(len(state.boxes), search_scale(tracker.box_of(i)))
+          break
+        except FrameError as e:
+          state.reader.close()
+          on_fail(state.seq, str(e))
+          slots[i] = start(i)
+    active = [i for i in range(n) if frames[i] is not None]
+    if not active:
+      break
     results = tracker.track(frames)
-    elapsed = time.perf_counter() - t0
-    active = [i for i, s in enumerate(slots) if s is not None]
-    share = elapsed / len(active)
+    share = (time.perf_counter() - t0) / len(active)
     for i in active:
       state = slots[i]
-      state["boxes"].append(results[i][0])
-      state["times"].append(share)
-      progress.update(1, share, state["seq"].name)
-      if len(state["boxes"]) == len(state["seq"].frames):
-        finish(state)
+      state.boxes.append(results[i][0])
+      state.times.append(share)
+      progress.update(1, state.seq.name)
+      if len(state.boxes) == len(state.seq.frames):
+        state.reader.close()
+        on_done(state.seq, state.boxes, state.times)
         slots[i] = start(i)
+      else:
+        state.reader.prefetch(hint(results[i][0], first=False))
+
+
+def track_sequences(config, variables, sequences, out_dir: str, parallel: int = 1,
+                    workers: int = 0, devices=None, progress: bool = True, apply_fn=None,
+                    tokenizer=None, reduced_decode: bool = True,
+                    model_fingerprint: Optional[str] = None,
+                    model_info: Optional[dict] = None) -> TrackingSummary:
+  """Tracks the `sequences` whose results in `out_dir` are missing or stale; writes raw results
+  and provenance. Never raises for one bad sequence: failures are in the returned summary.
+
+  `parallel`: sequences tracked at once (0: `config.eval.parallel` or the device count, the
+  larger); `workers`: decoding threads (0: all cores); `devices`: where the slots run (default:
+  all local devices); `reduced_decode=False`: every frame at full size; `apply_fn` /
+  `tokenizer` replace the model / tokenizer (tests, the host-only benchmark);
+  `model_fingerprint`: what identifies the model (default: `fingerprint_variables(variables)`);
+  `model_info`: recorded beside it for people (e.g. the checkpoint path and step)."""
+  sequences = list(sequences)
+  if not sequences:
+    raise ValueError("no sequences to evaluate")
+  os.makedirs(out_dir, exist_ok=True)
+  devices = list(jax.local_devices() if devices is None else devices)
+  workers = int(workers) or os.cpu_count() or 1
+  summary = TrackingSummary(sequences=len(sequences), workers=workers)
+
+  sentences = {}
+  for s in sequences:
+    sentences[s.name], warning = sentence_for_eval(s)
+    if warning:
+      summary.bad_sentences[s.name] = warning
+      print(f"WARNING: {warning}", file=sys.stderr)
+  expected_common = {"model": model_fingerprint or fingerprint_variables(variables),
+                     "config": config_fingerprint(config, reduced_decode)}
+  expected = {s.name: {**expected_common, "data": sequence_fingerprint(s, sentences[s.name])}
+              for s in sequences}
+  record = read_provenance(out_dir)
+  record["format"] = 1
+  if model_info:
+    record["model_info"] = model_info
+  work = []
+  for s in sequences:
+    if _complete(out_dir, s) and record["sequences"].get(s.name) == expected[s.name]:
+      summary.skipped.append(s.name)
+      continue
+    # Whatever is there was made by another model, config or data (or is incomplete): it must not
+    # be scored by anyone, so it goes before tracking starts.
+    record["sequences"].pop(s.name, None)
+    for path in (results_io.times_path(out_dir, s.name), results_io.results_path(out_dir, s.name)):
+      if os.path.exists(path):
+        os.remove(path)
+    work.append((s, sentences[s.name]))
+  _write_json(os.path.join(out_dir, PROVENANCE_FILE), record)
+  if summary.skipped:
+    print(f"{len(summary.skipped)} of {len(sequences)} sequences already have results from this "
+          f"model, config and data in {out_dir}; skipping them ({len(work)} to track)")
+  if not work:
+    return summary
+
+  if int(parallel) <= 0:  # one slot per device at least, so every device has work
+    parallel = max(int(config.get("eval", {}).get("parallel", 1)), len(devices))
+  parallel = max(1, min(int(parallel), len(work)))
+  summary.parallel = parallel
+  stats = _DecodeStats()
+
+  def on_done(seq, boxes, times):
+    results_io.write_results(out_dir, seq.name, np.stack(boxes), times)
+    record["sequences"][seq.name] = expected[seq.name]
+    _write_json(os.path.join(out_dir, PROVENANCE_FILE), record)
+    summary.tracked.append(seq.name)
+    summary.frames += len(boxes)
+
+  def on_fail(seq, why):
+    summary.failed[seq.name] = why
+    print(f"FAILED {seq.name}: {why}", file=sys.stderr)
+
+  # Enough frames in flight to keep every worker busy, without holding many decoded frames.
+  depth = int(np.clip(-(-4 * workers // parallel), 2, MAX_DEPTH))
+  decode_pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="decode")
+  # Cropping the slots in parallel shortens the time an accelerator waits between steps; on the
+  # CPU backend the step needs the same cores, and the pool's hand-offs only add CPU time.
+  on_accelerator = devices[0].platform != "cpu"
+  crop_pool = (concurrent.futures.ThreadPoolExecutor(min(workers, parallel),
+                                                     thread_name_prefix="crop")
+               if on_accelerator and parallel > 1 and workers > 1 else None)
+  bar = _Progress(sum(len(s.frames) for s, _ in work), progress)
+  try:
+    tracker = tracker_lib.BatchedTracker(config, variables, parallel, apply_fn=apply_fn,
+                                         tokenizer=tokenizer, devices=devices, crop_pool=crop_pool)
+    summary.devices = tracker.num_devices
+    tracker.warmup()  # compile outside the timed frames
+    bar.start = start = time.perf_counter()
+    cpu_start = time.process_time()
+    _run_slots(tracker, work, decode_pool, depth, reduced_decode, stats, bar, on_done, on_fail)
+    summary.seconds = time.perf_counter() - start
+    summary.cpu_seconds = time.process_time() - cpu_start
+  finally:
+    bar.close()
+    decode_pool.shutdown(wait=True, cancel_futures=True)
+    if crop_pool is not None:
+      crop_pool.shutdown(wait=True)
+  summary.decode_scales = dict(stats.scales)
+  summary.redecodes = stats.redecodes
+  print(f"tracked {summary.frames} frames of {len(summary.tracked)} sequences in "
+        f"{summary.seconds:.1f} s: {summary.frames_per_s:.1f} frames/s (parallel={parallel} on "
+        f"{summary.devices} device(s), {workers} decode workers)")
+  return summary
 
 
 def evaluate(config, variables, sequences, out_dir: str, parallel: int = 1, progress: bool = True,
              dataset: str | None = None, name: str = "satracker", apply_fn=None, tokenizer=None,
-             write_report: bool = True) -> dict:
-  """Tracks the `sequences` not yet done in `out_dir`, then scores all of them.
+             write_report: bool = True, workers: int = 0, devices=None,
+             reduced_decode: bool = True, model_fingerprint: Optional[str] = None,
+             model_info: Optional[dict] = None) -> dict:
+  """Tracks what `track_sequences` finds missing or stale, then scores every sequence that has
+  results. Returns `{name: {"auc", ...}}` (fractions), the schema of `<out_dir>/metrics.json`.
 
-  Returns `{name: {"auc", "precision", "norm_precision", "num_sequences"}}` (fractions), the
-  schema of `<out_dir>/metrics.json`. `apply_fn` / `tokenizer` replace the model / tokenizer
-  (tests). `parallel` > 1 tracks that many sequences at once with a `BatchedTracker`.
-  """
+  Raises `EvaluationFailed` (after scoring the others and writing the summary) when a sequence
+  could not be tracked; its `.metrics` holds the scores of the rest."""
   sequences = list(sequences)
   if not sequences:
     raise ValueError("no sequences to evaluate")
   dataset = dataset or sequences[0].dataset
-  os.makedirs(out_dir, exist_ok=True)
-  pending = [s for s in sequences if not is_done(out_dir, s)]
-  if len(pending) < len(sequences):
-    print(f"{len(sequences) - len(pending)} of {len(sequences)} sequences already have results "
-          f"in {out_dir}; skipping them")
-  if pending:
-    parallel = max(1, min(int(parallel), len(pending)))
-    bar = _Progress(sum(len(s.frames) for s in pending), progress)
-    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
-      try:
-        if parallel == 1:
-          tracker = tracker_lib.Tracker(config, variables, apply_fn=apply_fn, tokenizer=tokenizer)
-          tracker.warmup()  # compile outside the timed frames
-          _track_single(tracker, pending, out_dir, bar, pool)
-        else:
-          tracker = tracker_lib.BatchedTracker(config, variables, parallel, apply_fn=apply_fn,
-                                               tokenizer=tokenizer)
-          tracker.warmup()
-          _track_batched(tracker, pending, out_dir, bar, pool)
-      finally:
-        bar.close()
-    if bar.seconds > 0:
-      print(f"tracked {bar.frames} frames of {len(pending)} sequences at "
-            f"{bar.frames / bar.seconds:.1f} frames/s (parallel={parallel})")
-  report = analyze_lib.evaluate(sequences, {name: out_dir}, dataset)
-  if write_report:
-    analyze_lib.write_report(report, out_dir, title=dataset)
-  print(analyze_lib.results_table(report))
-  return report.metrics
+  summary = track_sequences(config, variables, sequences, out_dir, parallel=parallel,
+                            workers=workers, devices=devices, progress=progress, apply_fn=apply_fn,
+                            tokenizer=tokenizer, reduced_decode=reduced_decode,
+                            model_fingerprint=model_fingerprint, model_info=model_info)
+  _write_json(os.path.join(out_dir, SUMMARY_FILE), summary.to_json())
+  scored = [s for s in sequences if s.name not in summary.failed]
+  metrics = {}
+  if scored:
+    report = analyze_lib.evaluate(scored, {name: out_dir}, dataset)
+    if write_report:
+      analyze_lib.write_report(report, out_dir, title=dataset)
+    print(analyze_lib.results_table(report))
+    metrics = report.metrics
+  if summary.bad_sentences:
+    print(f"{len(summary.bad_sentences)} sequence(s) had no usable sentence (see warnings and "
+          f"{os.path.join(out_dir, SUMMARY_FILE)})")
+  if summary.failed:
+    raise EvaluationFailed(summary.failed, metrics, summary)
+  return metrics
