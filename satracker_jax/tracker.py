@@ -191,10 +191,13 @@ class BatchedTracker:
   batch size is always N and there is exactly one compilation. `devices` (default: all local
   devices) get equal shares of the slots (`slot_mesh`); the variables are replicated on them once.
   `crop_pool` (an Executor) crops the slots of a call in parallel (Pillow releases the GIL).
+  `share_with=other` (a tracker of the same config and slot count) reuses its compiled step and
+  its device copy of the variables: two such trackers are two waves of slots, one compilation.
   """
 
   def __init__(self, config, variables, num_slots: int, apply_fn: ApplyFn | None = None,
-               tokenizer=None, devices=None, crop_pool: concurrent.futures.Executor | None = None):
+               tokenizer=None, devices=None, crop_pool: concurrent.futures.Executor | None = None,
+               share_with: "BatchedTracker | None" = None):
     if num_slots < 1:
       raise ValueError(f"num_slots must be >= 1, got {num_slots}")
     m = config.model
@@ -216,15 +219,22 @@ class BatchedTracker:
     self.mesh = slot_mesh(self.num_slots, devices)
     self._replicated = NamedSharding(self.mesh, P())
     self._batch_sharding = NamedSharding(self.mesh, P(BATCH_AXIS))
-    self.variables = jax.device_put(variables, self._replicated)
-    self.trace_count = 0
-    step = make_step_fn(apply_fn if apply_fn is not None else model_apply_fn(config))
+    if share_with is not None:
+      if share_with.num_slots != self.num_slots or share_with.mesh != self.mesh:
+        raise ValueError("share_with needs a tracker with the same slot count and devices")
+      self.variables, self._step, self._traces = (share_with.variables, share_with._step,
+                                                  share_with._traces)
+    else:
+      self.variables = jax.device_put(variables, self._replicated)
+      self._traces = [0]
+      step = make_step_fn(apply_fn if apply_fn is not None else model_apply_fn(config))
+      traces = self._traces
 
-    def counted_step(*args):
-      # Runs only while jax traces, i.e. once per compilation.
-      self.trace_count += 1
-      return step(*args)
-    self._step = jax.jit(counted_step)
+      def counted_step(*args):
+        # Runs only while jax traces, i.e. once per compilation.
+        traces[0] += 1
+        return step(*args)
+      self._step = jax.jit(counted_step)
     self._window = jax.device_put(tracking_window(config), self._replicated)
 
     n, t, s, L = self.num_slots, self.template_size, self.search_size, m.max_text_len
@@ -246,6 +256,11 @@ class BatchedTracker:
   @property
   def num_devices(self) -> int:
     return int(self.mesh.devices.size)
+
+  @property
+  def trace_count(self) -> int:
+    """Compilations of the step (shared by trackers made with `share_with`)."""
+    return self._traces[0]
 
   # -- slots ---------------------------------------------------------------------------------------
   def init(self, slot: int, frame, box_xywh, sentence: str) -> None:

@@ -153,13 +153,14 @@ def test_full_decode_eval_equals_the_single_stream_tracker(jpeg_setup):
 def test_reduced_decode_results_do_not_depend_on_workers_or_slots(jpeg_setup):
   config, variables, sequences, kwargs, tmp_path = jpeg_setup
   runs = {}
-  for parallel, workers in ((1, 1), (3, 4), (2, 2)):
-    out = str(tmp_path / f"p{parallel}w{workers}")
+  for parallel, workers, waves in ((1, 1, 1), (3, 4, 1), (2, 2, 1), (2, 3, 2)):
+    out = str(tmp_path / f"p{parallel}w{workers}v{waves}")
     summary = runner.track_sequences(config, variables, sequences, out, parallel=parallel,
-                                     workers=workers, **kwargs)
+                                     workers=workers, waves=waves, **kwargs)
     assert summary.decode_scales.get(2, 0) > 0  # the reduced-scale path ran
-    runs[(parallel, workers)] = _boxes(out, sequences)
-  first = runs[(1, 1)]
+    assert summary.waves == waves and sorted(summary.tracked) == sorted(s.name for s in sequences)
+    runs[(parallel, workers, waves)] = _boxes(out, sequences)
+  first = runs[(1, 1, 1)]
   for boxes in runs.values():
     for name in first:
       np.testing.assert_array_equal(boxes[name], first[name])

@@ -264,3 +264,23 @@ def test_cropping_slots_in_a_pool_changes_nothing():
       runs.append(out)
   for a, b in zip(*runs):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_waves_share_one_compiled_step_and_the_variables():
+  config = config_utils.load_config("tiny")
+  oracle = Oracle(config.model.search_size // config.model.patch_size)
+  tok = FakeTokenizer(config.model.max_text_len)
+  first = tracker_lib.BatchedTracker(config, {"params": {}}, num_slots=2, apply_fn=oracle,
+                                     tokenizer=tok)
+  second = tracker_lib.BatchedTracker(config, {"params": {}}, num_slots=2, apply_fn=oracle,
+                                      tokenizer=tok, share_with=first)
+  frames, gts = make_sequence(96, 128, 3, 11)
+  for bt in (first, second):
+    oracle.tracker = type("T", (), {"core": bt})()
+    bt.init(1, frames[0], gts[0], "a box")
+    oracle.gt = gts[1]
+    np.testing.assert_allclose(bt.track([None, frames[1]])[1][0], gts[1], atol=1.0)
+  assert first.trace_count == second.trace_count == 1 and second.variables is first.variables
+  with pytest.raises(ValueError, match="same slot count"):
+    tracker_lib.BatchedTracker(config, {"params": {}}, num_slots=3, apply_fn=oracle, tokenizer=tok,
+                               share_with=first)

@@ -17,9 +17,11 @@ faster than a full decode, and is cropped straight from the decoded image. The s
 decoded at is chosen ahead from the latest box; when the box it is finally cropped around asks
 for another scale, that frame is decoded again (counted as `redecodes`), so every result is a
 function of the frames and the model alone: the same for any number of workers, slots or devices.
-`parallel` sequences are tracked at once by one `BatchedTracker` whose slots are spread over the
+`parallel` sequences are tracked at once by a `BatchedTracker` whose slots are spread over the
 local devices (`devices`, default all), so a host with 8 GPUs steps on all 8; a slot that
-finishes its sequence takes the next one. `reduced_decode=False` decodes every frame at full
+finishes its sequence takes the next one. On accelerators the slots form two `waves` sharing one
+compiled step: the host gathers and crops one wave's frames (in a thread pool) while the device
+steps the other's, so the device does not wait for the host's per-frame Python. `reduced_decode=False` decodes every frame at full
 size: then the crops are exactly those `Tracker` makes from `visualize.load_frame` arrays.
 
 Results are never stale. `provenance.json` records, per sequence, the fingerprints of the model
@@ -88,6 +90,7 @@ class TrackingSummary:
   seconds: float = 0.0  # wall time of the tracking loop (compilation excluded)
   cpu_seconds: float = 0.0  # CPU time of this process (all threads) in that loop
   parallel: int = 0
+  waves: int = 1
   devices: int = 0
   workers: int = 0
   decode_scales: dict = dataclasses.field(default_factory=dict)   # k -> frames decoded at 1/k
@@ -315,37 +318,41 @@ class _Slot:
   times: list
 
 
-def _run_slots(tracker: tracker_lib.BatchedTracker, work: list, pool, depth: int, reduced: bool,
-               stats: _DecodeStats, progress: _Progress, on_done, on_fail) -> None:
-  """Tracks `work` ([(sequence, sentence)]) through the tracker's slots (see the module doc)."""
-  n = tracker.num_slots
+def _run_slots(trackers: list, work: list, pool, depth: int, reduced: bool, stats: _DecodeStats,
+               progress: _Progress, on_done, on_fail) -> None:
+  """Tracks `work` ([(sequence, sentence)]) through the slots of `trackers` (see the module doc).
+
+  With several trackers (waves), each is submitted as soon as its previous call is collected, so
+  the host gathers and crops one wave's frames while the device steps the other's."""
+  first = trackers[0]
 
   def template_scale(box) -> int:
-    return decode_scale(tracker.template_params(box).size, tracker.template_size)
+    return decode_scale(first.template_params(box).size, first.template_size)
 
   def search_scale(box) -> int:
-    scale = decode_scale(tracker.search_params_at(box).size, tracker.search_size)
-    if tracker.template_update:  # the same frame may re-crop the template
+    scale = decode_scale(first.search_params_at(box).size, first.search_size)
+    if first.template_update:  # the same frame may re-crop the template
       scale = min(scale, template_scale(box))
     return scale
 
-  def hint(box, first: bool):
-    return lambda i: template_scale(box) if (first and i == 0) else search_scale(box)
+  def hint(box, first_frame: bool):
+    return lambda i: template_scale(box) if (first_frame and i == 0) else search_scale(box)
 
   queue = collections.deque(work)
   upcoming: collections.deque = collections.deque()
+  total_slots = sum(t.num_slots for t in trackers)
 
   def refill():
     # The next sequences' first frames are decoded while the current ones finish.
-    while queue and len(upcoming) < n:
+    while queue and len(upcoming) < total_slots:
       seq, sentence = queue.popleft()
       reader = _FrameReader(seq.frames, pool, depth, reduced, stats)
       box = np.asarray(seq.boxes[0], np.float64)
       if np.isfinite(box).all() and box[2] > 0 and box[3] > 0:
-        reader.prefetch(hint(box, first=True))
+        reader.prefetch(hint(box, first_frame=True))
       upcoming.append((seq, sentence, reader))
 
-  def start(slot: int) -> Optional[_Slot]:
+  def start(tracker, slot: int) -> Optional[_Slot]:
     while True:
       refill()
       if not upcoming:
@@ -368,14 +375,14 @@ def _run_slots(tracker: tracker_lib.BatchedTracker, work: list, pool, depth: int
         reader.close()
         on_done(seq, state.boxes, state.times)
         continue
-      reader.prefetch(hint(box, first=False))
+      reader.prefetch(hint(box, first_frame=False))
       return state
 
-  slots = [start(i) for i in range(n)]
-  while any(s is not None for s in slots):
-    t0 = time.perf_counter()
-    frames = [None] * n
-    for i in range(n):
+  def submit(tracker, slots):
+    """Each live slot's next frame (a slot whose frame fails takes the next sequence), then the
+    crops and the step; None when the wave has nothing left."""
+    frames = [None] * tracker.num_slots
+    for i in range(tracker.num_slots):
       while slots[i] is not None:
         state = slots[i]
         try:
@@ -384,36 +391,63 @@ def _run_slots(tracker: tracker_lib.BatchedTracker, work: list, pool, depth: int
         except FrameError as e:
           state.reader.close()
           on_fail(state.seq, str(e))
-          slots[i] = start(i)
-    active = [i for i in range(n) if frames[i] is not None]
-    if not active:
-      break
-    results = tracker.track(frames)
-    share = (time.perf_counter() - t0) / len(active)
-    for i in active:
+          slots[i] = start(tracker, i)
+    if all(f is None for f in frames):
+      return None
+    return tracker.submit(frames)
+
+  def collect(tracker, slots, pending) -> list:
+    """Advances the wave's slots by `pending`'s results; returns the states that got a frame."""
+    results = tracker.collect(pending)
+    advanced = []
+    for i, result in enumerate(results):
+      if result is None:
+        continue
       state = slots[i]
-      state.boxes.append(results[i][0])
-      state.times.append(share)
+      state.boxes.append(result[0])
+      advanced.append(state)
       progress.update(1, state.seq.name)
       if len(state.boxes) == len(state.seq.frames):
         state.reader.close()
-        on_done(state.seq, state.boxes, state.times)
-        slots[i] = start(i)
+        slots[i] = start(tracker, i)
       else:
-        state.reader.prefetch(hint(results[i][0], first=False))
+        state.reader.prefetch(hint(result[0], first_frame=False))
+    return advanced
+
+  waves = [[start(t, i) for i in range(t.num_slots)] for t in trackers]
+  pending = [None] * len(trackers)
+  live = [True] * len(trackers)
+  while any(live):
+    t0 = time.perf_counter()
+    advanced = []
+    for w, (tracker, slots) in enumerate(zip(trackers, waves)):
+      if not live[w]:
+        continue
+      if pending[w] is not None:
+        advanced += collect(tracker, slots, pending[w])
+      pending[w] = submit(tracker, slots)
+      live[w] = pending[w] is not None
+    # This round's wall time (decode waits, crops, steps) shared by the frames it advanced.
+    share = (time.perf_counter() - t0) / max(len(advanced), 1)
+    for state in advanced:
+      state.times.append(share)
+      if len(state.boxes) == len(state.seq.frames):
+        on_done(state.seq, state.boxes, state.times)
 
 
 def track_sequences(config, variables, sequences, out_dir: str, parallel: int = 1,
                     workers: int = 0, devices=None, progress: bool = True, apply_fn=None,
                     tokenizer=None, reduced_decode: bool = True,
                     model_fingerprint: Optional[str] = None,
-                    model_info: Optional[dict] = None) -> TrackingSummary:
+                    model_info: Optional[dict] = None, waves: int = 0) -> TrackingSummary:
   """Tracks the `sequences` whose results in `out_dir` are missing or stale; writes raw results
   and provenance. Never raises for one bad sequence: failures are in the returned summary.
 
   `parallel`: sequences tracked at once (0: `config.eval.parallel` or the device count, the
   larger); `workers`: decoding threads (0: all cores); `devices`: where the slots run (default:
-  all local devices); `reduced_decode=False`: every frame at full size; `apply_fn` /
+  all local devices); `reduced_decode=False`: every frame at full size; `waves`: groups of
+  slots stepped in turn (0: 2 on accelerators when there are slots for two per device, else 1);
+  `apply_fn` /
   `tokenizer` replace the model / tokenizer (tests, the host-only benchmark);
   `model_fingerprint`: what identifies the model (default: `fingerprint_variables(variables)`);
   `model_info`: recorded beside it for people (e.g. the checkpoint path and step)."""
@@ -461,7 +495,6 @@ def track_sequences(config, variables, sequences, out_dir: str, parallel: int = 
   if int(parallel) <= 0:  # one slot per device at least, so every device has work
     parallel = max(int(config.get("eval", {}).get("parallel", 1)), len(devices))
   parallel = max(1, min(int(parallel), len(work)))
-  summary.parallel = parallel
   stats = _DecodeStats()
 
   def on_done(seq, boxes, times):
@@ -478,21 +511,33 @@ def track_sequences(config, variables, sequences, out_dir: str, parallel: int = 
   # Enough frames in flight to keep every worker busy, without holding many decoded frames.
   depth = int(np.clip(-(-4 * workers // parallel), 2, MAX_DEPTH))
   decode_pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="decode")
-  # Cropping the slots in parallel shortens the time an accelerator waits between steps; on the
-  # CPU backend the step needs the same cores, and the pool's hand-offs only add CPU time.
+  # Cropping the slots in parallel and stepping two waves of slots in turn shorten the time an
+  # accelerator waits for the host; on the CPU backend the step needs the same cores, so there the
+  # pool's hand-offs and the smaller batches only cost.
   on_accelerator = devices[0].platform != "cpu"
+  if int(waves) <= 0:
+    waves = 2 if on_accelerator and parallel >= 2 * len(devices) else 1
+  wave_slots = -(-parallel // int(waves))
+  if int(waves) > 1 and wave_slots >= len(devices):  # every wave on every device
+    wave_slots = -(-wave_slots // len(devices)) * len(devices)
+  summary.parallel, summary.waves = wave_slots * int(waves), int(waves)
   crop_pool = (concurrent.futures.ThreadPoolExecutor(min(workers, parallel),
                                                      thread_name_prefix="crop")
                if on_accelerator and parallel > 1 and workers > 1 else None)
   bar = _Progress(sum(len(s.frames) for s, _ in work), progress)
   try:
-    tracker = tracker_lib.BatchedTracker(config, variables, parallel, apply_fn=apply_fn,
-                                         tokenizer=tokenizer, devices=devices, crop_pool=crop_pool)
-    summary.devices = tracker.num_devices
-    tracker.warmup()  # compile outside the timed frames
+    trackers = [tracker_lib.BatchedTracker(config, variables, wave_slots, apply_fn=apply_fn,
+                                           tokenizer=tokenizer, devices=devices,
+                                           crop_pool=crop_pool)]
+    for _ in range(int(waves) - 1):
+      trackers.append(tracker_lib.BatchedTracker(config, variables, wave_slots, apply_fn=apply_fn,
+                                                 tokenizer=tokenizer, devices=devices,
+                                                 crop_pool=crop_pool, share_with=trackers[0]))
+    summary.devices = trackers[0].num_devices
+    trackers[0].warmup()  # compile outside the timed frames (the waves share the executable)
     bar.start = start = time.perf_counter()
     cpu_start = time.process_time()
-    _run_slots(tracker, work, decode_pool, depth, reduced_decode, stats, bar, on_done, on_fail)
+    _run_slots(trackers, work, decode_pool, depth, reduced_decode, stats, bar, on_done, on_fail)
     summary.seconds = time.perf_counter() - start
     summary.cpu_seconds = time.process_time() - cpu_start
   finally:
@@ -503,8 +548,9 @@ def track_sequences(config, variables, sequences, out_dir: str, parallel: int = 
   summary.decode_scales = dict(stats.scales)
   summary.redecodes = stats.redecodes
   print(f"tracked {summary.frames} frames of {len(summary.tracked)} sequences in "
-        f"{summary.seconds:.1f} s: {summary.frames_per_s:.1f} frames/s (parallel={parallel} on "
-        f"{summary.devices} device(s), {workers} decode workers)")
+        f"{summary.seconds:.1f} s: {summary.frames_per_s:.1f} frames/s (parallel="
+        f"{summary.parallel} in {summary.waves} wave(s) on {summary.devices} device(s), {workers} "
+        f"decode workers)")
   return summary
 
 
@@ -512,7 +558,7 @@ def evaluate(config, variables, sequences, out_dir: str, parallel: int = 1, prog
              dataset: str | None = None, name: str = "satracker", apply_fn=None, tokenizer=None,
              write_report: bool = True, workers: int = 0, devices=None,
              reduced_decode: bool = True, model_fingerprint: Optional[str] = None,
-             model_info: Optional[dict] = None) -> dict:
+             model_info: Optional[dict] = None, waves: int = 0) -> dict:
   """Tracks what `track_sequences` finds missing or stale, then scores every sequence that has
   results. Returns `{name: {"auc", ...}}` (fractions), the schema of `<out_dir>/metrics.json`.
 
@@ -525,7 +571,8 @@ def evaluate(config, variables, sequences, out_dir: str, parallel: int = 1, prog
   summary = track_sequences(config, variables, sequences, out_dir, parallel=parallel,
                             workers=workers, devices=devices, progress=progress, apply_fn=apply_fn,
                             tokenizer=tokenizer, reduced_decode=reduced_decode,
-                            model_fingerprint=model_fingerprint, model_info=model_info)
+                            model_fingerprint=model_fingerprint, model_info=model_info,
+                            waves=waves)
   _write_json(os.path.join(out_dir, SUMMARY_FILE), summary.to_json())
   scored = [s for s in sequences if s.name not in summary.failed]
   metrics = {}
