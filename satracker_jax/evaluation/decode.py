@@ -1,4 +1,4 @@
-"""Frames for offline evaluation: decoded ahead, at the smallest scale the crop allows, cropped
+"""Frames for offline evaluation: decoded at the coarsest scale the crop allows and cropped
 without ever becoming a full-resolution array.
 
     frame = decode_frame("00042.jpg", scale=decode_scale(crop_side, out_size))
@@ -14,11 +14,11 @@ crop is still a downscale of the decoded pixels, never an upscale. The padding c
 only for crops that leave the image, from Pillow's histogram of the sampled pixels.
 
 Exact geometry: a 1/k decode maps full-frame coordinate x to x/k (each 8x8 block becomes an
-8/k x 8/k one), so crops divide their corners by k and see the frame's true extent W/k x H/k (the
-last partial block, when W or H is not a multiple of k, lies outside that extent and is never
-sampled). Boxes stay in full-frame pixels throughout. Pixel values differ from a crop of the full
-decode by the DCT-domain downscale (a few grey levels); at scale 1 the crop equals
-`boxes.crop_image` of the decoded array (tests hold both).
+8/k x 8/k one), so crops divide their corners by k and end at the frame's true extent W/k x H/k
+(when W or H is not a multiple of k, the decoded image's last, partial pixel reaches beyond it).
+Boxes stay in full-frame pixels throughout. Pixel values differ from a crop of the full decode by
+the DCT-domain downscale (about half a grey level on average on the synthetic 720p videos); at
+scale 1 the crop equals `boxes.crop_image` of the decoded array bit for bit (tests hold both).
 
 PNG and other formats ignore the draft request and decode at scale 1, the slower exact path.
 """
