@@ -27,6 +27,11 @@ Template update (off by default): with `config.tracker.template_update=True` and
 `template_update_threshold` re-crops the template around the new box (the sentence is kept). The
 paper's tracker keeps the first-frame template; this is for experiments only.
 
+Grounding (the `nl` protocol): `init(frame, None, sentence)` finds the target from the sentence
+alone first (`grounding.py`: the whole frame as the search crop, a blank template with an empty
+TEM mask, no Hann window), then tracks from that box. It runs the SAME compiled step (same shapes;
+a window of ones), so `trace_count` stays 1.
+
 `BatchedTracker` tracks N sequences at once (one frame of each per call) with the same single
 compiled step at batch N; slots without a frame are padded, so N stays fixed. The N slots are
 spread over the local devices (a 1-D `batch` mesh, `NamedSharding`), so one host with 8 GPUs
@@ -45,6 +50,7 @@ import numpy as np
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
 from satracker_jax import boxes as box_lib
+from satracker_jax import grounding
 from satracker_jax.boxes import crop_image
 from satracker_jax.models import build_model, decode_box
 
@@ -236,6 +242,8 @@ class BatchedTracker:
         return step(*args)
       self._step = jax.jit(counted_step)
     self._window = jax.device_put(tracking_window(config), self._replicated)
+    self._uniform_window = jax.device_put(
+        grounding.uniform_window(self.search_size, m.patch_size), self._replicated)
 
     n, t, s, L = self.num_slots, self.template_size, self.search_size, m.max_text_len
     self._templates = np.zeros((n, t, t, 3), np.uint8)
@@ -252,6 +260,8 @@ class BatchedTracker:
     # The last call's crop placements and raw outputs (debugging, visualisation, test oracles).
     self.last_search_params: list[box_lib.CropParams | None] = [None] * n
     self.last_output: dict | None = None
+    # (box_xywh, score) of the last grounding per slot (None: the slot was given its box).
+    self.last_grounding: list[tuple[np.ndarray, float] | None] = [None] * n
 
   @property
   def num_devices(self) -> int:
@@ -263,18 +273,64 @@ class BatchedTracker:
     return self._traces[0]
 
   # -- slots ---------------------------------------------------------------------------------------
-  def init(self, slot: int, frame, box_xywh, sentence: str) -> None:
+  def init(self, slot: int, frame, box_xywh=None, sentence: str = "") -> np.ndarray:
+    """(Re)starts `slot` on `frame`: from `box_xywh` (pixel x,y,w,h), or, with `box_xywh=None`,
+    from the box `ground` finds for `sentence`. Returns the box tracking starts from."""
     frame = as_frame(frame)
-    box = np.asarray(box_xywh, np.float64).reshape(4)
-    if not np.isfinite(box).all() or box[2] <= 0 or box[3] <= 0:
-      raise ValueError(f"init box must be a finite x,y,w,h with w,h > 0, got {box.tolist()}")
-    ids, mask = self.tokenizer.encode(sentence or "")
-    self._text_ids[slot] = np.asarray(ids, np.int32)
-    self._text_mask[slot] = np.asarray(mask, np.int32)
+    if box_xywh is None:
+      box, _ = self.ground(slot, frame, sentence)
+    else:
+      box = np.asarray(box_xywh, np.float64).reshape(4)
+      if not np.isfinite(box).all() or box[2] <= 0 or box[3] <= 0:
+        raise ValueError(f"init box must be a finite x,y,w,h with w,h > 0, got {box.tolist()}")
+      self.last_grounding[slot] = None
+    self._set_text(slot, sentence)
     self._set_template(slot, frame, box)
     self._boxes[slot] = box
     self._frame_index[slot] = 0
     self._active[slot] = True
+    return box.copy()
+
+  def ground(self, slot: int, frame, sentence: str,
+             allow_empty: bool = False) -> tuple[np.ndarray, float]:
+    """The box (pixel x,y,w,h, clipped to the frame) and score of the target `sentence` describes
+    in `frame`, found by one step of the compiled network on `slot` (the other slots' state is
+    untouched; their outputs are discarded). Does not start tracking: `init` does.
+    `allow_empty=True` grounds from an empty sentence too (the "sentence masked" control)."""
+    if not allow_empty and (not sentence or not str(sentence).strip()):
+      raise ValueError("grounding needs a sentence: give init a box, or a non-empty sentence")
+    if self._pending is not None:
+      raise RuntimeError("ground() while a submitted step is outstanding: collect() it first")
+    frame = as_frame(frame)
+    crop = grounding.whole_frame_crop_params(frame.height, frame.width, self.search_size)
+    templates, template_boxes = self._templates.copy(), self._template_boxes.copy()
+    text_ids, text_mask = self._text_ids.copy(), self._text_mask.copy()
+    templates[slot] = grounding.blank_template(self.template_size)
+    template_boxes[slot] = grounding.EMPTY_TEMPLATE_BOX
+    ids, mask = self.tokenizer.encode(sentence)
+    text_ids[slot], text_mask[slot] = np.asarray(ids, np.int32), np.asarray(mask, np.int32)
+    search = np.stack([self._idle_search] * self.num_slots)
+    search[slot] = frame.crop(crop)
+    self.last_search_params = [None] * self.num_slots
+    self.last_search_params[slot] = crop
+    put = lambda x: jax.device_put(x, self._batch_sharding)
+    out = self._step(self.variables, put(templates), put(template_boxes), put(search),
+                     put(text_ids), put(text_mask), self._uniform_window)
+    self.last_output = out
+    pred = np.asarray(out["box"], np.float64)[slot]
+    score = float(np.asarray(out["score"], np.float64)[slot])
+    box = grounding.grounded_box(pred, crop, frame.height, frame.width)
+    if not np.isfinite(box).all():
+      raise ValueError(f"grounding gave a non-finite box for {sentence!r}")
+    box = _clip_to_image(box, frame.width, frame.height)
+    self.last_grounding[slot] = (box.copy(), score if np.isfinite(score) else 0.0)
+    return box, self.last_grounding[slot][1]
+
+  def _set_text(self, slot: int, sentence: str) -> None:
+    ids, mask = self.tokenizer.encode(sentence or "")
+    self._text_ids[slot] = np.asarray(ids, np.int32)
+    self._text_mask[slot] = np.asarray(mask, np.int32)
+    self._device_template = None
 
   def release(self, slot: int) -> None:
     self._active[slot] = False
@@ -380,7 +436,8 @@ class BatchedTracker:
 
 
 class Tracker:
-  """Single-sequence tracker: `init(frame, box_xywh, sentence)` then `track(frame) -> (box, score)`.
+  """Single-sequence tracker: `init(frame, box_xywh, sentence)` (or `init(frame, None, sentence)`:
+  grounded from the sentence) then `track(frame) -> (box, score)`.
 
   `box` is pixel x,y,w,h (float, clipped to the frame); `score` is the sigmoid of the chosen
   cell's logit times the Hann window there (so it also drops when the target jumps far).
@@ -397,8 +454,14 @@ class Tracker:
                                 devices=None if device is None else [device])
     self.config = config
 
-  def init(self, frame, box_xywh, sentence: str) -> None:
-    self._core.init(0, frame, box_xywh, sentence)
+  def init(self, frame, box_xywh=None, sentence: str = "") -> np.ndarray:
+    """Starts on `frame` from `box_xywh`, or with `box_xywh=None` from the box grounded from
+    `sentence` (the `nl` protocol). Returns the start box."""
+    return self._core.init(0, frame, box_xywh, sentence)
+
+  def ground(self, frame, sentence: str) -> tuple[np.ndarray, float]:
+    """The box `sentence` describes in `frame` (and its score), without starting to track."""
+    return self._core.ground(0, frame, sentence)
 
   def track(self, frame) -> tuple[np.ndarray, float]:
     box, score = self._core.track([frame])[0]

@@ -179,7 +179,7 @@ def test_results_are_retracked_when_model_config_or_data_change(setup, capsys):
   runner.evaluate(config, variables, sequences, out, write_report=False, **kwargs)
   with open(os.path.join(out, runner.PROVENANCE_FILE)) as f:
     record = json.load(f)["sequences"]
-  assert set(record) == {"seq_a", "seq_b"} and set(record["seq_a"]) == {"model", "config", "data"}
+  assert set(record) == {"seq_a", "seq_b"} and set(record["seq_a"]) == {"model", "config", "data", "protocol"}
 
   def retracked(run):
     before = _stamps(out)
@@ -311,3 +311,58 @@ def test_bench_eval_runs_on_small_jpeg_videos(capsys):
     assert r["frames"] == 8 and r["frames_per_s"] > 0 and r["frames_per_cpu_s"] > 0
   assert result["stages_ms_per_frame"]["frames"] > 0
   assert "host only" in capsys.readouterr().out
+
+
+class SentenceNet:
+  """A stand-in network that reads the sentence: with words it boxes the red pixels of the search
+  crop exactly; with an empty sentence ([CLS][SEP] only) it answers a corner of the crop."""
+
+  def __init__(self, feat):
+    self.feat = feat
+
+  def __call__(self, variables, template, template_box, search, text_ids, text_mask):
+    f, (b, s) = self.feat, search.shape[:2]
+    x = search.astype(jnp.float32)
+    red = (x[..., 0] - x[..., 1]) > 120.0                       # [b, s, s]
+    rows, cols = red.any(axis=2), red.any(axis=1)
+    first = lambda m: jnp.argmax(m, axis=1)
+    last = lambda m: s - 1 - jnp.argmax(m[:, ::-1], axis=1)
+    y0, y1, x0, x1 = first(rows), last(rows), first(cols), last(cols)
+    box = jnp.stack([(x0 + x1 + 1) / 2, (y0 + y1 + 1) / 2, x1 - x0 + 1, y1 - y0 + 1], -1) / s
+    has_words = text_mask.sum(axis=1) > 2
+    box = jnp.where(has_words[:, None], box, jnp.array([0.06, 0.06, 0.1, 0.1]))
+    col = jnp.clip((box[:, 0] * f).astype(jnp.int32), 0, f - 1)
+    row = jnp.clip((box[:, 1] * f).astype(jnp.int32), 0, f - 1)
+    peak = (jnp.arange(f)[None, :, None] == row[:, None, None]) & (jnp.arange(f)[None, None, :] == col[:, None, None])
+    score = jnp.where(peak, 10.0, -10.0)[..., None] + 0.0 * variables["w"]
+    size = jnp.broadcast_to(box[:, None, None, 2:], (b, f, f, 2))
+    offset = jnp.stack([box[:, 0] * f - col, box[:, 1] * f - row], -1)
+    return {"score_map": score, "size_map": size,
+            "offset_map": jnp.broadcast_to(offset[:, None, None, :], (b, f, f, 2))}
+
+
+def test_protocols_end_to_end(setup):
+  """nl grounds frame 0 from the sentence (accuracy reported; masked text loses it), bb drops the
+  sentence, and metrics.json / provenance carry the protocol."""
+  config, variables, sequences, kwargs, tmp_path = setup
+  kwargs = {**kwargs, "apply_fn": SentenceNet(config.model.search_size // config.model.patch_size)}
+  results = {}
+  for protocol, mask in (("nl_bb", False), ("bb", False), ("nl", False), ("nl", True)):
+    out = str(tmp_path / f"{protocol}{'_masked' if mask else ''}")
+    metrics = runner.evaluate(config, variables, sequences, out, protocol=protocol, mask_text=mask,
+                              **kwargs)["satracker"]
+    with open(os.path.join(out, "metrics.json")) as f:
+      assert json.load(f)["satracker"]["protocol"] == protocol
+    with open(os.path.join(out, runner.PROVENANCE_FILE)) as f:
+      assert {v["protocol"] for v in json.load(f)["sequences"].values()} == {
+          protocol + ("+masked_text" if mask else "")}
+    results[(protocol, mask)] = metrics
+  assert results[("nl", False)]["grounding_accuracy"] == 1.0
+  assert results[("nl", True)]["grounding_accuracy"] == 0.0
+  assert "grounding_accuracy" not in results[("nl_bb", False)]
+  # With the sentence the net follows the target; without it (bb) it drifts to a corner.
+  assert results[("nl_bb", False)]["auc"] > results[("bb", False)]["auc"] + 0.3
+  first_line = results_io.read_boxes(results_io.results_path(str(tmp_path / "nl"), "seq_a"))[0]
+  np.testing.assert_allclose(first_line, sequences[0].boxes[0], atol=1.5)  # the grounded box
+  with pytest.raises(ValueError, match="protocol"):
+    runner.evaluate(config, variables, sequences, str(tmp_path / "x"), protocol="bbox", **kwargs)

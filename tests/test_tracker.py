@@ -124,6 +124,42 @@ def test_oracle_tracker_returns_ground_truth_and_compiles_once():
   assert tracker.trace_count == 1
 
 
+def test_grounding_init_finds_the_target_then_tracks_on_the_same_compiled_step():
+  """`init(frame, None, sentence)`: the whole frame is the search crop, the template is blank with
+  an empty box, the window is uniform; the oracle reads where the crop lies, so the grounded box
+  must come back as the GT (geometry), and grounding + tracking compile once."""
+  config = config_utils.load_config("tiny")
+  feat = config.model.search_size // config.model.patch_size
+  seen = {}
+
+  class Spy(Oracle):
+    def __call__(self, variables, template, template_box, search, text_ids, text_mask):
+      seen.setdefault("template_box", []).append(template_box)
+      return super().__call__(variables, template, template_box, search, text_ids, text_mask)
+
+  oracle = Spy(feat)
+  tracker = tracker_lib.Tracker(config, {"params": {}}, apply_fn=oracle,
+                                tokenizer=FakeTokenizer(config.model.max_text_len))
+  oracle.tracker = tracker
+  frames, gts = make_sequence(150, 110, 5, 3)
+  oracle.gt = gts[0]
+  start = tracker.init(frames[0], None, "the red box")
+  np.testing.assert_allclose(start, gts[0], atol=1.5)
+  grounded, score = tracker.core.last_grounding[0]
+  np.testing.assert_allclose(grounded, start)
+  crop = tracker.last_search_params
+  assert crop.size == 150 and crop.out_size == config.model.search_size  # the whole frame
+  for frame, gt in zip(frames[1:], gts[1:]):
+    oracle.gt = gt
+    box, _ = tracker.track(frame)
+    np.testing.assert_allclose(box, gt, atol=1.0)
+  assert tracker.trace_count == 1
+  with pytest.raises(ValueError, match="needs a sentence"):
+    tracker.init(frames[0], None, "")
+  tracker.init(frames[0], gts[0], "the red box")  # a given box is not grounded
+  assert tracker.core.last_grounding[0] is None
+
+
 def test_batched_tracker_matches_single_and_pads_idle_slots():
   config = config_utils.load_config("tiny")
   feat = config.model.search_size // config.model.patch_size

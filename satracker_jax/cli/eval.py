@@ -1,8 +1,8 @@
 """`satracker eval`: track every sequence of a benchmark, write raw results, score them.
 
   satracker eval --checkpoint runs/tiny --dataset tnl2k --root /data/TNL2K_test --out runs/tiny/tnl2k \
-      [--split test] [--parallel 8] [--workers 16] [--config configs/tiny.py] \
-      [--config.tracker.hann_window=False]
+      [--split test] [--protocol nl_bb|bb|nl] [--parallel 8] [--workers 16] \
+      [--config configs/tiny.py] [--config.tracker.hann_window=False]
 
 The work is `satracker_jax.evaluation.runner.evaluate` (see there for the files written, how frames
 are decoded ahead and how slots spread over the devices). Results made by the same model, config
@@ -38,6 +38,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--full-decode", action="store_true",
                       help="decode every frame at full size (default: JPEGs at the coarsest "
                            "scale the crop allows)")
+  parser.add_argument("--protocol", default="nl_bb", choices=("nl_bb", "bb", "nl"),
+                      help="nl_bb: first box + sentence; bb: first box only (sentence removed); "
+                           "nl: sentence only (frame 0 grounded, grounding accuracy reported)")
+  parser.add_argument("--mask-text", action="store_true",
+                      help="replace every sentence by \"\" (the sentence-masked control)")
   parser.add_argument("--name", default="satracker", help="tracker name in metrics.json / tables")
   parser.add_argument("--limit", type=int, default=0, help="only the first N sequences (0 = all)")
   parser.add_argument("--no-progress", action="store_true")
@@ -55,7 +60,8 @@ def run(args, overrides) -> int:
     runner.evaluate(config, variables, sequences, args.out, parallel=args.parallel,
                     progress=not args.no_progress, dataset=args.dataset, name=args.name,
                     workers=args.workers, reduced_decode=not args.full_decode,
-                    model_info={"source": source, "config": args.config or None})
+                    model_info={"source": source, "config": args.config or None},
+                    protocol=args.protocol, mask_text=args.mask_text)
   except runner.EvaluationFailed as e:
     print(f"\n{e}\nThe other {e.summary.sequences - len(e.failed)} sequences were tracked and "
           f"scored; run again to retry the failed ones after fixing their files.")

@@ -37,6 +37,16 @@ message names the file); the other sequences are finished and scored, a summary 
 `evaluate` then raises `EvaluationFailed` (the verb exits non-zero). A sentence file that is not
 UTF-8 is decoded with replacement characters, warned about by name and counted.
 
+Protocols (SPEC.md "Protocols"; every number is reported with its protocol): `nl_bb` (the first
+box and the sentence, the default), `bb` (the first box only: the sentence is replaced by ""), `nl`
+(the sentence only: frame 0's box is grounded by the tracker, `Tracker.init(frame, None, sentence)`,
+and tracking starts from it). Under `nl` line 0 of `<seq>.txt` is the grounded box; the toolkit's
+scoring still replaces frame 0 by the ground truth (pytracking's rule), so the grounding itself is
+scored apart: `grounding_accuracy` = the fraction of sequences whose grounded box has IoU > 0.5
+with the first ground-truth box (in metrics.json, with `grounding.json` per sequence).
+`mask_text=True` replaces every sentence by "" under any protocol (the "sentence masked" control:
+`nl` then grounds from no words at all). The protocol and the mask are part of the provenance.
+
 Per-frame times: frame 0 is the `init` time; a batched call's wall time (decode waits, crops and
 the device step) is shared equally by the frames it tracked, so the times add up to the run's
 wall time.
@@ -65,6 +75,8 @@ from satracker_jax.evaluation.decode import FrameError, decode_frame, decode_sca
 
 PROVENANCE_FILE = "provenance.json"
 SUMMARY_FILE = "eval_summary.json"
+GROUNDING_FILE = "grounding.json"
+PROTOCOLS = ("nl_bb", "bb", "nl")
 # Part of the config fingerprint: bump when the frame pipeline's pixels change (results re-track).
 PIPELINE_VERSION = 1
 FINGERPRINT_SAMPLES = 4096  # values hashed per variable leaf (evenly strided)
@@ -322,7 +334,7 @@ class _Slot:
 
 
 def _run_slots(trackers: list, work: list, pool, depth: int, reduced: bool, stats: _DecodeStats,
-               progress: _Progress, on_done, on_fail) -> None:
+               progress: _Progress, on_done, on_fail, protocol: str = "nl_bb") -> None:
   """Tracks `work` ([(sequence, sentence)]) through the slots of `trackers` (see the module doc).
 
   With several trackers (waves), each is submitted as soon as its previous call is collected, so
@@ -351,7 +363,9 @@ def _run_slots(trackers: list, work: list, pool, depth: int, reduced: bool, stat
       seq, sentence = queue.popleft()
       reader = _FrameReader(seq.frames, pool, depth, reduced, stats)
       box = np.asarray(seq.boxes[0], np.float64)
-      if np.isfinite(box).all() and box[2] > 0 and box[3] > 0:
+      if protocol == "nl":
+        reader.prefetch(lambda i: 1 if i == 0 else search_scale(box))
+      elif np.isfinite(box).all() and box[2] > 0 and box[3] > 0:
         reader.prefetch(hint(box, first_frame=True))
       upcoming.append((seq, sentence, reader))
 
@@ -366,8 +380,14 @@ def _run_slots(trackers: list, work: list, pool, depth: int, reduced: bool, stat
       try:
         if not seq.frames:
           raise ValueError(f"sequence {seq.name}: no frames to track (annotations only?)")
-        box = _init_box(seq)
-        tracker.init(slot, reader.get(0, template_scale(box)), box, sentence)
+        if protocol == "nl":
+          # Grounding sees the whole frame: decoded at full size (once per sequence).
+          frame = reader.get(0, 1)
+          box, _ = tracker.ground(slot, frame, sentence, allow_empty=True)
+          tracker.init(slot, frame, box, sentence)
+        else:
+          box = _init_box(seq)
+          tracker.init(slot, reader.get(0, template_scale(box)), box, sentence)
       except (FrameError, ValueError) as e:
         reader.close()
         on_fail(seq, str(e))
@@ -442,7 +462,8 @@ def track_sequences(config, variables, sequences, out_dir: str, parallel: int = 
                     workers: int = 0, devices=None, progress: bool = True, apply_fn=None,
                     tokenizer=None, reduced_decode: bool = True,
                     model_fingerprint: Optional[str] = None,
-                    model_info: Optional[dict] = None, waves: int = 0) -> TrackingSummary:
+                    model_info: Optional[dict] = None, waves: int = 0, protocol: str = "nl_bb",
+                    mask_text: bool = False) -> TrackingSummary:
   """Tracks the `sequences` whose results in `out_dir` are missing or stale; writes raw results
   and provenance. Never raises for one bad sequence: failures are in the returned summary.
 
@@ -453,7 +474,10 @@ def track_sequences(config, variables, sequences, out_dir: str, parallel: int = 
   `apply_fn` /
   `tokenizer` replace the model / tokenizer (tests, the host-only benchmark);
   `model_fingerprint`: what identifies the model (default: `fingerprint_variables(variables)`);
-  `model_info`: recorded beside it for people (e.g. the checkpoint path and step)."""
+  `model_info`: recorded beside it for people (e.g. the checkpoint path and step);
+  `protocol` / `mask_text`: see the module docstring."""
+  if protocol not in PROTOCOLS:
+    raise ValueError(f"protocol {protocol!r}: choose from {', '.join(PROTOCOLS)}")
   sequences = list(sequences)
   if not sequences:
     raise ValueError("no sequences to evaluate")
@@ -464,12 +488,16 @@ def track_sequences(config, variables, sequences, out_dir: str, parallel: int = 
 
   sentences = {}
   for s in sequences:
+    if protocol == "bb" or mask_text:
+      sentences[s.name] = ""
+      continue
     sentences[s.name], warning = sentence_for_eval(s)
     if warning:
       summary.bad_sentences[s.name] = warning
       print(f"WARNING: {warning}", file=sys.stderr)
   expected_common = {"model": model_fingerprint or fingerprint_variables(variables),
-                     "config": config_fingerprint(config, reduced_decode)}
+                     "config": config_fingerprint(config, reduced_decode),
+                     "protocol": protocol + ("+masked_text" if mask_text else "")}
   expected = {s.name: {**expected_common, "data": sequence_fingerprint(s, sentences[s.name])}
               for s in sequences}
   record = read_provenance(out_dir)
@@ -540,7 +568,8 @@ def track_sequences(config, variables, sequences, out_dir: str, parallel: int = 
     trackers[0].warmup()  # compile outside the timed frames (the waves share the executable)
     bar.start = start = time.perf_counter()
     cpu_start = time.process_time()
-    _run_slots(trackers, work, decode_pool, depth, reduced_decode, stats, bar, on_done, on_fail)
+    _run_slots(trackers, work, decode_pool, depth, reduced_decode, stats, bar, on_done, on_fail,
+               protocol=protocol)
     summary.seconds = time.perf_counter() - start
     summary.cpu_seconds = time.process_time() - cpu_start
   finally:
@@ -557,14 +586,32 @@ def track_sequences(config, variables, sequences, out_dir: str, parallel: int = 
   return summary
 
 
+def grounding_scores(sequences, out_dir: str) -> dict:
+  """Frame-0 grounding of an `nl` run: line 0 of each `<seq>.txt` against the first ground-truth
+  box (pytracking's IoU). {"accuracy": fraction with IoU > 0.5, "num_sequences", "sequences":
+  {name: {"box", "iou"}}}."""
+  from satracker_jax.evaluation import metrics as metrics_lib  # noqa: PLC0415
+  per = {}
+  for seq in sequences:
+    box = results_io.read_boxes(results_io.results_path(out_dir, seq.name))[0]
+    gt = np.asarray(seq.boxes[0], np.float64)
+    iou = float(metrics_lib.iou_overlap(box[None], gt[None])[0])
+    per[seq.name] = {"box": [float(v) for v in box], "iou": iou}
+  hits = [v["iou"] > 0.5 for v in per.values()]
+  return {"accuracy": float(np.mean(hits)) if hits else float("nan"), "num_sequences": len(per),
+          "sequences": per}
+
+
 def evaluate(config, variables, sequences, out_dir: str, parallel: int = 1, progress: bool = True,
              dataset: str | None = None, name: str = "satracker", apply_fn=None, tokenizer=None,
              write_report: bool = True, workers: int = 0, devices=None,
              reduced_decode: bool = True, model_fingerprint: Optional[str] = None,
-             model_info: Optional[dict] = None, waves: int = 0) -> dict:
+             model_info: Optional[dict] = None, waves: int = 0, protocol: str = "nl_bb",
+             mask_text: bool = False) -> dict:
   """Tracks what `track_sequences` finds missing or stale, then scores every sequence that has
   results. Returns `{name: {"auc", ...}}` (fractions), the schema of `<out_dir>/metrics.json`.
 
+  Every entry also holds `protocol` (and `mask_text`); under `nl`, `grounding_accuracy` too.
   Raises `EvaluationFailed` (after scoring the others and writing the summary) when a sequence
   could not be tracked; its `.metrics` holds the scores of the rest."""
   sequences = list(sequences)
@@ -575,14 +622,24 @@ def evaluate(config, variables, sequences, out_dir: str, parallel: int = 1, prog
                             workers=workers, devices=devices, progress=progress, apply_fn=apply_fn,
                             tokenizer=tokenizer, reduced_decode=reduced_decode,
                             model_fingerprint=model_fingerprint, model_info=model_info,
-                            waves=waves)
+                            waves=waves, protocol=protocol, mask_text=mask_text)
   _write_json(os.path.join(out_dir, SUMMARY_FILE), summary.to_json())
   scored = [s for s in sequences if s.name not in summary.failed]
   metrics = {}
   if scored:
     report = analyze_lib.evaluate(scored, {name: out_dir}, dataset)
+    tag = protocol + (", sentence masked" if mask_text else "")
+    for entry in report.metrics.values():
+      entry["protocol"], entry["mask_text"] = protocol, bool(mask_text)
+    if protocol == "nl":
+      grounded = grounding_scores(scored, out_dir)
+      _write_json(os.path.join(out_dir, GROUNDING_FILE), grounded)
+      report.metrics[name]["grounding_accuracy"] = grounded["accuracy"]
+      print(f"frame-0 grounding accuracy (IoU > 0.5): {grounded['accuracy']:.3f} over "
+            f"{grounded['num_sequences']} sequences ({tag})")
     if write_report:
-      analyze_lib.write_report(report, out_dir, title=dataset)
+      analyze_lib.write_report(report, out_dir, title=f"{dataset} ({tag})")
+    print(f"protocol: {tag}")
     print(analyze_lib.results_table(report))
     metrics = report.metrics
   if summary.bad_sentences:
