@@ -258,6 +258,22 @@ def build_tokenizer(text_cfg, max_len: int):
   raise ValueError(f"config.text.tokenizer={kind!r}: expected 'wordpiece' or 'sentencepiece'")
 
 
+def check_fits_model(tok, model_vocab_size: int) -> None:
+  """Refuses a tokenizer whose ids do not all index the model's word-embedding table.
+
+  Why at start-up: JAX gathers out of range without an error (`nn.Embed` returns NaN rows for
+  ids >= vocab_size), so a too-large vocabulary shows up steps later as a non-finite loss that
+  looks like a learning-rate problem.
+  """
+  if int(tok.vocab_size) > int(model_vocab_size):
+    source = getattr(tok, "vocab_file", None) or getattr(tok, "model_file", None) or type(tok).__name__
+    raise ValueError(
+        f"the tokenizer's vocabulary ({source}) has {tok.vocab_size} tokens but the model's text "
+        f"embedding has config.model.bert.vocab_size={model_vocab_size}: ids >= {model_vocab_size} "
+        f"would become NaN in the embedding. Set --config.model.bert.vocab_size={tok.vocab_size} "
+        f"(or larger), or use the vocabulary the model was built for.")
+
+
 # ---------------------------------------------------------------------------------------------
 # Vocabulary builders for synthetic data sets.
 

@@ -130,3 +130,20 @@ def test_sentencepiece_train_and_round_trip(tmp_path):
   assert list(ids[:2]) == [2, 3] and mask.sum() == 2
   ids, mask = tok.encode(" ".join(corpus[:5]))
   assert mask.all() and ids[-1] == tok.sep_id
+
+
+def test_check_fits_model_names_both_sizes(vocab_file):
+  import flax.linen as nn
+  import jax
+  import jax.numpy as jnp
+  tok = tk.WordPieceTokenizer(vocab_file, max_len=MAX_LEN)
+  tk.check_fits_model(tok, tok.vocab_size)  # exactly the table's size fits
+  tk.check_fits_model(tok, tok.vocab_size + 100)
+  small = tok.vocab_size - 1
+  with pytest.raises(ValueError, match=rf"vocab\.txt\) has {tok.vocab_size} tokens.*"
+                                        rf"config\.model\.bert\.vocab_size={small}"):
+    tk.check_fits_model(tok, small)
+  # Why the check exists: an id past the table is no error in JAX, it is a NaN embedding.
+  embed = nn.Embed(small, 4)
+  variables = embed.init(jax.random.PRNGKey(0), jnp.zeros((1,), jnp.int32))
+  assert bool(jnp.isnan(embed.apply(variables, jnp.array([small], jnp.int32))).all())

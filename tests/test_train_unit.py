@@ -84,8 +84,8 @@ def test_frozen_params_stay_bitwise_and_schedule_warms_up():
   assert not np.array_equal(p["fusion"]["kernel"], params["fusion"]["kernel"])
 
 
-def _standin_setup(config):
-  model = th.standin_model()
+def _standin_setup(config, model=None):
+  model = model or th.standin_model()
   config.model.template_size, config.model.search_size, config.model.max_text_len = 16, 32, 8
   abstract_vars = jax.eval_shape(lambda: model_io.init_variables(model, config.model,
                                                                   jax.random.PRNGKey(0)))
@@ -119,20 +119,52 @@ def test_nonfinite_step_is_skipped_inside_the_jitted_step():
   assert bool(state_lib.all_finite(state["params"]))
 
 
-def test_gradient_accumulation_matches_full_batch():
-  # Stand-in BatchNorm uses batch statistics, so compare on a model where micro-batching is exact:
-  # the gradient of a mean loss equals the mean of micro-batch gradients of equal size.
+def _one_step(config, accum, batch_norm):
+  """Params, gradients and metrics after one optimizer step on a fixed batch of 8."""
+  import optax
+  config.train.grad_accum_steps = accum
+  mesh, state, step = _standin_setup(config, th.standin_model(batch_norm=batch_norm))
+  init = jax.device_get(state["params"])
+  batch = state_lib.device_batch(next(th.standin_dataset(0)(0, 0, 1, 8)), mesh)
+  state, m = step(state, batch)
+  # Adam's first moment after one update is (1 - b1) * g: the gradient the step applied.
+  grads = jax.tree.map(lambda mu: mu / (1 - config.optim.b1),
+                       optax.tree_utils.tree_get(state["opt_state"], "mu"))
+  return init, jax.device_get(state["params"]), jax.device_get(grads), jax.device_get(state["batch_stats"]), m
+
+
+def _accum_config():
   config = config_utils.load_config("configs/tiny.py")
   config.train.batch_size = 8
-  config.optim.clip_norm = 0.0
-  results = []
-  for accum in (1, 2):
-    config.train.grad_accum_steps = accum
-    mesh, state, step = _standin_setup(config)
-    batch = state_lib.device_batch(next(th.standin_dataset(0)(0, 0, 1, 8)), mesh)
-    _, m = step(state, batch)
-    results.append(m)
-  assert float(results[0]["loss"]) == pytest.approx(float(results[1]["loss"]), rel=0.05)
+  config.optim.update(clip_norm=0.0, warmup_steps=0)  # no clipping; lr > 0 at the first step
+  return config
+
+
+def test_gradient_accumulation_equals_full_batch_when_samples_are_independent():
+  # With BatchNorm on running statistics each sample's loss depends on that sample only, so the
+  # mean of k equal micro-batch gradients is the full-batch gradient: only summation order differs.
+  config = _accum_config()
+  init, p1, g1, _, m1 = _one_step(config, 1, "running")
+  for k in (2, 4):
+    _, pk, gk, _, mk = _one_step(config, k, "running")
+    assert float(mk["loss"]) == pytest.approx(float(m1["loss"]), rel=1e-6)
+    assert float(mk["grad_norm"]) == pytest.approx(float(m1["grad_norm"]), rel=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), gk, g1)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=0, atol=1e-6), pk, p1)
+  moved = max(float(np.abs(a - b).max()) for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(init)))
+  assert moved > 1e-4  # the step did update the parameters being compared
+
+
+def test_gradient_accumulation_differs_where_samples_share_a_batch():
+  # What differs otherwise (README "Training"): BatchNorm in training normalises each micro-batch
+  # with its own statistics, and its running averages are updated once per micro-batch. (The real
+  # model has a second in-batch coupling: the DM loss's patch->text negatives are the other
+  # sentences of the micro-batch, not of the global batch.)
+  config = _accum_config()
+  _, _, g1, bs1, _ = _one_step(config, 1, "batch")
+  _, _, g2, bs2, _ = _one_step(config, 2, "batch")
+  assert not np.allclose(g1["vit_patch"]["kernel"], g2["vit_patch"]["kernel"], rtol=1e-3)
+  assert not np.allclose(bs1["head_bn"]["mean"], bs2["head_bn"]["mean"], rtol=1e-3)
 
 
 def test_config_json_round_trip_restores_tuples():
@@ -168,3 +200,35 @@ def test_training_stops_after_max_consecutive_nonfinite_steps(tmp_path):
   # Steps 2 and 4 were saved (step 4's state is step 2's: the poisoned updates were skipped).
   assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2", "4"]
   assert len(th.metrics(tmp_path)) == 4  # logged up to step 4; step 5 raised before logging
+
+
+def test_a_checkpoint_is_refused_when_batch_stats_are_not_finite(tmp_path):
+  # The loss and gradients stay finite, so the step keeps the update; only batch_stats turn +inf
+  # (at the third training call). The check before saving must see them.
+  from satracker_jax.train import loop
+  config = config_utils.load_config("configs/tiny.py")
+  config.model.template_size, config.model.search_size, config.model.max_text_len = 16, 32, 8
+  config.train.update(batch_size=4, total_steps=6, checkpoint_every=2, log_every=1, tensorboard=False)
+  with pytest.raises(FloatingPointError, match="step 4: train state holds NaN/Inf; checkpoint NOT written"):
+    loop.train(config, str(tmp_path), model=th.standin_model(poison_batch_stats_at=3),
+               loss_fn=th.standin_loss, dataset_fn=th.standin_dataset(0))
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2"]
+
+
+def test_training_refuses_a_vocabulary_larger_than_the_embedding(tmp_path):
+  from satracker_jax import tokenizer as tk
+  from satracker_jax.train import loop
+  vocab = str(tmp_path / "vocab.txt")
+  n = tk.write_wordpiece_vocab(["the", "red", "circle"], vocab)
+  config = config_utils.load_config("configs/tiny.py")
+  config.model.template_size, config.model.search_size, config.model.max_text_len = 16, 32, 8
+  config.train.update(batch_size=4, total_steps=2, tensorboard=False)
+  config.text.vocab_file = vocab
+  config.model.bert.vocab_size = n - 1
+  with pytest.raises(ValueError, match=rf"has {n} tokens.*config\.model\.bert\.vocab_size={n - 1}"):
+    loop.train(config, str(tmp_path / "run"), model=th.standin_model(), loss_fn=th.standin_loss,
+               dataset_fn=th.standin_dataset(0))
+  assert not os.path.exists(tmp_path / "run" / "checkpoints")  # refused before anything was written
+  config.model.bert.vocab_size = n  # the same vocabulary fits an embedding of its size
+  loop.train(config, str(tmp_path / "run"), model=th.standin_model(), loss_fn=th.standin_loss,
+             dataset_fn=th.standin_dataset(0))

@@ -19,7 +19,11 @@ if REPO not in sys.path:
 WORKER = os.path.join(REPO, "tests", "train_worker.py")
 
 
-def standin_model():
+def standin_model(batch_norm: str = "batch", poison_batch_stats_at: int = 0):
+  """`batch_norm`: "batch" normalises with the batch's statistics in training (as the real head
+  does), "running" always with the running averages (then every sample's output and gradient is
+  independent of the other samples of its batch). `poison_batch_stats_at` > 0: a batch_stats
+  counter that turns to +inf on that training call, while the loss stays finite (test hook)."""
   import flax.linen as nn
   import jax.numpy as jnp
 
@@ -29,7 +33,13 @@ def standin_model():
     @nn.compact
     def __call__(self, template, template_box, search, text_ids, text_mask, train=False):
       x = nn.Conv(16, (8, 8), strides=(8, 8), name="vit_patch")(search.astype(jnp.float32) / 255.0)
-      x = nn.BatchNorm(use_running_average=not train, name="head_bn")(x)
+      running = batch_norm == "running" or not train
+      x = nn.BatchNorm(use_running_average=running, name="head_bn")(x)
+      if poison_batch_stats_at:
+        calls = self.variable("batch_stats", "train_calls", lambda: jnp.zeros((), jnp.float32))
+        if train and not self.is_initializing():
+          n = calls.value + 1
+          calls.value = jnp.where(n >= poison_batch_stats_at, jnp.inf, n)
       x = nn.relu(x).mean(axis=(1, 2))
       t = nn.Embed(64, 16, name="bert_embed")(text_ids % 64) * text_mask[..., None]
       h = jnp.concatenate([x, t.mean(1), template_box], -1)
@@ -113,6 +123,32 @@ def metrics(workdir) -> list[dict]:
     return [json.loads(line) for line in f]
 
 
+def final_state(workdir, part: str = "") -> dict:
+  """The worker's final train state, flat by path; `part` ("params", ...) keeps one entry."""
+  with np.load(os.path.join(workdir, "final_state.npz")) as z:
+    flat = {k: z[k] for k in z.files}
+  if part:
+    flat = {k[len(part) + 1:]: v for k, v in flat.items() if k.startswith(part + "/")}
+  return flat
+
+
 def final_params(workdir) -> dict:
-  with np.load(os.path.join(workdir, "final_params.npz")) as z:
-    return {k: z[k] for k in z.files}
+  return final_state(workdir, "params")
+
+
+def checkpoint_state(workdir, step: int, part: str = "") -> dict:
+  """An Orbax checkpoint's state item read back as numpy on the host, flat like `final_state`."""
+  import jax
+  import orbax.checkpoint as ocp
+  path = os.path.join(str(workdir), "checkpoints", str(step), "state")
+  with ocp.PyTreeCheckpointer() as c:
+    meta = c.metadata(path).item_metadata
+    tree = meta.tree if hasattr(meta, "tree") else meta
+    restored = c.restore(path, restore_args=jax.tree.map(
+        lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree))
+  flat = {}
+  for keys, value in jax.tree_util.tree_flatten_with_path(restored)[0]:
+    flat["/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in keys)] = np.asarray(value)
+  if part:
+    flat = {k[len(part) + 1:]: v for k, v in flat.items() if k.startswith(part + "/")}
+  return flat

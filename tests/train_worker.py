@@ -3,7 +3,8 @@
 argv: --workdir DIR --overrides '["train.total_steps=60", ...]' --extra '{...}'
 extra: mode ("standin" | "real"), fields to add to config.train (test hooks such as
 debug_nan_steps that base.py may not declare), and multi-process coordinates.
-Prints `RESULT {json}` last and saves the final params to WORKDIR/final_params.npz (process 0).
+Prints `RESULT {json}` last and saves the final state to WORKDIR/final_state.npz (process 0): one
+array per leaf, keyed by its path ("params/patch_embed/kernel", "opt_state/...").
 """
 import argparse
 import json
@@ -11,6 +12,19 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _path_key(path) -> str:
+  import jax
+  parts = []
+  for entry in path:
+    if isinstance(entry, jax.tree_util.DictKey):
+      parts.append(str(entry.key))
+    elif isinstance(entry, jax.tree_util.GetAttrKey):
+      parts.append(entry.name)
+    else:
+      parts.append(str(getattr(entry, "idx", entry)))
+  return "/".join(parts)
 
 
 def main():
@@ -27,7 +41,6 @@ def main():
     jax.distributed.initialize(coordinator_address=extra["coordinator"],
                                num_processes=extra["num_processes"], process_id=extra["process_id"])
   import numpy as np
-  from flax import traverse_util
   from satracker_jax import config_utils
   from satracker_jax.train import loop
   import train_helpers as th
@@ -52,10 +65,10 @@ def main():
   state = summary.pop("state", None)
   if state is not None:
     from jax.experimental import multihost_utils
-    params = multihost_utils.process_allgather(state["params"], tiled=True)
-    flat = {"/".join(k): np.asarray(v) for k, v in traverse_util.flatten_dict(params).items()}
+    state = multihost_utils.process_allgather(state, tiled=True)
+    flat = {_path_key(path): np.asarray(v) for path, v in jax.tree_util.tree_flatten_with_path(state)[0]}
     if jax.process_index() == 0:
-      np.savez(os.path.join(a.workdir, "final_params.npz"), **flat)
+      np.savez(os.path.join(a.workdir, "final_state.npz"), **flat)
   if "step" in summary:
     # A plain listing: a CheckpointManager here would start cross-process barriers on one process.
     root = os.path.join(a.workdir, "checkpoints")

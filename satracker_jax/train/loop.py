@@ -3,7 +3,11 @@
 Determinism contract: sample k of the stream is a function of (seed, k) (the sampler's job), the
 step's randomness is fold_in(key, step), and a checkpoint carries the next global sample index.
 So a run killed at any point and restarted ends bitwise equal to an uninterrupted one (same
-device count and platform).
+device count and platform). Measured on CPU (tests/test_train_runs.py). On GPU, XLA's default
+kernels are not run-to-run deterministic (atomic scatter-adds and reductions in the backward pass,
+autotuned convolution algorithms), so a resumed GPU run drifts from an uninterrupted one by float
+rounding that grows with the steps; `XLA_FLAGS=--xla_gpu_deterministic_ops=true` asks XLA for
+deterministic kernels at a cost we have not measured (no GPU was available; launch/README.md).
 """
 from __future__ import annotations
 
@@ -89,21 +93,61 @@ def default_dataset_fn(config, workdir: str) -> Callable[..., Iterator[dict]]:
 
 
 def _maybe_generate_synthetic(config, workdir: str) -> None:
-  """A synthetic data set with an empty root is generated into WORKDIR/synthetic (once)."""
+  """A synthetic data set with an empty root is generated into WORKDIR/synthetic, once per
+  generation fingerprint (`data_pipelines.synthetic_store`: another seed, count or size
+  generates again instead of silently reusing the old videos)."""
   datasets = config.data.get("datasets", {})
   if "synthetic" not in datasets or datasets["synthetic"].get("root", ""):
     return
   root = os.path.join(os.path.abspath(workdir), "synthetic")
   config.data.datasets.synthetic.root = root  # our private copy (prepare_config)
-  done = os.path.join(root, ".complete")
-  if jax.process_index() == 0 and not os.path.exists(done):
-    from data_pipelines import synthetic  # noqa: PLC0415
-    mw.print_line(f"generating synthetic data into {root}")
-    synthetic.generate_from_config(config, root)
-    open(done, "w").close()
+  if jax.process_index() == 0:
+    from data_pipelines import synthetic_store  # noqa: PLC0415
+    _, generated = synthetic_store.ensure_generated(config, root)
+    if generated:
+      mw.print_line(f"generated synthetic data into {root}")
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils  # noqa: PLC0415
     multihost_utils.sync_global_devices("synthetic data generated")
+
+
+def check_tokenizer_fits_model(config) -> None:
+  """Fails at start-up when the configured tokenizer can emit ids past `model.bert.vocab_size`
+  (they would turn into NaN embeddings, and training would stop later blaming the lr).
+
+  Skipped when the config names no vocabulary: then the data pipeline, not a tokenizer, makes the
+  ids (stand-in data in tests) or fails itself asking for one.
+  """
+  from satracker_jax import tokenizer as tokenizer_lib  # noqa: PLC0415
+  text = config.get("text")
+  if text is None:
+    return
+  source = text.get("spm_model", "") if text.get("tokenizer") == "sentencepiece" else text.get("vocab_file", "")
+  if not source or "{" in source:  # unset, or a placeholder no data set has resolved
+    return
+  tok = tokenizer_lib.build_tokenizer(text, max_len=config.model.max_text_len)
+  tokenizer_lib.check_fits_model(tok, config.model.bert.vocab_size)
+
+
+def preemption_sync_active() -> bool:
+  """Whether JAX's preemption sync manager runs (multi-process: all hosts agree on the step at
+  which to save after a SIGTERM). It exists only after `jax.distributed.initialize()` with
+  `jax_enable_preemption_service` on (the default); JAX has no public getter for it."""
+  try:
+    from jax._src import distributed  # noqa: PLC0415
+    return distributed.global_state.preemption_sync_manager is not None
+  except (ImportError, AttributeError):  # pragma: no cover - a JAX without this internal
+    return jax.process_count() > 1 and bool(jax.config.jax_enable_preemption_service)
+
+
+def _preemption_line() -> str:
+  if jax.process_count() == 1:
+    return "preemption: SIGTERM handler (single process: finish the step, save, exit 0)"
+  if preemption_sync_active():
+    return (f"preemption sync: active ({jax.process_count()} processes save at one agreed step "
+            "after a SIGTERM)")
+  return (f"preemption sync: INACTIVE ({jax.process_count()} processes, JAX's preemption service "
+          "is off): a SIGTERM ends the run without a save; the last periodic checkpoint is kept")
 
 
 def _init_from_pretrained(model, config) -> dict:
@@ -159,11 +203,13 @@ def train(config, workdir: str, *, model=None, loss_fn: Optional[Callable] = Non
   say(f"mesh {dict(mesh.shape)} over {n_dev} devices ({jax.devices()[0].platform}), "
       f"{jax.process_count()} process(es); global batch {global_bs}, local {local_bs}; "
       f"{state_lib.param_count(abstract['params']) / 1e6:.2f}M params")
+  say(_preemption_line())
   if is_main:
     say("lr multipliers:\n" + optim_lib.describe_multipliers(abstract_vars["params"], config.optim))
 
   # Before the Checkpointer: a generated synthetic root is then part of the saved config.
   dataset_fn = dataset_fn if dataset_fn is not None else default_dataset_fn(config, workdir)
+  check_tokenizer_fits_model(config)
   ckpt = ckpt_lib.Checkpointer(workdir, config)
   latest = ckpt.latest_step()
   loss_ema, replaced_total = float("nan"), 0
@@ -222,7 +268,8 @@ def train(config, workdir: str, *, model=None, loss_fn: Optional[Callable] = Non
       say(mw.console_line(step_done, total, scalars))
 
   def save(step_done):
-    finite = bool(jax.device_get(state_lib.all_finite((state["params"], state["opt_state"]))))
+    finite = bool(jax.device_get(state_lib.all_finite(
+        (state["params"], state["batch_stats"], state["opt_state"]))))
     ckpt.save(step_done, state, {"next_sample_index": step_done * global_bs, "step": step_done,
                                  "loss_ema": loss_ema, "replaced_total": replaced_total},
               loss_ema, finite)
