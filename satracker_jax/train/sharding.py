@@ -24,8 +24,10 @@ def maybe_initialize_distributed(coordinator: str = "", num_processes: int = 0,
                                  process_id: int = -1, local_device_ids: str = "") -> bool:
   """Starts JAX's multi-controller runtime when flags or the environment ask for it.
 
-  Explicit flags win; otherwise `JAX_COORDINATOR_ADDRESS`, a SLURM job step with several tasks, or a
-  multi-worker TPU VM let `jax.distributed.initialize()` detect the cluster itself. Must run before
+  Explicit flags win; otherwise `SATRACKER_DISTRIBUTED=1` (set by every launch/ script: the job
+  spans several processes, whatever the platform), `JAX_COORDINATOR_ADDRESS`, a SLURM job step with
+  several tasks, or a multi-worker TPU VM let `jax.distributed.initialize()` detect the cluster
+  itself (JAX's own detection: Cloud TPU metadata server, SLURM, Open MPI, GKE). Must run before
   anything touches a device. Returns True when initialised.
 
   `local_device_ids` ("0,1,2,3"): the accelerators this process drives. Under SLURM, JAX otherwise
@@ -39,7 +41,8 @@ def maybe_initialize_distributed(coordinator: str = "", num_processes: int = 0,
     return True
   env = os.environ
   auto = (
-      "JAX_COORDINATOR_ADDRESS" in env
+      env.get("SATRACKER_DISTRIBUTED", "") == "1"
+      or "JAX_COORDINATOR_ADDRESS" in env
       or int(env.get("SLURM_NTASKS", env.get("SLURM_STEP_NUM_TASKS", "1")) or 1) > 1
       or "," in env.get("TPU_WORKER_HOSTNAMES", "")  # set on every worker of a multi-host TPU slice
   )
