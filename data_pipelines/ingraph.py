@@ -1,18 +1,21 @@
 """Pixel work of a training sample as TensorFlow ops: decode a window, crop, augment. No Python.
 
-`render_crop` is the graph twin of `satracker_jax.boxes.crop_image` for one frame, given the plan
-`crop_window.plan_crop` made in Python:
+The graph twin of `satracker_jax.boxes.crop_image` for one frame, given the plan
+`crop_window.plan_crop` made in Python, in two halves (sampler.py runs them in different stages):
+  `decode_window` (can fail on bad data)
   1. `tf.io.read_file`, then JPEG: `tf.io.decode_and_crop_jpeg` of the window only, at DCT scale
      1/ratio (`dct_method="INTEGER_ACCURATE"`: libjpeg's islow IDCT, the one Pillow uses, so
      ratio-1 pixels equal Pillow's full decode); other formats (PNG, GIF, BMP, WebP): the slower
      fallback `tf.io.decode_image` of the whole frame, then the window is sliced out.
-  2. padding colour: mean of every 4th decoded pixel each way (integer sums: exact, so the same
-     bytes on any thread count), rounded.
-  3. `ScaleAndTranslate` (triangle kernel, antialias) of the window onto the visible rectangle,
-     padded to out_size;
-  4. the sample's grayscale, horizontal flip and brightness factor, on the float crop, rounded
+  `crop_from_region` (cannot fail)
+  2. the triangle-filter resampling of the window onto the visible rectangle (two one-axis
+     `ScaleAndTranslate` passes);
+  3. the sample's grayscale, horizontal flip and brightness factor on the float values, rounded
      once (with factor 1 and no grayscale the result is round(crop), the tracker's crop up to
-     `crop_window`'s stated differences).
+     `crop_window`'s stated differences);
+  4. padding to out_size, only for crops that reach past the frame, with the mean of every 4th
+     decoded pixel each way (integer sums: exact, the same bytes on any thread count).
+`render_crop` chains both (tests, tools).
 
 Decoders raise on corrupt data; the sampler catches that per attempt (`Dataset.ignore_errors`) and
 moves to the next attempt, see sampler.py.
@@ -24,6 +27,11 @@ import tensorflow as tf
 from data_pipelines import crop_window
 
 _GRAY = (0.299, 0.587, 0.114)
+
+
+def decode_window(path, decoder, window, frame_hw):
+  """uint8 [h, w, 3]: the decoded window of the frame at `path` (raises if it does not decode)."""
+  return _decode_window(tf.io.read_file(path), decoder, window, frame_hw)
 
 
 def _decode_window(data, decoder, window, frame_hw):
@@ -116,5 +124,5 @@ def crop_from_region(region, place, affine, out_size: int, grayscale=False, flip
 def render_crop(path, decoder, window, place, affine, frame_hw, out_size: int, grayscale=False,
                 flip=False, brightness=1.0):
   """uint8 crop of the frame at `path` (see the module docstring)."""
-  region = _decode_window(tf.io.read_file(path), decoder, window, frame_hw)
+  region = decode_window(path, decoder, window, frame_hw)
   return crop_from_region(region, place, affine, out_size, grayscale, flip, brightness)

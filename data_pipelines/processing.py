@@ -54,6 +54,7 @@ from satracker_jax import boxes as box_lib
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 64
+PLAN_BAD, PLAN_OK, PLAN_EXHAUSTED = 0, 1, 2  # `plan(k, a)["ok"]`
 DCT_OVERSAMPLE = 2.0  # default `data.jpeg_dct_oversample`, see crop_window.py
 # Replacement reasons (bit flags, first failed attempt's reason is what stats count).
 REASON_SENTENCE = 1
@@ -237,12 +238,15 @@ class SampleMaker:
       return None, failure.reason, str(failure)
 
   def plan(self, k: int, attempt: int) -> dict:
-    """Attempt `attempt` of sample k: {"ok": 1, ...plan_signature() fields} or {"ok": 0}.
+    """Attempt `attempt` of sample k: {"ok": PLAN_OK, ...plan_signature() fields}, {"ok": PLAN_BAD},
+    or, for attempt MAX_ATTEMPTS, {"ok": PLAN_EXHAUSTED} (every attempt failed).
 
     The graph asks for attempt a + 1 only after attempt a failed, in Python (ok 0) or while
     decoding; so for a > 0, attempt 0's outcome fixes the replacement reason.
     """
     k, attempt = int(k), int(attempt)
+    if attempt >= MAX_ATTEMPTS:
+      return {"ok": PLAN_EXHAUSTED, "sample_index": k}
     out, reason, detail = self._check(k, attempt)
     if attempt == 0:
       first_reason = reason
@@ -256,8 +260,8 @@ class SampleMaker:
           frames = sorted({first["template_path"].decode(), first["search_path"].decode()})
           self._warn(k, f"{' or '.join(frames)}: cannot decode frame")
     if out is None:
-      return {"ok": 0}
-    out.update(ok=1, attempt=attempt, replace_reason=first_reason, sample_index=k)
+      return {"ok": PLAN_BAD}
+    out.update(ok=PLAN_OK, attempt=attempt, replace_reason=first_reason, sample_index=k)
     return out
 
   def plan_tuple(self, k, attempt) -> tuple:
@@ -269,8 +273,9 @@ class SampleMaker:
       with self._lock:
         if self.error is None:
           self.error = traceback.format_exc()
-      out = {"ok": 0}
-    return tuple(np.asarray(out[key], dtype) if key in out else np.zeros(shape, dtype)
+      out = {"ok": PLAN_BAD}
+    return tuple(np.asarray(out[key] if key in out else (b"" if dtype is object else 0), dtype)
+                 if not shape else np.asarray(out[key], dtype) if key in out else np.zeros(shape, dtype)
                  for key, (dtype, shape) in signature.items())
 
   def _warn(self, k: int, detail: str) -> None:

@@ -10,24 +10,34 @@ contiguous block of batch_size of them. Processes are therefore disjoint, the gl
 not depend on the process count, and `start_index` (saved with each checkpoint) resumes exactly.
 
 Design (why it is fast): the pixel work runs as TensorFlow ops, outside the GIL, on tf.data's
-threads; Python only plans. Per sample k:
-  attempts  = range(MAX_ATTEMPTS)
-                .map(plan)        # tf.numpy_function: processing.SampleMaker.plan(k, a): draws,
-                                  # frame headers, crop windows; ok=0 when Python sees bad data
-                .filter(ok)
-                .map(render)      # ingraph.py: read_file, decode only the crop's window (JPEG:
-                                  # decode_and_crop_jpeg, DCT-scaled when the crop shrinks >= 2x;
-                                  # PNG & co: decode_image), resize, pad, augment
-                .ignore_errors()  # a frame that fails to decode drops that attempt only
-  sample k  = (attempts ++ [exhausted marker]).take(1)
-and the samples are produced by a parallel `interleave` with `deterministic=True`, which keeps
-the order of k whatever the thread count and timing. Lazy `take(1)` means attempt a + 1 is planned
-only when attempt a failed, so a replacement costs nothing on good data; the exhausted marker (64
-bad draws in a row) makes the iterator raise instead of silently shifting the stream. Why not
-check frames in Python and keep a flat `map`: only a full decode proves a JPEG decodable, and that
-is the work we moved out of Python; an error inside one map element would fail the whole batch.
-The graph ops are deterministic (integer mean, fixed-tap resampling), so the bytes do not depend
-on the number of threads either.
+threads; Python only plans (~0.2 ms per sample). Per sample k:
+
+  attempts(k) = range(MAX_ATTEMPTS + 1)
+                  .map(a -> plan(k, a)    # tf.numpy_function: processing.SampleMaker.plan:
+                                          # draws, frame headers, crop windows; a bad draw
+                                          # (ok 0) fails an assert
+                           then decode)   # ingraph.decode_window: read_file, decode only the
+                                          # crop's window (JPEG: decode_and_crop_jpeg, DCT-scaled
+                                          # when the crop shrinks enough; PNG & co: decode_image);
+                                          # raises when a frame does not decode
+                  .ignore_errors()        # drops failed attempts
+                  .take(1)
+  stream = counter.map(global index k).interleave(attempts, deterministic=True)
+                  .map(finish)            # ingraph.crop_from_region: resample, pad, augment
+                  .batch(B).prefetch(...)
+
+Why this shape. Only a decoder proves a JPEG decodable, and a failing op fails its whole map
+element, so each sample's attempts form a small dataset of their own whose failures
+`ignore_errors` drops. Lazy `take(1)` plans attempt a + 1 only after attempt a failed, so good
+data pays nothing for replacements. Attempt MAX_ATTEMPTS is a marker (ok = PLAN_EXHAUSTED,
+decoded as 1x1 zeros) that makes the iterator raise instead of silently shifting the stream.
+tf.data prepares a per-sample dataset's map function anew for each sample, at a cost that grows
+with the function, so the attempts stop at the decoded windows; resampling, padding and
+augmentation, which cannot fail on a decoded window, run in one flat parallel map after it.
+Parallel interleave and map with `deterministic=True` keep the order of k whatever the thread
+count and timing, and the graph ops are deterministic (integer mean colour, fixed-tap
+resampling), so the bytes do not depend on the number of threads either. Each op runs on one
+thread (`max_intra_op_parallelism = 1`): parallelism comes from samples in flight.
 
 Bad data is replaced, never fatal (see processing.py); `stats()` counts replaced samples by
 reason over the batches handed out so far.
@@ -35,7 +45,6 @@ reason over the batches handed out so far.
 from __future__ import annotations
 
 import atexit
-import functools
 import logging
 import weakref
 from typing import Optional
@@ -54,6 +63,9 @@ BATCH_KEYS = ("template", "template_box", "search", "search_box", "text_ids", "t
 _PASSED = ("template_box", "search_box", "text_ids", "text_mask", "sample_index",
            "replace_reason", "debug_sequence", "debug_frames", "debug_template_crop",
            "debug_search_crop", "debug_flip", "debug_dct_ratio")
+# Plan fields the crops need after decoding.
+_FINISH = ("template_place", "template_affine", "search_place", "search_affine", "grayscale",
+           "flip", "brightness", "attempt")
 _EXHAUSTED = -1  # replace_reason of the marker that ends a sample with no good attempt
 
 
@@ -154,34 +166,37 @@ class SampleIterator:
             "next_index": self.next_index}
 
 
-def _render(plan: dict, template_size: int, search_size: int) -> dict:
-  """The graph half of a sample: both crops from their plans, then the photometric draws."""
-  out = {key: plan[key] for key in _PASSED}
-  for name, size, i in (("template", template_size, 0), ("search", search_size, 1)):
-    out[name] = ingraph.render_crop(
-        plan[f"{name}_path"], plan[f"{name}_decoder"], plan[f"{name}_window"], plan[f"{name}_place"],
-        plan[f"{name}_affine"], plan[f"{name}_hw"], size, grayscale=plan["grayscale"] > 0,
-        flip=plan["flip"] > 0, brightness=plan["brightness"][i])
-  out["replaced"] = tf.cast(plan["attempt"] > 0, tf.int32)
+_CROPS = (("template", 0), ("search", 1))
+
+
+def _decode(plan: dict) -> dict:
+  """The part of a sample that can fail on bad data: read and decode both windows."""
+  out = {key: plan[key] for key in _PASSED + _FINISH}
+  for name, _ in _CROPS:
+    out[f"{name}_region"] = ingraph.decode_window(
+        plan[f"{name}_path"], plan[f"{name}_decoder"], plan[f"{name}_window"], plan[f"{name}_hw"])
   return out
 
 
-@functools.lru_cache(maxsize=None)
-def _render_function(template_size: int, search_size: int, spec: tuple):
-  """`_render` as a tf.function traced once per process and shape: every later pipeline (resume,
-  tests, benchmarks) reuses the trace instead of rebuilding ~20 branch functions."""
-  signature = {key: tf.TensorSpec(shape, dtype) for key, dtype, shape in spec}
-  return tf.function(lambda plan: _render(plan, template_size, search_size),
-                     input_signature=[signature], autograph=False)
+def _finish(decoded: dict, template_size: int, search_size: int) -> dict:
+  """The rest, which cannot fail: resample, pad and augment both crops."""
+  out = {key: decoded[key] for key in _PASSED}
+  for (name, i), size in zip(_CROPS, (template_size, search_size)):
+    out[name] = ingraph.crop_from_region(
+        decoded[f"{name}_region"], decoded[f"{name}_place"], decoded[f"{name}_affine"], size,
+        grayscale=decoded["grayscale"] > 0, flip=decoded["flip"] > 0,
+        brightness=decoded["brightness"][i])
+  out["replaced"] = tf.cast(decoded["attempt"] > 0, tf.int32)
+  return out
 
 
-def _exhausted(k, template_size: int, search_size: int, signature: dict) -> dict:
-  """Same structure as `_render`'s output; replace_reason = _EXHAUSTED makes the iterator raise."""
-  out = {key: tf.zeros(signature[key][1], tf.as_dtype(signature[key][0])) for key in _PASSED}
-  out.update(template=tf.zeros([template_size, template_size, 3], tf.uint8),
-             search=tf.zeros([search_size, search_size, 3], tf.uint8),
-             replaced=tf.constant(1, tf.int32), sample_index=k,
-             replace_reason=tf.constant(_EXHAUSTED, tf.int32))
+def _exhausted(k, signature: dict) -> dict:
+  """Same structure as `_decode`'s output; replace_reason = _EXHAUSTED makes the iterator raise."""
+  out = {key: tf.zeros(signature[key][1], tf.as_dtype(signature[key][0]))
+         for key in _PASSED + _FINISH}
+  for name, _ in _CROPS:
+    out[f"{name}_region"] = tf.zeros([1, 1, 3], tf.uint8)
+  out.update(sample_index=k, replace_reason=tf.constant(_EXHAUSTED, tf.int32))
   return out
 
 
@@ -222,33 +237,40 @@ def make_dataset(config, start_index: int = 0, process_index: int = 0, process_c
     values = tf.numpy_function(maker.plan_tuple, [k, attempt], dtypes, stateful=False)
     return {key: tf.ensure_shape(v, signature[key][1]) for key, v in zip(keys, values)}
 
-  render = _render_function(ht, hs, tuple((key, dtype, shape) for key, dtype, shape in zip(
-      keys, dtypes, (shape for _, shape in signature.values()))))
-
   @tf.autograph.experimental.do_not_convert
-  def ok(p):
-    return p["ok"] > 0
+  def attempt(k, a):
+    p = plan(k, a)
+    # A bad draw (ok 0) fails here, a frame that does not decode fails in `_decode`: either way
+    # ignore_errors drops this attempt and the next one runs.
+    check = tf.debugging.assert_positive(p["ok"], message="bad data")
+    with tf.control_dependencies([check]):
+      return tf.cond(tf.equal(p["ok"], processing.PLAN_EXHAUSTED),
+                     lambda: _exhausted(k, signature), lambda: _decode(p))
 
   @tf.autograph.experimental.do_not_convert
   def sample(k):
-    attempts = tf.data.Dataset.range(processing.MAX_ATTEMPTS).map(lambda a: plan(k, a))
-    attempts = attempts.filter(ok).map(render)
-    attempts = attempts.ignore_errors()
-    marker = tf.data.Dataset.from_tensors(_exhausted(k, ht, hs, signature))
-    return attempts.concatenate(marker).take(1)
+    attempts = tf.data.Dataset.range(processing.MAX_ATTEMPTS + 1).map(lambda a: attempt(k, a))
+    return attempts.ignore_errors().take(1)
+
+  @tf.autograph.experimental.do_not_convert
+  def finish(decoded):
+    return _finish(decoded, ht, hs)
 
   parallel = int(config.data.get("num_parallel_calls", -1))
   parallel = tf.data.AUTOTUNE if parallel < 0 else parallel
   ds = tf.data.Dataset.counter(0, dtype=tf.int64).map(global_index)
   ds = ds.interleave(sample, cycle_length=parallel, block_length=1, num_parallel_calls=parallel,
                      deterministic=True)
+  ds = ds.map(finish, num_parallel_calls=parallel, deterministic=True)
   ds = ds.batch(batch_size, drop_remainder=True)
   ds = ds.prefetch(int(config.data.get("prefetch", 2)))
   options = tf.data.Options()
   options.deterministic = True
+  # Parallelism comes from samples in flight; an op splitting itself over the busy cores only
+  # adds hand-offs.
+  options.threading.max_intra_op_parallelism = 1
   threads = int(config.data.get("threads", 0))
   if threads > 0:  # a private pool of that many threads (bench data's scaling rows)
     options.threading.private_threadpool_size = threads
-    options.threading.max_intra_op_parallelism = 1
   ds = ds.with_options(options)
   return SampleIterator(ds, start_index, global_batch, debug, maker)
