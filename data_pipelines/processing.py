@@ -21,6 +21,14 @@ Recipe for global sample index k (attempt a = 0, 1, ...; randomness of attempt a
      the sentence are swapped with it, using a second pre-tokenised copy), then a brightness
      factor U(1 - b, 1 + b) per crop (template and search separately, as OSTrack's per-side
      `ToTensorAndJitter`).
+  6. the protocol (`data.protocols`, probabilities of nl_bb / bb / nl; default nl_bb only), drawn
+     from a child generator so steps 1-5 are the same draws whatever the mix:
+       nl_bb  the sample above;
+       bb     the same crops, the sentence dropped ([CLS][SEP], what the tracker sends for "");
+       nl     a grounding sample (`satracker_jax.grounding`, as the tracker grounds frame 0): the
+              search frame whole (square, centred, mean-padded crop; no jitter), a blank template
+              (`template_blank`: the graph writes BLANK_COLOUR, reads no file) with an empty
+              template box, and the sentence. A flip mirrors the search box only.
 These draws are the ones the earlier all-Python sampler made, in the same order, so a (seed, k)
 names the same frames, boxes and flips as before. Crops are squares of side
 ceil(sqrt(w*h)*factor) centred on the box (`satracker_jax.boxes.crop_params`), resized with the
@@ -50,6 +58,7 @@ import numpy as np
 
 from data_pipelines import crop_window, frame_header
 from satracker_jax import boxes as box_lib
+from satracker_jax import grounding
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +72,19 @@ REASON_MISSING_FRAME = 4
 REASON_CORRUPT_FRAME = 8
 REASON_NAMES = {REASON_SENTENCE: "bad_sentence", REASON_NO_VISIBLE_BOX: "no_visible_box",
                 REASON_MISSING_FRAME: "missing_frame", REASON_CORRUPT_FRAME: "corrupt_frame"}
+PROTOCOLS = ("nl_bb", "bb", "nl")  # index = the plan's `protocol`
+
+
+def protocol_probabilities(spec) -> np.ndarray:
+  """`data.protocols` ({name: weight}, missing names 0; None: nl_bb only) -> [3] probabilities."""
+  spec = {"nl_bb": 1.0} if not spec else dict(spec)
+  unknown = sorted(set(spec) - set(PROTOCOLS))
+  if unknown:
+    raise ValueError(f"data.protocols: unknown protocol(s) {unknown}; choose from {PROTOCOLS}")
+  p = np.array([float(spec.get(name, 0.0)) for name in PROTOCOLS])
+  if (p < 0).any() or p.sum() <= 0:
+    raise ValueError(f"data.protocols={spec}: weights must be >= 0 with a positive sum")
+  return p / p.sum()
 
 _LR_SWAP = {"left": "right", "right": "left", "leftmost": "rightmost", "rightmost": "leftmost",
             "leftward": "rightward", "rightward": "leftward", "leftwards": "rightwards",
@@ -105,8 +127,9 @@ def jittered_box(rng: np.random.Generator, box_xywh: np.ndarray, center_jitter: 
   return np.concatenate([center - 0.5 * size, size])
 
 
-def _crop_fields(prefix: str, path: str, params: box_lib.CropParams, dct_oversample: float) -> dict:
-  header = frame_header_or_failure(path)
+def _crop_fields(prefix: str, path: str, params: box_lib.CropParams, dct_oversample: float,
+                 header=None) -> dict:
+  header = header or frame_header_or_failure(path)
   plan = crop_window.plan_crop(params, header.width, header.height,
                                jpeg=header.codec == frame_header.JPEG, dct_oversample=dct_oversample)
   return {f"{prefix}_path": path.encode(), f"{prefix}_decoder": plan.decoder,
@@ -144,6 +167,9 @@ class SampleMaker:
     self.weights = np.asarray(weights) / np.sum(weights)
     self.visible_frames = [np.flatnonzero(s.visible) for s in self.sequences]
     self._tokenize(tokenizer)
+    self.protocol_cdf = np.cumsum(protocol_probabilities(data_config.get("protocols", None)))
+    empty_ids, empty_mask = tokenizer.encode("")
+    self.empty_text = (np.asarray(empty_ids, np.int32), np.asarray(empty_mask, np.int32))
     self.order = str(data_config.get("sequence_order", "random"))
     if self.order not in ("random", "epoch"):
       raise ValueError(f"data.sequence_order={self.order!r}: expected 'random' or 'epoch'")
@@ -190,10 +216,12 @@ class SampleMaker:
     u_t, u_s = rng.random(2)
     jitter_rng = rng.spawn(1)[0]  # keeps the augmentation draws independent of the frame draws
     u_gray, u_flip, b_t, b_s = jitter_rng.random(4)
+    protocol_rng = rng.spawn(1)[0]  # a second child: the draws above do not depend on the mix
+    protocol = min(int(np.searchsorted(self.protocol_cdf, protocol_rng.random(), side="right")), 2)
     vis = self.visible_frames[seq_id]
     if len(vis) == 0:
       raise _Failure(REASON_NO_VISIBLE_BOX, f"{seq.dataset}/{seq.name}: no visible box")
-    if self.bad_text[seq_id]:
+    if self.bad_text[seq_id] and PROTOCOLS[protocol] != "bb":
       raise _Failure(REASON_SENTENCE, f"{seq.dataset}/{seq.name}: empty or undecodable sentence")
     t = int(vis[min(int(u_t * len(vis)), len(vis) - 1)])
     gap = int(c.max_gap)
@@ -205,21 +233,33 @@ class SampleMaker:
     t_params = box_lib.crop_params(t_box, float(c.template_factor), self.template_size)
     jbox = jittered_box(jitter_rng, s_box, float(c.search_center_jitter), float(c.search_scale_jitter))
     s_params = box_lib.crop_params(jbox, float(c.search_factor), self.search_size)
+    blank = PROTOCOLS[protocol] == "nl"
+    s_header = None
+    if blank:
+      s_header = frame_header_or_failure(seq.frames[s])
+      s_params = grounding.whole_frame_crop_params(s_header.height, s_header.width, self.search_size)
     out = _crop_fields("template", seq.frames[t], t_params, self.dct_oversample)
-    out.update(_crop_fields("search", seq.frames[s], s_params, self.dct_oversample))
-    template_box = box_lib.map_box_to_crop(t_box, t_params)
+    out.update(_crop_fields("search", seq.frames[s], s_params, self.dct_oversample, s_header))
+    template_box = (np.array(grounding.EMPTY_TEMPLATE_BOX, np.float64) if blank
+                    else box_lib.map_box_to_crop(t_box, t_params))
     search_box = box_lib.map_box_to_crop(s_box, s_params)
 
     flip = bool(u_flip < float(c.flip_prob))
     if flip:
       # Mirroring a crop centred on its own window equals cropping the mirrored frame.
-      template_box[0], search_box[0] = 1.0 - template_box[0], 1.0 - search_box[0]
+      search_box[0] = 1.0 - search_box[0]
+      if not blank:  # the empty template box stays empty
+        template_box[0] = 1.0 - template_box[0]
     b = float(c.brightness_jitter)
     lo_b = max(0.0, 1.0 - b)
     side = int(flip)
+    text_ids, text_mask = self.text_ids[side, seq_id], self.text_mask[side, seq_id]
+    if PROTOCOLS[protocol] == "bb":
+      text_ids, text_mask = self.empty_text
     out.update({
         "template_box": template_box, "search_box": search_box,
-        "text_ids": self.text_ids[side, seq_id], "text_mask": self.text_mask[side, seq_id],
+        "text_ids": text_ids, "text_mask": text_mask,
+        "template_blank": int(blank), "debug_protocol": protocol,
         "grayscale": int(u_gray < float(c.grayscale_prob)), "flip": int(flip),
         "brightness": (lo_b + b_t * (1.0 + b - lo_b), lo_b + b_s * (1.0 + b - lo_b)),
         "debug_sequence": seq_id, "debug_frames": (t, s),
@@ -300,6 +340,7 @@ class SampleMaker:
         "template_box": (np.float32, (4,)), "search_box": (np.float32, (4,)),
         "text_ids": (np.int32, (length,)), "text_mask": (np.int32, (length,)),
         "grayscale": (np.int32, ()), "flip": (np.int32, ()), "brightness": (np.float32, (2,)),
+        "template_blank": (np.int32, ()), "debug_protocol": (np.int32, ()),
         "sample_index": (np.int64, ()), "attempt": (np.int32, ()), "replace_reason": (np.int32, ()),
         "debug_sequence": (np.int32, ()), "debug_frames": (np.int32, (2,)),
         "debug_template_crop": (np.float64, (3,)), "debug_search_crop": (np.float64, (3,)),

@@ -53,6 +53,7 @@ import numpy as np
 import tensorflow as tf
 
 from data_pipelines import ingraph, processing, readers, synthetic
+from satracker_jax import grounding
 from satracker_jax.tokenizer import build_tokenizer
 
 log = logging.getLogger(__name__)
@@ -62,10 +63,10 @@ BATCH_KEYS = ("template", "template_box", "search", "search_box", "text_ids", "t
 # Plan fields that reach the batch unchanged (with debug=True the debug_* ones too).
 _PASSED = ("template_box", "search_box", "text_ids", "text_mask", "sample_index",
            "replace_reason", "debug_sequence", "debug_frames", "debug_template_crop",
-           "debug_search_crop", "debug_flip", "debug_dct_ratio")
+           "debug_search_crop", "debug_flip", "debug_dct_ratio", "debug_protocol")
 # Plan fields the crops need after decoding.
 _FINISH = ("template_place", "template_affine", "search_place", "search_affine", "grayscale",
-           "flip", "brightness", "attempt")
+           "flip", "brightness", "attempt", "template_blank")
 _EXHAUSTED = -1  # replace_reason of the marker that ends a sample with no good attempt
 
 
@@ -173,8 +174,12 @@ def _decode(plan: dict) -> dict:
   """The part of a sample that can fail on bad data: read and decode both windows."""
   out = {key: plan[key] for key in _PASSED + _FINISH}
   for name, _ in _CROPS:
-    out[f"{name}_region"] = ingraph.decode_window(
+    decode = lambda name=name: ingraph.decode_window(
         plan[f"{name}_path"], plan[f"{name}_decoder"], plan[f"{name}_window"], plan[f"{name}_hw"])
+    if name == "template":  # a grounding sample's blank template reads no file
+      decode = lambda decode=decode: tf.cond(plan["template_blank"] > 0,
+                                             lambda: tf.zeros([1, 1, 3], tf.uint8), decode)
+    out[f"{name}_region"] = decode()
   return out
 
 
@@ -182,10 +187,15 @@ def _finish(decoded: dict, template_size: int, search_size: int) -> dict:
   """The rest, which cannot fail: resample, pad and augment both crops."""
   out = {key: decoded[key] for key in _PASSED}
   for (name, i), size in zip(_CROPS, (template_size, search_size)):
-    out[name] = ingraph.crop_from_region(
+    crop = lambda name=name, i=i, size=size: ingraph.crop_from_region(
         decoded[f"{name}_region"], decoded[f"{name}_place"], decoded[f"{name}_affine"], size,
         grayscale=decoded["grayscale"] > 0, flip=decoded["flip"] > 0,
         brightness=decoded["brightness"][i])
+    if name == "template":  # grounding samples: the blank template the tracker grounds with
+      blank = tf.constant(grounding.blank_template(size))
+      out[name] = tf.cond(decoded["template_blank"] > 0, lambda blank=blank: blank, crop)
+    else:
+      out[name] = crop()
   out["replaced"] = tf.cast(decoded["attempt"] > 0, tf.int32)
   return out
 

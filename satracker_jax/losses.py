@@ -139,7 +139,9 @@ def compute_losses(out: Mapping[str, Any], batch: Mapping[str, Any], loss_cfg=No
   stages = tuple(out.get("dm", ()))
   if _get(model_config, "use_text", True) and stages:
     text_mask = jnp.asarray(batch["text_mask"])
-    has_text = text_mask.sum(-1) > 0
+    # An empty sentence encodes as [CLS][SEP] (2 tokens): a `bb` sample (sentence dropped) or an
+    # all-padding row has nothing to match patches against, so it gets no DM loss.
+    has_text = text_mask.sum(-1) > 2
     same = None
     if "text_ids" in batch:
       ids = jnp.where(text_mask > 0, jnp.asarray(batch["text_ids"]), 0)

@@ -105,3 +105,19 @@ def test_dm_zero_without_text():
   box = rng.uniform(0.3, 0.6, (2, 4))
   _, terms = losses.compute_losses(_fake_out(rng, 2), _batch(box), LOSS_CFG, model_config={"use_text": False})
   assert float(terms["dm"]) == 0.0 and float(terms["dm_t2p"]) == 0.0 and float(terms["dm_p2t"]) == 0.0
+
+
+def test_an_empty_sentence_gets_no_dense_matching_loss():
+  """A `bb` sample (sentence dropped: [CLS][SEP] only) has nothing to match patches against: its
+  own patches must not move the DM loss, while a sample with words does."""
+  rng = np.random.default_rng(5)
+  box = rng.uniform(0.3, 0.6, (3, 4))
+  mask = np.ones((3, 10), np.int32)
+  mask[1, 2:] = 0  # [CLS][SEP]
+  out = _fake_out(rng, 3)
+  _, base = _losses(out, _batch(box, mask))
+  for row, should_change in ((1, False), (0, True)):
+    moved = dict(out, dm=tuple(dict(s, patch_emb=s["patch_emb"].at[row].set(-s["patch_emb"][row]))
+                               for s in out["dm"]))
+    _, terms = _losses(moved, _batch(box, mask))
+    assert (abs(float(terms["dm"]) - float(base["dm"])) > 1e-4) == should_change, row

@@ -104,6 +104,47 @@ def test_batch_contract_and_geometry_with_and_without_flip(tmp_path, boxes_root)
   assert it.stats()["replaced"] == 0 and it.stats()["samples"] == 24
 
 
+def test_protocol_mix_bb_drops_the_sentence_nl_grounds_the_whole_frame(tmp_path, boxes_root):
+  """data.protocols: the same (seed, k) frames under any mix; bb rows carry [CLS][SEP]; nl rows
+  are the tracker's grounding input (whole frame, blank template, empty template box)."""
+  from satracker_jax import grounding
+  base = _config(tmp_path, boxes_root, grayscale_prob=0.0, flip_prob=0.5)
+  mixed = _config(tmp_path, boxes_root, grayscale_prob=0.0, flip_prob=0.5,
+                  protocols={"nl_bb": 0.4, "bb": 0.3, "nl": 0.3})
+  tok = WordPieceTokenizer(base.text.vocab_file, max_len=base.model.max_text_len)
+  seqs = readers.load_dataset("tnl2k", boxes_root, "train")
+  ref = _batches(sampler.make_dataset(base, batch_size=8, debug=True), 3)
+  got = _batches(sampler.make_dataset(mixed, batch_size=8, debug=True), 3)
+  seen = set()
+  empty_ids, _ = tok.encode("")
+  for r, b in zip(ref, got):
+    np.testing.assert_array_equal(r["debug_frames"], b["debug_frames"])  # same draws
+    np.testing.assert_array_equal(r["debug_sequence"], b["debug_sequence"])
+    for i in range(8):
+      protocol = processing.PROTOCOLS[b["debug_protocol"][i]]
+      seen.add(protocol)
+      if protocol == "bb":
+        np.testing.assert_array_equal(b["text_ids"][i], empty_ids)
+        np.testing.assert_array_equal(b["search"][i], r["search"][i])
+      elif protocol == "nl":
+        np.testing.assert_array_equal(b["text_ids"][i], r["text_ids"][i])
+        assert (b["template"][i] == grounding.BLANK_COLOUR).all()
+        np.testing.assert_array_equal(b["template_box"][i], 0.0)
+        seq = seqs[b["debug_sequence"][i]]
+        s = b["debug_frames"][i][1]
+        flip = bool(b["debug_flip"][i])
+        crop = processing.crop_params_from_debug(b["debug_search_crop"][i], 128)
+        assert crop == grounding.whole_frame_crop_params(150, 200, 128)
+        back = box_lib.map_box_back(processing.unflip_box(b["search_box"][i], flip), crop)
+        np.testing.assert_allclose(back, seq.boxes[s], atol=1e-3)
+      else:
+        for key in ("template", "search", "text_ids", "template_box"):
+          np.testing.assert_array_equal(b[key][i], r[key][i])
+  assert seen == {"nl_bb", "bb", "nl"}
+  with pytest.raises(ValueError, match="unknown protocol"):
+    processing.protocol_probabilities({"grounding": 1.0})
+
+
 def test_flip_sentence_swaps_left_and_right():
   assert processing.flip_sentence("the car on the left, moving right") == ("the car on the right, moving left", True)
   assert processing.flip_sentence("leftmost man") == ("rightmost man", True)
