@@ -12,7 +12,7 @@ import struct
 from typing import NamedTuple
 
 JPEG, OTHER = 0, 1
-_HEAD = 1 << 16
+_HEAD = 1 << 13  # most JPEG headers fit; longer ones (EXIF) are read on as needed
 # SOF0..SOF15 carry the frame size; C4 (DHT), C8 (JPG) and CC (DAC) share the range but do not.
 _SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 _STANDALONE = frozenset(range(0xD0, 0xDA)) | {0x01}
