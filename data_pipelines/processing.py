@@ -64,7 +64,7 @@ log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 64
 PLAN_BAD, PLAN_OK, PLAN_EXHAUSTED = 0, 1, 2  # `plan(k, a)["ok"]`
-DCT_OVERSAMPLE = 2.0  # default `data.jpeg_dct_oversample`, see crop_window.py
+DCT_OVERSAMPLE = 1.0  # default `data.jpeg_dct_oversample`, see crop_window.py
 # Replacement reasons (bit flags, first failed attempt's reason is what stats count).
 REASON_SENTENCE = 1
 REASON_NO_VISIBLE_BOX = 2
