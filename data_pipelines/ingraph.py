@@ -64,7 +64,7 @@ def _resample_rows(image, out_rows, scale, translation):
   # [rows, cols, 3] -> [out_rows, cols, 3]: one ScaleAndTranslate pass with the columns and
   # channels merged into its channel axis, so its inner loop runs over cols * 3 contiguous floats
   # (the op's per-pixel loop over 3 channels is ~3x slower for the same taps and weights).
-  rows, cols = tf.shape(image)[0], tf.shape(image)[1]
+  rows, cols, _ = tf.unstack(tf.shape(image))
   out = tf.raw_ops.ScaleAndTranslate(
       images=tf.reshape(image, [1, rows, 1, cols * 3]), size=tf.stack([out_rows, 1]),
       scale=tf.stack([scale, 1.0]), translation=tf.stack([translation, 0.0]),
@@ -102,22 +102,24 @@ def crop_from_region(region, place, affine, out_size: int, grayscale=False, flip
   """
   out = int(out_size)
   grayscale, flip = tf.convert_to_tensor(grayscale), tf.convert_to_tensor(flip)
+  top, left, height, width = tf.unstack(place)  # one op each instead of one per use
+  scale_y, scale_x, shift_y, shift_x = tf.unstack(affine)
 
   def inner():
-    rows = _resample_rows(region, place[2], affine[0], affine[2])
-    cols = _resample_rows(tf.transpose(rows, [1, 0, 2]), place[3], affine[1], affine[3])
+    rows = _resample_rows(region, height, scale_y, shift_y)
+    cols = _resample_rows(tf.transpose(rows, [1, 0, 2]), width, scale_x, shift_x)
     cols = tf.cond(flip, lambda: tf.reverse(cols, axis=[0]), lambda: cols)
     return _finish(tf.transpose(cols, [1, 0, 2]), grayscale, brightness)
 
   def padded():
     colour = _finish(pad_colour(region)[None, None], grayscale, brightness)
-    left, right = place[1], out - place[1] - place[3]
-    left, right = tf.where(flip, right, left), tf.where(flip, left, right)
-    return tf.cond(tf.logical_and(place[2] > 0, place[3] > 0),
-                   lambda: _pad(inner(), colour, place[0], out - place[0] - place[2], left, right),
+    before, after = left, out - left - width
+    before, after = tf.where(flip, after, before), tf.where(flip, before, after)
+    return tf.cond(tf.logical_and(height > 0, width > 0),
+                   lambda: _pad(inner(), colour, top, out - top - height, before, after),
                    lambda: tf.tile(colour, [out, out, 1]))
 
-  full = tf.logical_and(tf.equal(place[2], out), tf.equal(place[3], out))
+  full = tf.logical_and(tf.equal(height, out), tf.equal(width, out))
   return tf.ensure_shape(tf.cond(full, inner, padded), [out, out, 3])
 
 

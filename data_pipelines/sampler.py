@@ -186,11 +186,11 @@ def _decode(plan: dict) -> dict:
 def _finish(decoded: dict, template_size: int, search_size: int) -> dict:
   """The rest, which cannot fail: resample, pad and augment both crops."""
   out = {key: decoded[key] for key in _PASSED}
+  brightness = tf.unstack(decoded["brightness"])
   for (name, i), size in zip(_CROPS, (template_size, search_size)):
     crop = lambda name=name, i=i, size=size: ingraph.crop_from_region(
         decoded[f"{name}_region"], decoded[f"{name}_place"], decoded[f"{name}_affine"], size,
-        grayscale=decoded["grayscale"] > 0, flip=decoded["flip"] > 0,
-        brightness=decoded["brightness"][i])
+        grayscale=decoded["grayscale"] > 0, flip=decoded["flip"] > 0, brightness=brightness[i])
     if name == "template":  # grounding samples: the blank template the tracker grounds with
       blank = tf.constant(grounding.blank_template(size))
       out[name] = tf.cond(decoded["template_blank"] > 0, lambda blank=blank: blank, crop)
