@@ -7,7 +7,9 @@ Times `data_pipelines.sampler.make_dataset` alone (no model): host-local batches
 Without configured data roots (or with `data_root` pointing at `satracker synth` output) it reads
 synthetic videos, generated into a temporary folder when needed: 1280x720 JPEG frames by default,
 the size of most LaSOT / TNL2K frames, since decoding is most of the cost. Per-core numbers divide
-by `os.cpu_count()`; note the machine's load (printed) when comparing runs.
+by `os.cpu_count()`; CPU ms per sample (this process's user + system time) and its inverse,
+samples per CPU-second, say what one free core would give when other jobs share the machine
+(contention inflates them somewhat too). Note the load average (printed) when comparing runs.
 """
 from __future__ import annotations
 
@@ -44,6 +46,7 @@ def _time(sampler, config, maker, batch_size: int, batches: int, warmup: int) ->
   return {"samples_per_s": batches * batch_size / elapsed, "seconds": elapsed,
           "first_batch_s": first_batch_s, "cpu_utilisation": cpu / elapsed,
           "cpu_ms_per_sample": 1e3 * cpu / (batches * batch_size),
+          "samples_per_cpu_second": batches * batch_size / max(cpu, 1e-9),
           "replaced": stats["replaced"], "samples": stats["samples"], "ratios": ratios}
 
 
@@ -102,8 +105,7 @@ def run(config_spec: str = "configs/base.py", overrides=(), *, batches: int = 20
   }
   rows = [[k, result[k]] for k in ("config", "data", "batch_size", "template_size", "search_size",
                                    "samples_per_s", "samples_per_s_per_core", "cpu_utilisation",
-                                   "cpu_ms_per_sample",
-                                   "first_batch_s", "replaced", "jpeg_dct_oversample", "cpu_count")]
+                                   "cpu_ms_per_sample", "samples_per_cpu_second", "first_batch_s", "replaced", "jpeg_dct_oversample", "cpu_count")]
   rows.append(["decode scale (frames)", ", ".join(f"{k}: {v:.0%}" for k, v in dct.items())])
   rows.append(["load average (1 min)", f"{load:.2f} before, {load_after:.2f} after"])
   print(utils.format_table(["data pipeline", "value"], rows))
