@@ -1,42 +1,170 @@
-"""A shortened `satracker demo` end to end: every report file exists and the metrics are finite."""
+"""A shortened `satracker demo` end to end: every report file exists, the metrics are finite, and a
+re-run reuses exactly what the same request produced and nothing else (issue 13)."""
 import json
 import math
 import os
+import shutil
+import subprocess
+import sys
 
+import numpy as np
+import pytest
 from PIL import Image
 
 from satracker_jax import cli
 
+# runlocal data (12 short videos) and a model shrunk further than tiny: every code path of the
+# demo, a fraction of the compile time (each demo run compiles a train step and a tracker step).
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RUNLOCAL = ["--config", "configs/synthetic.py:runlocal", "--no-progress"] + [f"--config.{o}" for o in (
+    "model.vit.depth=2", "model.vit.dim=64", "model.vit.heads=2", "model.bert.dim=64",
+    "model.bert.heads=2", "model.bert.intermediate=128", "model.text_layer_map=(0,1)",
+    "model.tem_layers=(0,)", "model.sam_layers=(1,)", "model.dm_layers=(1,)", "model.fusion_heads=2",
+    "model.head_channels=16", "model.search_size=64", "model.template_size=32",
+    "model.max_text_len=16", "model.dm_dim=32")]
 
-def test_short_demo_writes_complete_report(tmp_path, capsys):
-  workdir = str(tmp_path / "demo")
-  rc = cli.main(["demo", "--workdir", workdir, "--config", "configs/synthetic.py:runlocal",
-                 "--steps", "4", "--no-progress"])
+
+def _demo(workdir, *args):
+  rc = cli.main(["demo", "--workdir", str(workdir), *RUNLOCAL, *args])
   assert rc == 0
+
+
+def _read_json(path):
+  with open(path) as f:
+    return json.load(f)
+
+
+def _mtimes(folder, suffix=""):
+  """Modification times of a folder's entries (the readers' index caches aside: a copied folder
+  gets new ones)."""
+  return {n: os.stat(os.path.join(folder, n)).st_mtime_ns for n in sorted(os.listdir(folder))
+          if n.endswith(suffix) and not n.startswith(".satracker_index_")}
+
+
+@pytest.fixture(scope="module")
+def four_step_demo(tmp_path_factory):
+  """`satracker demo --steps 4` once, as a user runs it (a fresh process, its whole console kept);
+  each test works on its own copy of the workdir."""
+  workdir = tmp_path_factory.mktemp("demo4") / "demo"
+  env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+  p = subprocess.run([sys.executable, "-c", "import sys; from satracker_jax import cli; "
+                      "sys.exit(cli.main(sys.argv[1:]))", "demo", "--workdir", str(workdir),
+                      *RUNLOCAL, "--steps", "4"], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                     stderr=subprocess.STDOUT, text=True, timeout=600)
+  assert p.returncode == 0, p.stdout[-4000:]
+  (workdir / "console.txt").write_text(p.stdout)
+  return workdir
+
+
+def _copy(four_step_demo, tmp_path):
+  workdir = tmp_path / "demo"
+  shutil.copytree(four_step_demo, workdir)
+  return workdir
+
+
+def test_short_demo_writes_complete_report(four_step_demo, tmp_path, capsys):
+  workdir = _copy(four_step_demo, tmp_path)
   report = os.path.join(workdir, "report")
   for name in ("metrics.json", "per_sequence.csv", "results.md", "success.png", "precision.png",
                "norm_precision.png", "tracked.gif", "demo.json"):
     path = os.path.join(report, name)
     assert os.path.isfile(path) and os.path.getsize(path) > 0, path
 
-  with open(os.path.join(report, "metrics.json")) as f:
-    metrics = json.load(f)
+  metrics = _read_json(os.path.join(report, "metrics.json"))
   assert set(metrics) == {"full"}
   entry = metrics["full"]
-  assert set(entry) == {"auc", "precision", "norm_precision", "num_sequences"}
+  assert {"auc", "precision", "norm_precision", "num_sequences"} <= set(entry)
   assert entry["num_sequences"] == 4  # runlocal holds out 4 test sequences
   for key in ("auc", "precision", "norm_precision"):
     assert math.isfinite(entry[key]) and 0.0 <= entry[key] <= 1.0
+  demo = _read_json(os.path.join(report, "demo.json"))
+  assert set(demo["phase_seconds"]) == {"data", "train", "evaluate", "report"}
+  assert demo["variants"]["full"]["final_step"] == 4
 
   with Image.open(os.path.join(report, "tracked.gif")) as gif:
     assert gif.n_frames == 24  # runlocal videos have 24 frames: one GIF frame each
-  out = capsys.readouterr().out
-  assert "metrics.json" in out and "tracked.gif" in out  # the summary says where things are
 
-  # A second run finds everything done: no retraining, no re-tracking, same metrics.
-  rc = cli.main(["demo", "--workdir", workdir, "--config", "configs/synthetic.py:runlocal",
-                 "--steps", "4", "--no-progress"])
-  assert rc == 0
-  with open(os.path.join(report, "metrics.json")) as f:
-    assert json.load(f) == metrics
-  assert "already have results" in capsys.readouterr().out
+  # The console: the demo's own lines, the results table once, no library notices or warnings.
+  console = (workdir / "console.txt").read_text()
+  assert sum(line.startswith("| Tracker") for line in console.splitlines()) == 1, console
+  for noise in ("WARNING", "oneDNN", "I0000", "absl"):
+    assert noise not in console, console
+
+  # A second identical request finds everything done: no re-generation, no retraining, no
+  # re-tracking, same metrics; the last line gives the elapsed time and the AUC.
+  results = os.path.join(workdir, "results", "full")
+  before = _mtimes(results, ".txt"), _mtimes(os.path.join(workdir, "synthetic"))
+  capsys.readouterr()
+  _demo(workdir, "--steps", "4")
+  out = capsys.readouterr().out
+  assert (_mtimes(results, ".txt"), _mtimes(os.path.join(workdir, "synthetic"))) == before
+  assert _read_json(os.path.join(report, "metrics.json")) == metrics
+  assert "synthetic data already in" in out and "metrics.json" in out and "tracked.gif" in out
+  last = out.strip().splitlines()[-1]
+  assert last.startswith("[demo] done in ") and f"AUC {100 * entry['auc']:.2f}" in last
+
+
+def test_more_steps_in_the_same_workdir_report_the_new_model(four_step_demo, tmp_path, capsys):
+  from data_pipelines import readers
+  from satracker_jax import model_io
+  from satracker_jax.evaluation import results_io, runner
+  workdir = _copy(four_step_demo, tmp_path)
+  capsys.readouterr()
+  _demo(workdir, "--steps", "6")
+  out = capsys.readouterr().out
+  assert "holds a training run of another request" in out
+  assert "holds results of another model" in out
+  demo = _read_json(os.path.join(workdir, "report", "demo.json"))
+  assert demo["variants"]["full"]["final_step"] == 6
+  assert _read_json(os.path.join(workdir, "results", "full", "demo_model.json"))["step"] == 6
+  # The reported metrics are those of the model now in runs/full, tracked from scratch.
+  config, variables = model_io.load_variables(str(workdir / "runs" / "full"))
+  sequences = readers.load_dataset("synthetic", str(workdir / "synthetic"), "test")
+  fresh = runner.evaluate(config, variables, sequences, str(tmp_path / "fresh"), progress=False,
+                          dataset="synthetic", name="full", write_report=False)["full"]
+  reported = _read_json(os.path.join(workdir, "report", "metrics.json"))["full"]
+  for key in ("auc", "precision", "norm_precision"):
+    assert reported[key] == pytest.approx(fresh[key], abs=1e-9)
+  for seq in sequences:
+    np.testing.assert_array_equal(
+        results_io.read_boxes(results_io.results_path(str(workdir / "results" / "full"), seq.name)),
+        results_io.read_boxes(results_io.results_path(str(tmp_path / "fresh"), seq.name)))
+
+
+def test_another_seed_regenerates_the_data_and_changes_the_run_identity(four_step_demo, tmp_path, capsys):
+  # The parts of `satracker demo --seed 1` that differ from the --steps case above (which runs the
+  # retrain/re-track path end to end): the data step and the identity the run folders are kept by.
+  from satracker_jax import config_utils, demo
+  workdir = _copy(four_step_demo, tmp_path)
+  first_frame = os.path.join(workdir, "synthetic", "test", "synth_00008", "imgs", "00001.jpg")
+  with open(first_frame, "rb") as f:
+    seed0_bytes = f.read()
+  config = config_utils.load_config("configs/synthetic.py:runlocal")
+  seed0 = demo.run_identity(config, demo._prepare_data(config, str(workdir), False)[1])
+  assert _read_json(os.path.join(workdir, "runs", "full", "demo_run.json"))["data"] == seed0["data"]
+  capsys.readouterr()
+
+  config.seed = config.data.synthetic.seed = 1  # what --seed 1 sets
+  root, fingerprint = demo._prepare_data(config, str(workdir), False)
+  assert "replacing the data there: seed changed" in capsys.readouterr().out
+  assert _read_json(os.path.join(root, "meta.json"))["seed"] == 1 and fingerprint["seed"] == 1
+  with open(first_frame, "rb") as f:
+    assert f.read() != seed0_bytes  # new videos, not the seed-0 ones
+  seed1 = demo.run_identity(config, fingerprint)
+  assert seed1["config_sha256"] != seed0["config_sha256"] and seed1["data"] != seed0["data"]
+
+  # A folder stamped with another identity is deleted before it is used; a matching one is kept.
+  run_dir = os.path.join(workdir, "runs", "full")
+  demo._keep_only_if(run_dir, "demo_run.json", seed1, "a training run", "full")
+  assert "holds a training run of another request" in capsys.readouterr().out
+  assert os.listdir(run_dir) == ["demo_run.json"] and _read_json(os.path.join(run_dir, "demo_run.json")) == seed1
+  demo._keep_only_if(run_dir, "demo_run.json", seed1, "a training run", "full")
+  assert "another request" not in capsys.readouterr().out
+
+
+def test_changing_only_the_steps_changes_the_run_identity():
+  from satracker_jax import config_utils, demo
+  config = config_utils.load_config("configs/synthetic.py:runlocal")
+  a = demo.run_identity(config, {"seed": 0})
+  config.train.total_steps += 1
+  assert demo.run_identity(config, {"seed": 0}) != a
