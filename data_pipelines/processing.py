@@ -42,7 +42,10 @@ sentence, or a frame that is missing or has no readable header makes the attempt
 a frame that fails to decode fails it in the graph (the sampler drops that attempt and asks for
 the next, see sampler.py). Either way attempt a + 1 re-draws everything from (seed, k, a + 1);
 the sample is then marked `replaced`, with the reason of attempt 0 (a graph failure counts as
-`corrupt_frame`).
+`corrupt_frame`). What fails in the graph is what TensorFlow's decoders reject: data cut off or
+broken before the last row the crop needs, bad markers, a PNG whose size is not its header's.
+(A JPEG cut off below the crop window still yields its crop, which is then correct; corrupt
+entropy-coded data that libjpeg only warns about decodes to garbage, as it did with Pillow.)
 """
 from __future__ import annotations
 
