@@ -240,3 +240,15 @@ def test_all_bad_data_raises_instead_of_shifting_the_stream(tmp_path):
   it = sampler.make_dataset(config, batch_size=2, datasets=[("tnl2k", 1.0, seqs)])
   with pytest.raises(RuntimeError, match="draws in a row hit bad data"):
     next(it)
+
+
+def test_a_bug_in_the_planner_is_raised_not_replaced(tmp_path, boxes_root):
+  config = _config(tmp_path, boxes_root)
+  maker = sampler.build_sample_maker(config)
+
+  def broken(k, attempt):
+    raise ZeroDivisionError("planner bug")
+
+  maker._attempt = broken  # not bad data: must surface, not count as a replacement
+  with pytest.raises(RuntimeError, match="ZeroDivisionError: planner bug"):
+    next(sampler.make_dataset(config, sample_maker=maker))
