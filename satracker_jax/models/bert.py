@@ -41,12 +41,13 @@ class BertLayer(nn.Module):
   intermediate: int
   ln_eps: float = 1e-12
   dtype: Dtype = jnp.float32
+  attention_impl: str = "xla"
 
   @nn.compact
   def __call__(self, x, text_mask):
     norm = lambda name: nn.LayerNorm(epsilon=self.ln_eps, dtype=self.dtype, name=name)
     dense = lambda n, name: nn.Dense(n, dtype=self.dtype, kernel_init=dense_init, name=name)
-    x = norm("attention_norm")(x + Attention(self.dim, self.heads, dtype=self.dtype, name="attention")(
-        x, key_mask=text_mask))
+    attn = Attention(self.dim, self.heads, dtype=self.dtype, implementation=self.attention_impl, name="attention")
+    x = norm("attention_norm")(x + attn(x, key_mask=text_mask))
     y = dense(self.dim, "output")(gelu(dense(self.intermediate, "intermediate")(x)))
     return norm("output_norm")(x + y)

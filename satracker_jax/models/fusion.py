@@ -64,6 +64,7 @@ class TargetEnhanceModule(nn.Module):
   heads: int
   mlp: bool = False
   dtype: Dtype = jnp.float32
+  attention_impl: str = "xla"
 
   @nn.compact
   def __call__(self, vision, text, target_mask, text_mask):
@@ -77,12 +78,12 @@ class TargetEnhanceModule(nn.Module):
     context = norm("search_context_norm")(jnp.concatenate([z, dense(vision_dim, "text_to_vision")(text)], 1))
     context = jnp.concatenate([context[:, :self.num_template] * m, context[:, self.num_template:]], 1)
     keys = jnp.concatenate([in_target, text_mask.astype(bool)], 1)
-    dx = Attention(vision_dim, self.heads, dtype=self.dtype, name="search_attn")(
-        norm("search_norm")(x), context, key_mask=keys)
+    attention = lambda dim, name: Attention(dim, self.heads, dtype=self.dtype,
+                                            implementation=self.attention_impl, name=name)
+    dx = attention(vision_dim, "search_attn")(norm("search_norm")(x), context, key_mask=keys)
 
     target = norm("text_context_norm")(dense(text_dim, "vision_to_text")(z)) * m
-    dt = Attention(text_dim, self.heads, dtype=self.dtype, name="text_attn")(
-        norm("text_norm")(text), target, key_mask=in_target)
+    dt = attention(text_dim, "text_attn")(norm("text_norm")(text), target, key_mask=in_target)
 
     x = x + _gate(self, "search_gate", self.dtype) * dx
     text = text + _gate(self, "text_gate", self.dtype) * dt
@@ -102,6 +103,7 @@ class SemanticAwareModule(nn.Module):
   heads: int
   mlp: bool = False
   dtype: Dtype = jnp.float32
+  attention_impl: str = "xla"
 
   @nn.compact
   def __call__(self, vision, text, text_mask):
@@ -110,12 +112,12 @@ class SemanticAwareModule(nn.Module):
     dense = lambda n, name: nn.Dense(n, dtype=self.dtype, kernel_init=dense_init, name=name)
 
     visual_context = norm("text_context_norm")(dense(text_dim, "vision_to_text")(vision))
-    dt = Attention(text_dim, self.heads, dtype=self.dtype, name="text_attn")(
-        norm("text_norm")(text), visual_context)
+    attention = lambda dim, name: Attention(dim, self.heads, dtype=self.dtype,
+                                            implementation=self.attention_impl, name=name)
+    dt = attention(text_dim, "text_attn")(norm("text_norm")(text), visual_context)
 
     text_context = norm("vision_context_norm")(dense(vision_dim, "text_to_vision")(text))
-    dv = Attention(vision_dim, self.heads, dtype=self.dtype, name="vision_attn")(
-        norm("vision_norm")(vision), text_context, key_mask=text_mask)
+    dv = attention(vision_dim, "vision_attn")(norm("vision_norm")(vision), text_context, key_mask=text_mask)
 
     text = text + _gate(self, "text_gate", self.dtype) * dt
     vision = vision + _gate(self, "vision_gate", self.dtype) * dv

@@ -22,16 +22,36 @@ def gelu(x):
   return nn.gelu(x, approximate=False)
 
 
-class Attention(nn.Module):
-  """Multi-head (self or cross) attention with an optional key mask.
+def dot_product_attention(query, key, value, key_mask=None, implementation: str = "xla"):
+  """softmax(q k^T / sqrt(H)) v over [B, T, N, H] / [B, S, N, H] through `jax.nn.dot_product_attention`.
 
-  A query whose keys are all masked gets a zero attention output (not a uniform average over
-  padding), so masked-out content can never leak into the result.
+  key_mask [B, S] (nonzero = attend). A query whose keys are all masked gets a zero output, not the
+  uniform average over padding that a masked softmax gives, so masked-out content can never leak
+  into the result (and the row's gradient is zero). Logits and softmax run in float32 under
+  bfloat16 compute (JAX's XLA path does that itself).
+
+  implementation "cudnn" uses cuDNN's fused (flash) kernel where it applies, i.e. on a GPU with
+  bfloat16/float16 inputs (cuDNN has no float32 kernel); everywhere else it runs the XLA path, so
+  one config serves the GPU trainer and the CPU tracker alike.
   """
+  impl = implementation
+  if impl == "cudnn" and (jax.default_backend() != "gpu" or query.dtype not in (jnp.bfloat16, jnp.float16)):
+    impl = "xla"
+  mask = None if key_mask is None else key_mask.astype(bool)[:, None, None, :]
+  y = jax.nn.dot_product_attention(query, key, value, mask=mask, implementation=impl)
+  if key_mask is not None:
+    any_key = jnp.any(key_mask.astype(bool), axis=-1)[:, None, None, None]
+    y = jnp.where(any_key, y, jnp.zeros((), y.dtype))
+  return y
+
+
+class Attention(nn.Module):
+  """Multi-head (self or cross) attention with an optional key mask (see dot_product_attention)."""
   dim: int
   heads: int
   out_dim: Optional[int] = None
   dtype: Dtype = jnp.float32
+  implementation: str = "xla"
 
   @nn.compact
   def __call__(self, x, context=None, key_mask=None):
@@ -41,20 +61,11 @@ class Attention(nn.Module):
     head_dim = self.dim // self.heads
     dense = lambda features, name: nn.Dense(
         features, dtype=self.dtype, kernel_init=dense_init, name=name)
-    split = lambda t: t.reshape(*t.shape[:-1], self.heads, head_dim)
+    split = lambda t: t.reshape(*t.shape[:-1], self.heads, head_dim)  # [B, T, N, H]
     q = split(dense(self.dim, "query")(x))
     k = split(dense(self.dim, "key")(context))
     v = split(dense(self.dim, "value")(context))
-    # Logits and softmax in float32 even under bfloat16 compute.
-    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
-    logits = logits / jnp.sqrt(jnp.float32(head_dim))
-    if key_mask is not None:
-      valid = key_mask.astype(bool)[:, None, None, :]
-      logits = jnp.where(valid, logits, -1e9)
-      weights = jax.nn.softmax(logits, axis=-1) * valid
-    else:
-      weights = jax.nn.softmax(logits, axis=-1)
-    y = jnp.einsum("bhqk,bkhd->bqhd", weights.astype(v.dtype), v)
+    y = dot_product_attention(q, k, v, key_mask, self.implementation)
     y = y.reshape(*y.shape[:-2], self.dim)
     return dense(self.out_dim or x.shape[-1], "out")(y)
 
@@ -77,11 +88,13 @@ class ViTBlock(nn.Module):
   mlp_ratio: float = 4.0
   ln_eps: float = 1e-6
   dtype: Dtype = jnp.float32
+  attention_impl: str = "xla"
 
   @nn.compact
   def __call__(self, x, key_mask=None):
     norm = lambda name: nn.LayerNorm(epsilon=self.ln_eps, dtype=self.dtype, name=name)
-    x = x + Attention(self.dim, self.heads, dtype=self.dtype, name="attn")(norm("norm1")(x), key_mask=key_mask)
+    attn = Attention(self.dim, self.heads, dtype=self.dtype, implementation=self.attention_impl, name="attn")
+    x = x + attn(norm("norm1")(x), key_mask=key_mask)
     x = x + Mlp(int(self.dim * self.mlp_ratio), dtype=self.dtype, name="mlp")(norm("norm2")(x))
     return x
 
