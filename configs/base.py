@@ -22,8 +22,9 @@ def get_model_config(size: str = "base") -> ml_collections.ConfigDict:
       vocab_size=30522, dim=768, layers=12, heads=12, intermediate=3072,
       max_position=512, type_vocab=2, ln_eps=1e-12,
   ))
-  # Stage i runs ViT block i with BERT layer text_layer_map[i]; () = identity (i -> i).
-  # A visual depth larger than the text depth needs an explicit map (see large/tiny).
+  # Stage i runs ViT block i with BERT layer text_layer_map[i]; () = identity (i -> i); -1 = no
+  # text layer at that stage (the text passes through). A visual depth larger than the text depth
+  # needs an explicit map (see large/tiny).
   m.text_layer_map = ()
   # Synchronous Learning Backbone fusion.
   m.tem_layers = (1, 3, 5)
@@ -41,10 +42,21 @@ def get_model_config(size: str = "base") -> ml_collections.ConfigDict:
   m.head_channels = 256
   m.head_layers = 4
   m.dtype = "float32"  # compute dtype; "bfloat16" keeps f32 params (train.bf16 switch sets this)
+  # Attention kernel of every branch (jax.nn.dot_product_attention): "xla" everywhere, or "cudnn"
+  # for cuDNN's fused kernel on NVIDIA GPUs in bf16 (XLA is used where cuDNN does not apply).
+  m.attention_impl = "xla"
+  # Rematerialisation of each ViT block / BERT layer / TEM / SAM in the backward pass:
+  # "none", "full" (keep block inputs only) or "dots" (also keep Dense outputs). Names unchanged.
+  m.remat = "none"
+  # Run the ViT blocks (and the BERT layers) between two fusion/DM stages as one lax.scan: same
+  # result and parameter names as the unrolled loop, less compile time, and remat
+  # memory that does not depend on the compiler's schedule (models/slb.py).
+  m.scan_layers = True
   if size == "large":
     m.vit.update(dim=1024, depth=24, heads=16)
-    # 24 visual stages, 12 BERT layers: each BERT layer serves two consecutive stages.
-    m.text_layer_map = tuple(i // 2 for i in range(24))
+    # 24 visual stages, 12 BERT layers: BERT layer j runs at stage 2j+1 and the even stages pass the
+    # text through, so with all gates at 0 the text branch is exactly (pretrained) BERT-base.
+    m.text_layer_map = tuple(i // 2 if i % 2 else -1 for i in range(24))
     m.tem_layers = (3, 7, 11)
     m.sam_layers = (15, 19, 23)
     m.dm_layers = (15, 19, 23)

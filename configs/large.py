@@ -1,4 +1,4 @@
-"""SATracker-L: ViT-L/16 (24 stages) + BERT-base (each BERT layer serves two stages)."""
+"""SATracker-L: ViT-L/16 (24 stages) + BERT-base (BERT layer j at stage 2j+1; even stages pass text through)."""
 from configs import base
 
 

@@ -13,6 +13,9 @@ from typing import Any, Mapping, Tuple
 import jax.numpy as jnp
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+ATTENTION_IMPLS = ("xla", "cudnn")
+REMAT_POLICIES = ("none", "full", "dots")
+NO_TEXT_LAYER = -1  # a `text_layer_map` entry: this stage runs no BERT layer (text passes through)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +63,9 @@ class ModelConfig:
   head_channels: int = 256
   head_layers: int = 4
   dtype: str = "float32"
+  attention_impl: str = "xla"
+  remat: str = "none"
+  scan_layers: bool = True
 
   def __post_init__(self):
     errors = []
@@ -72,13 +78,18 @@ class ModelConfig:
     if not self.text_layer_map and self.bert.layers < depth:
       errors.append(f"identity text_layer_map needs bert.layers >= vit.depth ({self.bert.layers} < {depth}); "
                     "give an explicit text_layer_map")
-    if any(not 0 <= j < self.bert.layers for j in self.text_layer_map):
-      errors.append(f"text_layer_map {self.text_layer_map} has entries outside 0..{self.bert.layers - 1}")
+    if any(not (0 <= j < self.bert.layers or j == NO_TEXT_LAYER) for j in self.text_layer_map):
+      errors.append(f"text_layer_map {self.text_layer_map} has entries outside 0..{self.bert.layers - 1} "
+                    f"(or {NO_TEXT_LAYER}: no text layer at that stage)")
     for name in ("tem_layers", "sam_layers", "dm_layers"):
       if any(not 0 <= i < depth for i in getattr(self, name)):
         errors.append(f"{name}={getattr(self, name)} has stages outside 0..{depth - 1}")
     if self.dtype not in _DTYPES:
       errors.append(f"dtype={self.dtype!r}; choose from {sorted(_DTYPES)}")
+    if self.attention_impl not in ATTENTION_IMPLS:
+      errors.append(f"attention_impl={self.attention_impl!r}; choose from {list(ATTENTION_IMPLS)}")
+    if self.remat not in REMAT_POLICIES:
+      errors.append(f"remat={self.remat!r}; choose from {list(REMAT_POLICIES)}")
     if self.max_text_len > self.bert.max_position:
       errors.append(f"max_text_len={self.max_text_len} > bert.max_position={self.bert.max_position}")
     for dim, heads, what in ((self.vit.dim, self.vit.heads, "vit"), (self.bert.dim, self.bert.heads, "bert"),
@@ -107,7 +118,7 @@ class ModelConfig:
 
   @property
   def stage_text_layers(self) -> Tuple[int, ...]:
-    """BERT layer index run at each visual stage."""
+    """BERT layer index run at each visual stage (NO_TEXT_LAYER: the text passes through)."""
     return tuple(self.text_layer_map) or tuple(range(self.vit.depth))
 
   @property

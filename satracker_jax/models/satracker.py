@@ -5,6 +5,8 @@
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -34,9 +36,15 @@ class SATracker(nn.Module):
     self.box_head = CenterHead(self.config.head_channels, self.config.head_layers,
                                dtype=self.config.compute_dtype)
 
-  def __call__(self, template, template_box, search, text_ids, text_mask, train: bool = False):
+  def __call__(self, template, template_box, search, text_ids, text_mask, train: bool = False,
+               dense_matching: Optional[bool] = None):
+    """`train` switches the head's BatchNorm to batch statistics. `dense_matching` (default: =
+    `train`) computes the DM embeddings `out["dm"]`; only the DM loss reads them, so inference
+    (the tracker's step, export) skips those projections and gets `out["dm"] == ()`."""
     cfg = self.config
-    feats = self.backbone(normalize_image(template), template_box, normalize_image(search), text_ids, text_mask)
+    dense_matching = train if dense_matching is None else dense_matching
+    feats = self.backbone(normalize_image(template), template_box, normalize_image(search), text_ids, text_mask,
+                          dense_matching=dense_matching)
     vision = feats["vision_tokens"]
     grid = cfg.search_grid
     search_map = vision[:, cfg.num_template:].reshape(vision.shape[0], grid, grid, vision.shape[-1])

@@ -2,7 +2,9 @@
 
 The mesh has two axes: `data` (pure data parallelism) and `fsdp` (data parallelism whose replicas
 also split every large parameter and its optimizer moments, ZeRO-3 style). The batch dimension is
-sharded over both axes, so the global batch must divide by data*fsdp.
+sharded over both axes, so the global batch must divide by data*fsdp; inside the model the
+activations are pinned to the same axes (models/partitioning.py), so fsdp is ZeRO-3 by
+construction: each weight is gathered for its layer and its gradient reduce-scattered.
 """
 from __future__ import annotations
 
@@ -13,8 +15,9 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
+from satracker_jax.models.partitioning import BATCH_AXES
+
 MESH_AXES = ("data", "fsdp")
-BATCH_AXES = ("data", "fsdp")
 # Leaves smaller than this stay replicated: sharding a LayerNorm scale saves nothing and costs an
 # all-gather per use.
 MIN_FSDP_SIZE = 2 ** 12
@@ -67,8 +70,9 @@ def make_mesh(mesh_config: Mapping[str, int], devices=None) -> Mesh:
   if int(np.prod(sizes)) != n:
     raise ValueError(f"train.mesh {dict(zip(MESH_AXES, sizes))} needs {int(np.prod(sizes))} devices, "
                      f"have {n}")
-  # Auto axes: the model code is written for GSPMD propagation, not sharding-in-types, so we pin
-  # only the state and batch shardings and let XLA place the activations.
+  # Auto axes: the model code is written for GSPMD propagation, not sharding-in-types: we pin the
+  # state and batch shardings, the model pins its activations to the batch axes, and XLA
+  # propagates the rest.
   return jax.make_mesh(tuple(sizes), MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES),
                        devices=devices)
 

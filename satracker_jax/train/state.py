@@ -169,7 +169,12 @@ def make_train_step(model, tx, schedule, loss_fn: Callable, config) -> Callable:
 
 
 def jit_train_step(step_fn, state_sh, mesh, batch_keys=BATCH_KEYS):
-  return jax.jit(step_fn, in_shardings=(state_sh, batch_shardings(mesh, batch_keys)),
+  def step_in_mesh(state, batch):
+    # The model pins its activations to the mesh's batch axes (models/partitioning.py) when traced
+    # under this mesh; `jax.set_mesh` cannot be entered inside jit, its abstract mesh can.
+    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+      return step_fn(state, batch)
+  return jax.jit(step_in_mesh, in_shardings=(state_sh, batch_shardings(mesh, batch_keys)),
                  out_shardings=(state_sh, sharding_lib.replicated(mesh)), donate_argnums=0)
 
 
