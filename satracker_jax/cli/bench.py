@@ -1,4 +1,4 @@
-"""`satracker bench {data,train,track,eval} --config C --json FILE`: each prints a table and writes JSON.
+"""`satracker bench {data,train,track,eval,scale} --config C --json FILE`: each prints a table and writes JSON.
 
 The work is `satracker_jax.bench.<name>.run(config_spec, overrides, **options)`.
 """
@@ -34,6 +34,15 @@ def _track_arguments(p: argparse.ArgumentParser) -> None:
   p.add_argument("--parallel", type=int, default=0, help="also time a BatchedTracker of N slots")
   p.add_argument("--bf16", action="store_true", help="bfloat16 compute (model.dtype)")
   p.add_argument("--frame-size", default="480,640", help="H,W of the synthetic frames")
+
+
+def _scale_arguments(p: argparse.ArgumentParser) -> None:
+  p.add_argument("--devices", type=int, default=8, help="fake CPU devices to compile for")
+  p.add_argument("--mesh", default="data=-1,fsdp=1", help="data=A,fsdp=B (one may be -1)")
+  p.add_argument("--batch", type=int, default=0, help="global batch (0: the config's)")
+  p.add_argument("--remat", default="", choices=("", "none", "full", "dots"),
+                 help="model.remat policy (default: the config's)")
+  p.add_argument("--memory-gib", type=float, default=16.0, help="per-device memory the step must fit")
 
 
 def _eval_arguments(p: argparse.ArgumentParser) -> None:
@@ -72,6 +81,9 @@ BENCHES = {
              lambda a: dict(frame_size=_wxh(a.frame_size), sequences=a.sequences, frames=a.frames,
                             parallel=a.parallel, workers=a.workers, data_root=a.data_root,
                             model=not a.no_model, checkpoint=a.checkpoint)),
+    "scale": ("compile-only train step for N fake devices: memory, FLOPs, collectives", _scale_arguments,
+              lambda a: dict(devices=a.devices, mesh=a.mesh, batch=a.batch, remat=a.remat,
+                             memory_gib=a.memory_gib)),
 }
 
 
