@@ -95,6 +95,9 @@ def get_config(arg=None):
   c.data.brightness_jitter = 0.2
   c.data.grayscale_prob = 0.05
   c.data.flip_prob = 0.5  # only applied when the sentence's left/right words can be swapped
+  # Training protocols (UVLTrack's mix): nl_bb = box + sentence, bb = sentence dropped,
+  # nl = grounding sample (whole frame, blank template; satracker_jax/grounding.py).
+  c.data.protocols = ml_collections.ConfigDict(dict(nl_bb=1.0, bb=0.0, nl=0.0))
   c.data.num_parallel_calls = -1  # tf.data.AUTOTUNE
   c.data.prefetch = 2
   c.data.cache_dir = ""  # sequence index cache; "" = beside the data set root
