@@ -98,6 +98,10 @@ def get_config(arg=None):
   # Training protocols (UVLTrack's mix): nl_bb = box + sentence, bb = sentence dropped,
   # nl = grounding sample (whole frame, blank template; satracker_jax/grounding.py).
   c.data.protocols = ml_collections.ConfigDict(dict(nl_bb=1.0, bb=0.0, nl=0.0))
+  # JPEG decoded at 1/2, 1/4, 1/8 when the crop shrinks the frame >= 2x that (0: off; 2: closer
+  # to the tracker's crops, ~15% more CPU; data_pipelines/crop_window.py states the differences).
+  c.data.jpeg_dct_oversample = 1.0
+  c.data.threads = 0  # > 0: a private tf.data thread pool of that size (bench data's scaling rows)
   c.data.num_parallel_calls = -1  # tf.data.AUTOTUNE
   c.data.prefetch = 2
   c.data.cache_dir = ""  # sequence index cache; "" = beside the data set root
