@@ -5,6 +5,7 @@ XLA_FLAGS must be set before jax is imported, so the work runs in a subprocess.
 """
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -66,7 +67,9 @@ print("RESULT" + json.dumps(result))
 
 
 def test_eval_over_eight_devices_gives_the_same_boxes_as_one(tmp_path):
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+  flags = re.sub(r"--xla_force_host_platform_device_count=\d+", "", os.environ.get("XLA_FLAGS", ""))
+  env = dict(os.environ, XLA_FLAGS=f"{flags} --xla_force_host_platform_device_count=8".strip(),
+             JAX_PLATFORMS="cpu")
   proc = subprocess.run([sys.executable, "-c", WORKER, TESTS, REPO, str(tmp_path)], env=env,
                         capture_output=True, text=True, timeout=240)
   assert proc.returncode == 0, proc.stderr[-3000:]

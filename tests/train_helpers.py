@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -95,7 +96,9 @@ def run_worker(workdir, *, devices=1, overrides=(), extra=None, env=None, timeou
                check=True, wait=True):
   """Runs tests/train_worker.py in a fresh interpreter (the XLA device count is fixed at import)."""
   e = dict(os.environ)
-  e["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+  # The device count replaces any given one; other flags (the suite's optimisation level) stay.
+  flags = re.sub(r"--xla_force_host_platform_device_count=\d+", "", e.get("XLA_FLAGS", ""))
+  e["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={devices}".strip()
   e["JAX_PLATFORMS"] = "cpu"
   e["PYTHONPATH"] = REPO + os.pathsep + e.get("PYTHONPATH", "")
   e.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
