@@ -51,25 +51,35 @@ def synthetic_root(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def run_1dev(tmp_path_factory, cache_env):
-  wd = tmp_path_factory.mktemp("run_1dev")
-  p = th.run_worker(wd, devices=1, overrides=SMALL + ["train.total_steps=60", "train.checkpoint_every=3",
-                                                      "train.keep_checkpoints=25"],
-                    extra=EXTRA, env=cache_env)
-  return wd, th.result_of(p.stdout)
-
-
-@pytest.fixture(scope="module")
-def run_8dev(tmp_path_factory, cache_env):
+def reference_runs(tmp_path_factory, cache_env):
+  """The 1- and 8-device runs, started together: two programs, each compile one core's work."""
+  wd1, wd8 = tmp_path_factory.mktemp("run_1dev"), tmp_path_factory.mktemp("run_8dev")
+  one = th.run_worker(wd1, devices=1, overrides=SMALL + ["train.total_steps=60", "train.checkpoint_every=3",
+                                                         "train.keep_checkpoints=25"],
+                      extra=EXTRA, env=cache_env, wait=False)
   # total_steps 60 like the 1-device run (the schedule is part of the compiled step, so the
   # 1-device continuation below hits the compilation cache); a SIGTERM after step 30 ends it the
   # way a preemption would: save, exit 0.
-  wd = tmp_path_factory.mktemp("run_8dev")
-  p = th.run_worker(wd, devices=8, overrides=SMALL + [
+  eight = th.run_worker(wd8, devices=8, overrides=SMALL + [
       "train.total_steps=60", "train.checkpoint_every=3", "train.keep_checkpoints=25",
       "train.mesh.data=4", "train.mesh.fsdp=2"],
-      extra=_extra(debug_signal=["TERM", 30]), env=cache_env)
-  return wd, th.result_of(p.stdout)
+      extra=_extra(debug_signal=["TERM", 30]), env=cache_env, wait=False)
+  runs = {}
+  for devices, wd, p in ((1, wd1, one), (8, wd8, eight)):
+    out, _ = p.communicate(timeout=600)
+    assert p.returncode == 0, f"{devices}-device worker failed (rc {p.returncode}):\n{out[-6000:]}"
+    runs[devices] = (wd, th.result_of(out))
+  return runs
+
+
+@pytest.fixture(scope="module")
+def run_1dev(reference_runs):
+  return reference_runs[1]
+
+
+@pytest.fixture(scope="module")
+def run_8dev(reference_runs):
+  return reference_runs[8]
 
 
 def _copy_checkpoint(src_workdir, dst_workdir, step):
