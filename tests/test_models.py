@@ -256,7 +256,7 @@ def test_inference_skips_dense_matching_but_init_and_training_keep_it(tiny_confi
                                     *inputs)
   assert dm_off == 0 and dm_on > 0
   assert dots_on - dots_off == 2 * len(cfg.dm_layers)  # vision_proj and text_proj per DM stage
-  # The outputs' structure is the claim: traced, not run (op by op the whole model took 5 s).
+  # The outputs' structure is the claim: traced, not run (an eager forward dispatches op by op).
   train_out, _ = jax.eval_shape(lambda v, *a: tiny_model.apply(v, *a, train=True, mutable=["batch_stats"]),
                                 tiny_variables, *inputs)
   assert len(train_out["dm"]) == len(cfg.dm_layers)
