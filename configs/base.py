@@ -35,6 +35,9 @@ def get_model_config(size: str = "base") -> ml_collections.ConfigDict:
   m.use_text = True
   m.fusion_heads = 8
   m.fusion_mlp = False  # TEM/SAM are attention-only residual blocks
+  # Every TEM/SAM update is scaled by tanh(gate); 0 = the SPEC's init (the SLB starts as the
+  # pretrained ViT + BERT). From-scratch configs may open the gates at the start.
+  m.fusion_gate_init = 0.0
   # Dense-matching projection.
   m.dm_dim = 256
   m.dm_tau_init = 0.07

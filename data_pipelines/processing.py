@@ -28,7 +28,9 @@ Recipe for global sample index k (attempt a = 0, 1, ...; randomness of attempt a
        nl     a grounding sample (`satracker_jax.grounding`, as the tracker grounds frame 0): the
               search frame whole (square, centred, mean-padded crop; no jitter), a blank template
               (`template_blank`: the graph writes BLANK_COLOUR, reads no file) with an empty
-              template box, and the sentence. A flip mirrors the search box only.
+              template box, and the sentence. A flip mirrors the search box only. A sequence
+              whose sentence needs motion (`Sequence.single_frame` False: synthetic `direction`
+              videos) gives an nl_bb sample instead: a single frame cannot be grounded from it.
 These draws are the ones the earlier all-Python sampler made, in the same order, so a (seed, k)
 names the same frames, boxes and flips as before. Crops are squares of side
 ceil(sqrt(w*h)*factor) centred on the box (`satracker_jax.boxes.crop_params`), resized with the
@@ -221,6 +223,10 @@ class SampleMaker:
     u_gray, u_flip, b_t, b_s = jitter_rng.random(4)
     protocol_rng = rng.spawn(1)[0]  # a second child: the draws above do not depend on the mix
     protocol = min(int(np.searchsorted(self.protocol_cdf, protocol_rng.random(), side="right")), 2)
+    if PROTOCOLS[protocol] == "nl" and not getattr(seq, "single_frame", True):
+      # The sentence needs motion ("... moving left" with a twin moving right): one frame cannot
+      # be grounded from it, so this sample is a tracking one (box + sentence) instead.
+      protocol = PROTOCOLS.index("nl_bb")
     vis = self.visible_frames[seq_id]
     if len(vis) == 0:
       raise _Failure(REASON_NO_VISIBLE_BOX, f"{seq.dataset}/{seq.name}: no visible box")
@@ -263,7 +269,8 @@ class SampleMaker:
         "template_box": template_box, "search_box": search_box,
         "text_ids": text_ids, "text_mask": text_mask,
         "template_blank": int(blank), "debug_protocol": protocol,
-        "grayscale": int(u_gray < float(c.grayscale_prob)), "flip": int(flip),
+        # No grayscale for grounding: with no template, a colour word would then name nothing.
+        "grayscale": int(u_gray < float(c.grayscale_prob) and not blank), "flip": int(flip),
         "brightness": (lo_b + b_t * (1.0 + b - lo_b), lo_b + b_s * (1.0 + b - lo_b)),
         "debug_sequence": seq_id, "debug_frames": (t, s),
         "debug_template_crop": (t_params.x0, t_params.y0, t_params.size),

@@ -61,7 +61,8 @@ from data_pipelines.lasot_split import lasot_test_sequences
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png")
 DATASETS = ("lasot", "tnl2k", "otb", "otb99_lang", "got10k", "synthetic")
-READER_VERSION = 2  # 2: annotation-only indexes, OTB-2015, LaSOT toolkit packs, absent flags
+# 2: annotation-only indexes, OTB-2015, LaSOT toolkit packs, absent flags; 3: single_frame
+READER_VERSION = 3
 _CACHE_PREFIX = ".satracker_index_"
 # Folder names that mark a TNL2K-layout root holding one sub-folder per split.
 SPLIT_FOLDERS = ("train", "test", "val")
@@ -84,6 +85,10 @@ class Sequence:
   bad_sentence: bool = False  # undecodable or empty language file: training replaces its samples
   sentence_file: str = ""  # the language file behind bad_sentence (eval re-reads and names it)
   absent: Optional[np.ndarray] = None  # [N] bool: LaSOT toolkit's absent flags, GOT-10k's absence.label
+  # The sentence picks the target out of one frame (grounding, the `nl` protocol, can be trained
+  # and scored on it). False only where a data set says so: synthetic `direction` videos, whose
+  # sentence ("... moving left") needs motion (attributes.json `single_frame`).
+  single_frame: bool = True
 
   def __len__(self) -> int:
     # One box per frame; counted from the boxes so annotation-only sequences (no frames) work too.
@@ -225,9 +230,11 @@ def _frames_from_spec(img_dir: str, spec: dict) -> list[str]:
 # Per-dataset scanners: each returns a list of index records (dicts of plain data, cacheable).
 
 
-def _record(name, img_dir, spec, boxes, sentence, bad, occl=None, oov=None, absent=None):
+def _record(name, img_dir, spec, boxes, sentence, bad, occl=None, oov=None, absent=None,
+            single_frame=True):
   return {"name": name, "img_dir": img_dir, "spec": spec, "boxes": boxes, "sentence": sentence,
-          "bad_sentence": bad, "full_occlusion": occl, "out_of_view": oov, "absent": absent}
+          "bad_sentence": bad, "full_occlusion": occl, "out_of_view": oov, "absent": absent,
+          "single_frame": bool(single_frame)}
 
 
 def _lasot_test_names(root: str) -> set[str]:
@@ -333,6 +340,20 @@ def _scan_tnl2k(root: str, split: str, frames: bool = True) -> list[dict]:
   return records
 
 
+def _scan_synthetic(root: str, split: str, frames: bool = True) -> list[dict]:
+  """TNL2K layout plus each video's attributes.json `single_frame` (written by `satracker synth`;
+  a missing or unreadable file means True)."""
+  records = _scan_tnl2k(root, split, frames)
+  for r in records:
+    seq_dir = os.path.join(root, os.path.dirname(r["img_dir"]))
+    try:
+      with open(os.path.join(seq_dir, "attributes.json")) as f:
+        r["single_frame"] = bool(json.load(f).get("single_frame", True))
+    except (OSError, ValueError, AttributeError):
+      pass
+  return records
+
+
 def _otb_range(video: str, boxes: np.ndarray) -> tuple[np.ndarray, int]:
   """(scored boxes, first image number): pytracking's start frames and Tiger1's initOmit."""
   omit = otb_sequences.INIT_OMIT.get(video, 0)
@@ -428,7 +449,7 @@ def _scan_got10k(root: str, split: str, frames: bool = True) -> list[dict]:
 
 # name -> scanner(root, split, frames): frames=False reads annotations only (no image folders).
 _SCANNERS: dict[str, Callable[[str, str, bool], list[dict]]] = {
-    "lasot": _scan_lasot, "tnl2k": _scan_tnl2k, "synthetic": _scan_tnl2k, "otb": _scan_otb,
+    "lasot": _scan_lasot, "tnl2k": _scan_tnl2k, "synthetic": _scan_synthetic, "otb": _scan_otb,
     "otb99_lang": _scan_otb99_lang, "got10k": _scan_got10k,
 }
 
@@ -478,7 +499,7 @@ def _cache_path(name: str, root: str, split: str, cache_dir: str, frames: bool =
 def _save_index(path: str, fingerprint: str, records: list[dict]) -> None:
   meta, boxes, flags = [], [], []
   for r in records:
-    m = {k: r[k] for k in ("name", "img_dir", "spec", "sentence", "bad_sentence")}
+    m = {k: r[k] for k in ("name", "img_dir", "spec", "sentence", "bad_sentence", "single_frame")}
     m["n"] = len(r["boxes"])
     m["flags"] = [k for k in ("full_occlusion", "out_of_view", "absent") if r[k] is not None]
     meta.append(m)
@@ -510,7 +531,8 @@ def _load_index(path: str, fingerprint: str) -> Optional[list[dict]]:
   records, b, f = [], 0, 0
   for m in meta["sequences"]:
     n = m["n"]
-    r = _record(m["name"], m["img_dir"], m["spec"], boxes[b:b + n], m["sentence"], m["bad_sentence"])
+    r = _record(m["name"], m["img_dir"], m["spec"], boxes[b:b + n], m["sentence"], m["bad_sentence"],
+                single_frame=m.get("single_frame", True))
     b += n
     for k in m["flags"]:
       r[k] = flags[f:f + n]
@@ -535,7 +557,8 @@ def _to_sequence(dataset: str, root: str, r: dict) -> Sequence:
       name=r["name"], dataset=dataset, frames=frames, boxes=boxes,
       visible=visible, sentence=r["sentence"], bad_sentence=bool(r["bad_sentence"]),
       sentence_file=r["bad_sentence"] if isinstance(r["bad_sentence"], str) else "",
-      full_occlusion=flags("full_occlusion"), out_of_view=flags("out_of_view"), absent=flags("absent"))
+      full_occlusion=flags("full_occlusion"), out_of_view=flags("out_of_view"), absent=flags("absent"),
+      single_frame=bool(r.get("single_frame", True)))
 
 
 def load_dataset(name: str, root: str, split: str = "test", cache_dir: str = "",

@@ -92,13 +92,14 @@ def test_short_demo_writes_complete_report(four_step_demo, tmp_path, capsys):
 
   # A second identical request finds everything done: no re-generation, no retraining, no
   # re-tracking, same metrics; the last line gives the elapsed time and the AUC.
-  results = os.path.join(workdir, "results", "full")
+  results = os.path.join(workdir, "results", "full", "nl_bb")
   before = _mtimes(results, ".txt"), _mtimes(os.path.join(workdir, "synthetic"))
   capsys.readouterr()
   _demo(workdir, "--steps", "4")
   out = capsys.readouterr().out
   assert (_mtimes(results, ".txt"), _mtimes(os.path.join(workdir, "synthetic"))) == before
   assert _read_json(os.path.join(report, "metrics.json")) == metrics
+  assert "already trained (4 steps)" in out and "training 4 steps" not in out
   assert "synthetic data already in" in out and "metrics.json" in out and "tracked.gif" in out
   last = out.strip().splitlines()[-1]
   assert last.startswith("[demo] done in ") and f"AUC {100 * entry['auc']:.2f}" in last
@@ -116,7 +117,7 @@ def test_more_steps_in_the_same_workdir_report_the_new_model(four_step_demo, tmp
   assert "holds results of another model" in out
   demo = _read_json(os.path.join(workdir, "report", "demo.json"))
   assert demo["variants"]["full"]["final_step"] == 6
-  assert _read_json(os.path.join(workdir, "results", "full", "demo_model.json"))["step"] == 6
+  assert _read_json(os.path.join(workdir, "results", "full", "nl_bb", "demo_model.json"))["step"] == 6
   # The reported metrics are those of the model now in runs/full, tracked from scratch.
   config, variables = model_io.load_variables(str(workdir / "runs" / "full"))
   sequences = readers.load_dataset("synthetic", str(workdir / "synthetic"), "test")
@@ -127,7 +128,7 @@ def test_more_steps_in_the_same_workdir_report_the_new_model(four_step_demo, tmp
     assert reported[key] == pytest.approx(fresh[key], abs=1e-9)
   for seq in sequences:
     np.testing.assert_array_equal(
-        results_io.read_boxes(results_io.results_path(str(workdir / "results" / "full"), seq.name)),
+        results_io.read_boxes(results_io.results_path(str(workdir / "results" / "full" / "nl_bb"), seq.name)),
         results_io.read_boxes(results_io.results_path(str(tmp_path / "fresh"), seq.name)))
 
 
@@ -168,3 +169,71 @@ def test_changing_only_the_steps_changes_the_run_identity():
   a = demo.run_identity(config, {"seed": 0})
   config.train.total_steps += 1
   assert demo.run_identity(config, {"seed": 0}) != a
+
+
+def test_seeds_and_protocols_add_runs_and_resume(four_step_demo, tmp_path, capsys):
+  """`--seeds 2 --protocols nl_bb,nl`: the 4-step seed-0 run is reused, one more training seed
+  is trained on the same data, each model is evaluated under both protocols, and the report gives
+  mean ± std; an interrupted second run (its folder lost) is redone alone on the next call."""
+  workdir = _copy(four_step_demo, tmp_path)
+  data_before = _mtimes(os.path.join(workdir, "synthetic"))
+  capsys.readouterr()
+  _demo(workdir, "--steps", "4", "--seeds", "2", "--protocols", "nl_bb,nl")
+  out = capsys.readouterr().out
+  assert "[full] already trained (4 steps)" in out and "[full_seed1] training 4 steps" in out
+  assert _mtimes(os.path.join(workdir, "synthetic")) == data_before  # same data for every seed
+  run1 = _read_json(os.path.join(workdir, "runs", "full_seed1", "demo_run.json"))
+  run0 = _read_json(os.path.join(workdir, "runs", "full", "demo_run.json"))
+  assert run1["data"] == run0["data"] and run1["config_sha256"] != run0["config_sha256"]
+  for name in ("full", "full_seed1"):
+    for protocol in ("nl_bb", "nl"):
+      provenance = os.path.join(workdir, "results", name, protocol, "provenance.json")
+      assert os.path.isfile(provenance)
+  ablations = _read_json(os.path.join(workdir, "report", "ablations.json"))
+  assert ablations["protocols"] == ["nl_bb", "nl"] and ablations["seeds"] == 2
+  full = ablations["variants"]["full"]
+  assert full["runs"] == ["full", "full_seed1"]
+  demo_json = _read_json(os.path.join(workdir, "report", "demo.json"))
+  for protocol in ("nl_bb", "nl"):
+    aucs = [100 * demo_json["variants"][n][protocol]["auc"] for n in full["runs"]]
+    assert full[protocol]["auc"] == pytest.approx(aucs)
+  grounding = full["nl"]["grounding_single_frame"]
+  assert len(grounding) == 2 and all(0.0 <= g <= 100.0 for g in grounding)
+  table = (workdir / "report" / "ablations.md").read_text()
+  assert "| full " in table and "2/2" in table and "nl grounding" in table
+  assert os.path.getsize(os.path.join(workdir, "report", "ablations.png")) > 0
+  last = out.strip().splitlines()[-1]
+  assert "sentence only (nl): AUC" in last and "frame-0 grounding" in last
+
+  shutil.rmtree(os.path.join(workdir, "runs", "full_seed1"))  # as if killed before its first save
+  capsys.readouterr()
+  _demo(workdir, "--steps", "4", "--seeds", "2", "--protocols", "nl_bb,nl")
+  out = capsys.readouterr().out
+  assert "[full] already trained" in out and "[full_seed1] training 4 steps" in out
+  # Same seed, same data: the retrained run is the same model, so the same scores.
+  again = _read_json(os.path.join(workdir, "report", "ablations.json"))["variants"]["full"]
+  assert again["nl_bb"]["auc"] == pytest.approx(full["nl_bb"]["auc"], abs=1e-9)
+
+
+def test_ablation_table_mean_and_spread():
+  from satracker_jax import demo
+  row = lambda auc, g: {"nl_bb": {"auc": auc, "precision": auc, "norm_precision": auc},
+                        "nl": {"auc": auc / 2, "precision": auc, "norm_precision": auc,
+                               "grounding_single_frame": g}}
+  rows = {"full": row(0.60, 0.5), "no_text": row(0.50, 0.1), "full_seed1": row(0.64, 0.7)}
+  variants = {"full": "full", "no_text": "no_text", "full_seed1": "full"}
+  summary = demo.ablation_summary(rows, variants, ("nl_bb", "nl"))
+  assert summary["full"]["nl_bb"]["auc"] == pytest.approx([60.0, 64.0])
+  table = demo._ablation_table(summary, ("nl_bb", "nl"), seeds=2)
+  # mean 62.00, sample std of (60, 64) = 2.83; one seed: the value alone; grounding 60 ± 14.14.
+  assert "62.00 ± 2.83" in table and "| 50.00 " in table and "60.00 ± 14.14" in table
+  assert "2/2" in table and "1/2" in table
+
+
+def test_bad_protocols_are_one_line_errors(tmp_path, capsys):
+  assert cli.main(["demo", "--workdir", str(tmp_path / "w"), *RUNLOCAL, "--protocols", "nl"]) == 2
+  assert cli.main(["demo", "--workdir", str(tmp_path / "w"), *RUNLOCAL, "--protocols", "nl_bb,x"]) == 2
+  assert cli.main(["demo", "--workdir", str(tmp_path / "w"), *RUNLOCAL, "--seeds", "0"]) == 2
+  err = capsys.readouterr().err
+  assert "need nl_bb" in err and "--seeds 0" in err
+  assert not os.path.exists(tmp_path / "w" / "synthetic")

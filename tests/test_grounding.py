@@ -1,5 +1,8 @@
 """Grounding input (satracker_jax/grounding.py): the whole frame as the search crop, an empty
 template whose TEM mask is empty, finite outputs and gradients, and one compiled step for both."""
+import json
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -192,3 +195,38 @@ def test_one_compiled_step_serves_tracking_and_grounding(micro):
   # A window of ones is exactly "no window": the step's box is the head's plain argmax decode.
   plain, _ = decode_box(out["score_map"], out["size_map"], out["offset_map"])
   np.testing.assert_array_equal(np.asarray(out["box"]), np.asarray(plain))
+
+
+def test_motion_sentences_never_become_grounding_samples(tmp_path):
+  """Synthetic `direction` videos ("... moving left" beside a twin moving right) cannot be
+  grounded from one frame: the reader marks them (Sequence.single_frame), the sampler turns their
+  nl draws into nl_bb samples, and grounding samples are never grayscale (a colour word would
+  then name nothing). The other modes' nl draws stay nl."""
+  from data_pipelines import processing, readers, synthetic
+  from satracker_jax.tokenizer import WordPieceTokenizer
+  root = str(tmp_path / "synth")
+  synthetic.generate(root, sequences=6, seed=0, frames=3, size=(64, 48), test_sequences=0,
+                     modes={"direction": 0.5, "absolute": 0.5}, progress=False)
+  seqs = readers.load_dataset("synthetic", root, "train")
+  modes = {}
+  for s in seqs:
+    with open(os.path.join(root, "train", s.name, "attributes.json")) as f:
+      modes[s.name] = json.load(f)["mode"]
+  assert {s.name: s.single_frame for s in seqs} == {n: m != "direction" for n, m in modes.items()}
+  assert set(modes.values()) == {"direction", "absolute"}
+  tok = WordPieceTokenizer(os.path.join(root, synthetic.VOCAB_FILE), max_len=16)
+  data = config_utils.load_config("configs/tiny.py").data
+  data.update(grayscale_prob=1.0, max_gap=5)
+  data.protocols = {"nl": 1.0}  # (update() would merge it into the default {"nl_bb": 1.0})
+  maker = processing.SampleMaker([("synthetic", 1.0, seqs)], data, 64, 128, tok, seed=0,
+                                 max_text_len=16)
+  seen = set()
+  for k in range(40):
+    plan = maker.plan(k, 0)
+    assert plan["ok"] == processing.PLAN_OK
+    mode = modes[seqs[int(plan["debug_sequence"])].name]
+    protocol = processing.PROTOCOLS[int(plan["debug_protocol"])]
+    assert protocol == ("nl_bb" if mode == "direction" else "nl"), (mode, protocol)
+    assert int(plan["grayscale"]) == (protocol != "nl")
+    seen.add(mode)
+  assert seen == {"direction", "absolute"}

@@ -43,7 +43,9 @@ box and the sentence, the default), `bb` (the first box only: the sentence is re
 and tracking starts from it). Under `nl` line 0 of `<seq>.txt` is the grounded box; the toolkit's
 scoring still replaces frame 0 by the ground truth (pytracking's rule), so the grounding itself is
 scored apart: `grounding_accuracy` = the fraction of sequences whose grounded box has IoU > 0.5
-with the first ground-truth box (in metrics.json, with `grounding.json` per sequence).
+with the first ground-truth box (in metrics.json, with `grounding.json` per sequence), and, where
+some sentences need motion (synthetic `direction` videos, `Sequence.single_frame` False),
+`grounding_accuracy_single_frame` over the others.
 `mask_text=True` replaces every sentence by "" under any protocol (the "sentence masked" control:
 `nl` then grounds from no words at all). The protocol and the mask are part of the provenance.
 
@@ -589,7 +591,8 @@ def track_sequences(config, variables, sequences, out_dir: str, parallel: int = 
 def grounding_scores(sequences, out_dir: str) -> dict:
   """Frame-0 grounding of an `nl` run: line 0 of each `<seq>.txt` against the first ground-truth
   box (pytracking's IoU). {"accuracy": fraction with IoU > 0.5, "num_sequences", "sequences":
-  {name: {"box", "iou"}}}."""
+  {name: {"box", "iou", "single_frame"}}, and the same accuracy over the sequences whose sentence
+  a single frame resolves (`Sequence.single_frame`): "accuracy_single_frame", "num_single_frame"}."""
   from satracker_jax.evaluation import metrics as metrics_lib  # noqa: PLC0415
   per = {}
   for seq in sequences:
@@ -597,9 +600,12 @@ def grounding_scores(sequences, out_dir: str) -> dict:
     gt = np.asarray(seq.boxes[0], np.float64)
     iou = float(metrics_lib.iou_overlap(box[None], gt[None])[0])
     per[seq.name] = {"box": [float(v) for v in box], "iou": iou}
+    per[seq.name]["single_frame"] = bool(getattr(seq, "single_frame", True))
   hits = [v["iou"] > 0.5 for v in per.values()]
+  single = [v["iou"] > 0.5 for v in per.values() if v["single_frame"]]
   return {"accuracy": float(np.mean(hits)) if hits else float("nan"), "num_sequences": len(per),
-          "sequences": per}
+          "accuracy_single_frame": float(np.mean(single)) if single else float("nan"),
+          "num_single_frame": len(single), "sequences": per}
 
 
 def evaluate(config, variables, sequences, out_dir: str, parallel: int = 1, progress: bool = True,
@@ -635,8 +641,13 @@ def evaluate(config, variables, sequences, out_dir: str, parallel: int = 1, prog
       grounded = grounding_scores(scored, out_dir)
       _write_json(os.path.join(out_dir, GROUNDING_FILE), grounded)
       report.metrics[name]["grounding_accuracy"] = grounded["accuracy"]
-      print(f"frame-0 grounding accuracy (IoU > 0.5): {grounded['accuracy']:.3f} over "
-            f"{grounded['num_sequences']} sequences ({tag})")
+      line = (f"frame-0 grounding accuracy (IoU > 0.5): {grounded['accuracy']:.3f} over "
+              f"{grounded['num_sequences']} sequences")
+      if grounded["num_single_frame"] < grounded["num_sequences"]:
+        report.metrics[name]["grounding_accuracy_single_frame"] = grounded["accuracy_single_frame"]
+        line += (f"; {grounded['accuracy_single_frame']:.3f} over the {grounded['num_single_frame']} "
+                 "a single frame resolves")
+      print(f"{line} ({tag})")
     if write_report:
       analyze_lib.write_report(report, out_dir, title=f"{dataset} ({tag})")
     print(f"protocol: {tag}")

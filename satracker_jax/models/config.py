@@ -58,6 +58,7 @@ class ModelConfig:
   use_text: bool = True
   fusion_heads: int = 8
   fusion_mlp: bool = False
+  fusion_gate_init: float = 0.0
   dm_dim: int = 256
   dm_tau_init: float = 0.07
   head_channels: int = 256

@@ -1,7 +1,9 @@
 """Cross-modal modules of the Synchronous Learning Backbone (SPEC.md "TEM", "SAM", "DM loss").
 
 Every update is a residual scaled by tanh(gate) with the gate a scalar initialised to 0, so at
-initialisation the SLB is exactly the pretrained ViT + BERT (tests pin this).
+initialisation the SLB is exactly the pretrained ViT + BERT (tests pin this). `gate_init`
+(`model.fusion_gate_init`) starts the gates elsewhere: for a model trained from scratch there is
+no pretrained function to preserve, and closed gates only slow the fusion down (README "Protocols").
 Vision tokens are [Z; X] (template tokens first); the text branch may have another width: the
 `vision_to_text` / `text_to_vision` Dense layers project between the two.
 """
@@ -37,13 +39,15 @@ def template_target_mask(template_box: jax.Array, grid: int) -> jax.Array:
 
 
 def _gate(module: nn.Module, name: str, dtype) -> jax.Array:
-  return jnp.tanh(module.param(name, nn.initializers.zeros, ())).astype(dtype)
+  init = float(getattr(module, "gate_init", 0.0))
+  return jnp.tanh(module.param(name, nn.initializers.constant(init), ())).astype(dtype)
 
 
 class GatedMlp(nn.Module):
   """x + tanh(gate) * MLP(LN(x)); only used when `fusion_mlp` is on (off in the paper configs)."""
   mlp_ratio: float = 4.0
   dtype: Dtype = jnp.float32
+  gate_init: float = 0.0
 
   @nn.compact
   def __call__(self, x):
@@ -65,6 +69,7 @@ class TargetEnhanceModule(nn.Module):
   mlp: bool = False
   dtype: Dtype = jnp.float32
   attention_impl: str = "xla"
+  gate_init: float = 0.0
 
   @nn.compact
   def __call__(self, vision, text, target_mask, text_mask):
@@ -88,8 +93,8 @@ class TargetEnhanceModule(nn.Module):
     x = x + _gate(self, "search_gate", self.dtype) * dx
     text = text + _gate(self, "text_gate", self.dtype) * dt
     if self.mlp:
-      x = GatedMlp(dtype=self.dtype, name="search_mlp")(x)
-      text = GatedMlp(dtype=self.dtype, name="text_mlp")(text)
+      x = GatedMlp(dtype=self.dtype, gate_init=self.gate_init, name="search_mlp")(x)
+      text = GatedMlp(dtype=self.dtype, gate_init=self.gate_init, name="text_mlp")(text)
     return jnp.concatenate([z, x], 1), text
 
 
@@ -104,6 +109,7 @@ class SemanticAwareModule(nn.Module):
   mlp: bool = False
   dtype: Dtype = jnp.float32
   attention_impl: str = "xla"
+  gate_init: float = 0.0
 
   @nn.compact
   def __call__(self, vision, text, text_mask):
@@ -122,8 +128,8 @@ class SemanticAwareModule(nn.Module):
     text = text + _gate(self, "text_gate", self.dtype) * dt
     vision = vision + _gate(self, "vision_gate", self.dtype) * dv
     if self.mlp:
-      text = GatedMlp(dtype=self.dtype, name="text_mlp")(text)
-      vision = GatedMlp(dtype=self.dtype, name="vision_mlp")(vision)
+      text = GatedMlp(dtype=self.dtype, gate_init=self.gate_init, name="text_mlp")(text)
+      vision = GatedMlp(dtype=self.dtype, gate_init=self.gate_init, name="vision_mlp")(vision)
     return vision, text
 
 

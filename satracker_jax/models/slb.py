@@ -145,11 +145,11 @@ class SynchronousBackbone(nn.Module):
       i = last
       if cfg.use_tem and i in cfg.tem_layers:
         vision, text = tem(cfg.num_template, cfg.fusion_heads, cfg.fusion_mlp, dtype=dtype,
-                           attention_impl=impl, name=f"tem_{i}")(vision, text, target_mask, text_mask)
+                           attention_impl=impl, gate_init=cfg.fusion_gate_init, name=f"tem_{i}")(vision, text, target_mask, text_mask)
         vision, text = shard_batch(vision), shard_batch(text)
       if cfg.use_sam and i in cfg.sam_layers:
         vision, text = sam(cfg.fusion_heads, cfg.fusion_mlp, dtype=dtype, attention_impl=impl,
-                           name=f"sam_{i}")(vision, text, text_mask)
+                           gate_init=cfg.fusion_gate_init, name=f"sam_{i}")(vision, text, text_mask)
         vision, text = shard_batch(vision), shard_batch(text)
       if dense_matching and i in cfg.dm_layers:
         stage = fusion.DenseMatchingProjection(cfg.dm_dim, cfg.dm_tau_init, dtype=dtype, name=f"dm_{i}")(
