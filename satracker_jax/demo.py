@@ -154,10 +154,8 @@ def _evaluate(name: str, protocol: str, config, variables, identity: dict, step:
                             progress=progress, dataset=DATASET, name=name, protocol=protocol,
                             write_report=False)[name]
   metrics = {**metrics, "eval_seconds": time.time() - t0, "results_dir": out_dir}
-  if protocol == "nl":
-    grounded = runner.grounding_scores(test_sequences, out_dir)
-    metrics["grounding_single_frame"] = grounded["accuracy_single_frame"]
-    metrics["num_single_frame"] = grounded["num_single_frame"]
+  if protocol == "nl":  # scored by runner.evaluate (grounding_scores), named for the tables here
+    metrics["grounding_single_frame"] = metrics.pop("grounding_accuracy_single_frame")
   return metrics
 
 
@@ -346,7 +344,7 @@ def run_demo(workdir: str = "demo_workdir", config_spec: str = "configs/syntheti
   t0 = time.time()
   report_dir = os.path.join(workdir, "report")
   shutil.rmtree(report_dir, ignore_errors=True)  # nothing in it may outlive the run that wrote it
-  first_seed = [n for n in variant_overrides]
+  first_seed = list(variant_overrides)
   report = analyze.evaluate(test_sequences, {n: rows[n]["nl_bb"]["results_dir"] for n in first_seed},
                             DATASET)
   paths = analyze.write_report(report, report_dir, title="synthetic test split (nl_bb)")

@@ -599,8 +599,8 @@ def grounding_scores(sequences, out_dir: str) -> dict:
     box = results_io.read_boxes(results_io.results_path(out_dir, seq.name))[0]
     gt = np.asarray(seq.boxes[0], np.float64)
     iou = float(metrics_lib.iou_overlap(box[None], gt[None])[0])
-    per[seq.name] = {"box": [float(v) for v in box], "iou": iou}
-    per[seq.name]["single_frame"] = bool(getattr(seq, "single_frame", True))
+    per[seq.name] = {"box": [float(v) for v in box], "iou": iou,
+                     "single_frame": bool(getattr(seq, "single_frame", True))}
   hits = [v["iou"] > 0.5 for v in per.values()]
   single = [v["iou"] > 0.5 for v in per.values() if v["single_frame"]]
   return {"accuracy": float(np.mean(hits)) if hits else float("nan"), "num_sequences": len(per),
@@ -617,7 +617,8 @@ def evaluate(config, variables, sequences, out_dir: str, parallel: int = 1, prog
   """Tracks what `track_sequences` finds missing or stale, then scores every sequence that has
   results. Returns `{name: {"auc", ...}}` (fractions), the schema of `<out_dir>/metrics.json`.
 
-  Every entry also holds `protocol` (and `mask_text`); under `nl`, `grounding_accuracy` too.
+  Every entry also holds `protocol` (and `mask_text`); under `nl`, `grounding_accuracy`,
+  `grounding_accuracy_single_frame` and `num_single_frame` too (`grounding_scores`).
   Raises `EvaluationFailed` (after scoring the others and writing the summary) when a sequence
   could not be tracked; its `.metrics` holds the scores of the rest."""
   sequences = list(sequences)
@@ -640,11 +641,13 @@ def evaluate(config, variables, sequences, out_dir: str, parallel: int = 1, prog
     if protocol == "nl":
       grounded = grounding_scores(scored, out_dir)
       _write_json(os.path.join(out_dir, GROUNDING_FILE), grounded)
-      report.metrics[name]["grounding_accuracy"] = grounded["accuracy"]
+      report.metrics[name].update(
+          grounding_accuracy=grounded["accuracy"],
+          grounding_accuracy_single_frame=grounded["accuracy_single_frame"],
+          num_single_frame=grounded["num_single_frame"])
       line = (f"frame-0 grounding accuracy (IoU > 0.5): {grounded['accuracy']:.3f} over "
               f"{grounded['num_sequences']} sequences")
       if grounded["num_single_frame"] < grounded["num_sequences"]:
-        report.metrics[name]["grounding_accuracy_single_frame"] = grounded["accuracy_single_frame"]
         line += (f"; {grounded['accuracy_single_frame']:.3f} over the {grounded['num_single_frame']} "
                  "a single frame resolves")
       print(f"{line} ({tag})")
