@@ -4,7 +4,7 @@ import math
 import jax
 import pytest
 
-from satracker_jax import config_utils, model_io
+from satracker_jax import cli, config_utils, model_io
 from satracker_jax.bench import scale
 from satracker_jax.train import sharding as sharding_lib
 
@@ -17,15 +17,17 @@ def test_parse_mesh():
   assert scale.parse_mesh("data=8,fsdp=8") == {"data": 8, "fsdp": 8}
   assert scale.parse_mesh("fsdp=-1") == {"fsdp": -1}
   for bad in ("data=8,model=2", "data:8", "data=x"):
-    with pytest.raises(ValueError, match="--mesh"):
+    with pytest.raises(config_utils.ConfigError, match="--mesh"):
       scale.parse_mesh(bad)
 
 
 def test_run_refuses_a_mesh_or_batch_that_does_not_fit_the_devices_before_compiling():
-  with pytest.raises(ValueError, match="does not fit 8 devices"):
+  with pytest.raises(config_utils.ConfigError, match="does not fit 8 devices"):
     scale.run("configs/tiny.py", devices=8, mesh="data=4,fsdp=4")
-  with pytest.raises(ValueError, match="--batch 12"):
+  with pytest.raises(config_utils.ConfigError, match="--batch 12"):
     scale.run("configs/tiny.py", devices=8, mesh="data=-1,fsdp=2", batch=12)
+  # As a user types it: one line naming the option, exit 2, no traceback.
+  assert cli.main(["bench", "scale", "--mesh", "data=3", "--devices", "8"]) == 2
 
 
 def test_collectives_in_hlo_reads_every_replica_group_spelling_and_counts_loop_trips():

@@ -33,6 +33,8 @@ import tempfile
 import time
 from typing import Mapping, Sequence
 
+from satracker_jax import config_utils
+
 GIB = 2 ** 30
 COLLECTIVES = ("all-gather", "reduce-scatter", "all-reduce", "all-to-all", "collective-permute")
 _DTYPE_BYTES = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2, "s32": 4, "u32": 4,
@@ -47,7 +49,7 @@ def parse_mesh(text: str) -> dict:
   for part in filter(None, (p.strip() for p in text.split(","))):
     name, sep, value = part.partition("=")
     if not sep or name not in ("data", "fsdp") or not value.strip().lstrip("-").isdigit():
-      raise ValueError(f"--mesh {text!r}: expected data=A,fsdp=B (integers, one may be -1)")
+      raise config_utils.ConfigError(f"--mesh {text!r}: expected data=A,fsdp=B (integers, one may be -1)")
     mesh[name] = int(value)
   return mesh
 
@@ -266,9 +268,9 @@ def run(config_spec: str = "configs/tiny.py", overrides=(), *, devices: int = 8,
   # Cheap checks here, before a subprocess spends a minute starting up.
   known = math.prod(v for v in mesh.values() if v != -1)
   if devices % known or (-1 not in mesh.values() and known != devices):
-    raise ValueError(f"--mesh {mesh} does not fit {devices} devices")
+    raise config_utils.ConfigError(f"--mesh {mesh} does not fit {devices} devices")
   if batch and batch % devices:
-    raise ValueError(f"--batch {batch} does not divide by {devices} devices (e.g. {32 * devices} for 32 per device)")
+    raise config_utils.ConfigError(f"--batch {batch} does not divide by {devices} devices (e.g. {32 * devices} for 32 per device)")
   result = _in_subprocess(config_spec, tuple(overrides), devices, mesh, batch, remat, memory_gib)
   print(utils.format_table(["bench scale", "value"], table_rows(result)))
   return result
