@@ -40,131 +40,26 @@ resampling), so the bytes do not depend on the number of threads either. Each op
 thread (`max_intra_op_parallelism = 1`): parallelism comes from samples in flight.
 
 Bad data is replaced, never fatal (see processing.py); `stats()` counts replaced samples by
-reason over the batches handed out so far.
+reason over the batches handed out so far. The batch contract and the iterator live in batches.py
+(TensorFlow-free), shared with numpy_sampler.py, this pipeline's twin without TensorFlow
+(`data.backend="numpy"`).
 """
 from __future__ import annotations
 
-import atexit
-import logging
-import weakref
 from typing import Optional
 
-import numpy as np
 import tensorflow as tf
 
-from data_pipelines import ingraph, processing, readers, synthetic
+from data_pipelines import ingraph, processing
+from data_pipelines.batches import (  # noqa: F401  (re-exported: sampler.BATCH_KEYS & co.)
+    BATCH_KEYS, SampleIterator, build_sample_maker, load_datasets, local_batch_size)
+from data_pipelines.batches import EXHAUSTED as _EXHAUSTED
+from data_pipelines.batches import PASSED as _PASSED
 from satracker_jax import grounding
-from satracker_jax.tokenizer import build_tokenizer
 
-log = logging.getLogger(__name__)
-
-BATCH_KEYS = ("template", "template_box", "search", "search_box", "text_ids", "text_mask",
-              "sample_index", "replaced")
-# Plan fields that reach the batch unchanged (with debug=True the debug_* ones too).
-_PASSED = ("template_box", "search_box", "text_ids", "text_mask", "sample_index",
-           "replace_reason", "debug_sequence", "debug_frames", "debug_template_crop",
-           "debug_search_crop", "debug_flip", "debug_dct_ratio", "debug_protocol")
 # Plan fields the crops need after decoding.
 _FINISH = ("template_place", "template_affine", "search_place", "search_affine", "grayscale",
            "flip", "brightness", "attempt", "template_blank")
-_EXHAUSTED = -1  # replace_reason of the marker that ends a sample with no good attempt
-
-
-def load_datasets(config) -> list[tuple[str, float, list]]:
-  """[(name, weight, sequences)] of every data set in config.data.datasets with weight > 0."""
-  out = []
-  for name, spec in sorted(config.data.datasets.items()):
-    weight = float(spec.get("weight", 1.0))
-    if weight <= 0:
-      continue
-    root = spec.get("root", "")
-    if not root:
-      raise ValueError(f"config.data.datasets.{name}.root is empty (set it, or weight=0 to skip it)")
-    seqs = readers.load_dataset(name, root, spec.get("split", "train"),
-                                cache_dir=config.data.get("cache_dir", ""))
-    summary = readers.sequence_summary(seqs)
-    log.info("data set %s (%s): %s", name, root, summary)
-    out.append((name, weight, seqs))
-  if not out:
-    raise ValueError("config.data.datasets has no data set with weight > 0")
-  return out
-
-
-def build_sample_maker(config, datasets=None) -> processing.SampleMaker:
-  """The per-sample function of `config`; `datasets` ([(name, weight, sequences)]) skips reading."""
-  if "synthetic" in config.data.datasets:
-    synthetic.resolve_vocab_file(config)  # `{synthetic_root}/vocab.txt` -> the real path, in place
-  datasets = load_datasets(config) if datasets is None else datasets
-  tokenizer = build_tokenizer(config.text, max_len=config.model.max_text_len)
-  return processing.SampleMaker(
-      datasets, config.data, template_size=config.model.template_size,
-      search_size=config.model.search_size, tokenizer=tokenizer, seed=int(config.seed),
-      max_text_len=int(config.model.max_text_len))
-
-
-_LIVE_ITERATORS: "weakref.WeakSet[SampleIterator]" = weakref.WeakSet()
-
-
-@atexit.register
-def _close_all() -> None:
-  # tf.data threads blocked in numpy_function (waiting for the GIL) hang interpreter shutdown
-  # unless their iterator is destroyed first.
-  for it in list(_LIVE_ITERATORS):
-    it.close()
-
-
-class SampleIterator:
-  """Iterator of numpy batch dicts with replacement statistics and the resume index."""
-
-  def __init__(self, dataset: tf.data.Dataset, start_index: int, global_batch: int, debug: bool,
-               maker: Optional[processing.SampleMaker] = None):
-    self._it = dataset.as_numpy_iterator()
-    self._debug = debug
-    self._maker = maker
-    self.start_index = int(start_index)
-    self.global_batch = int(global_batch)
-    self.batches = 0
-    self._samples = 0
-    self._replaced = 0
-    self._by_reason = {name: 0 for name in processing.REASON_NAMES.values()}
-    _LIVE_ITERATORS.add(self)
-
-  def close(self) -> None:
-    """Stops the background threads (also done at exit)."""
-    self._it = None
-
-  def __iter__(self):
-    return self
-
-  def __next__(self) -> dict:
-    if self._it is None:
-      raise StopIteration
-    batch = next(self._it)
-    reasons = batch.pop("replace_reason")
-    if self._maker is not None and self._maker.error is not None:
-      raise RuntimeError(f"the sample planner failed:\n{self._maker.error}")
-    if (reasons == _EXHAUSTED).any():
-      k = int(batch["sample_index"][np.argmax(reasons == _EXHAUSTED)])
-      raise RuntimeError(f"sample {k}: {processing.MAX_ATTEMPTS} draws in a row hit bad data; the "
-                         "data sets are mostly unusable (see the warnings above)")
-    self.batches += 1
-    self._samples += len(reasons)
-    self._replaced += int(batch["replaced"].sum())
-    for bit, name in processing.REASON_NAMES.items():
-      self._by_reason[name] += int(((reasons & bit) != 0).sum())
-    if not self._debug:
-      batch = {k: batch[k] for k in BATCH_KEYS}
-    return batch
-
-  @property
-  def next_index(self) -> int:
-    """Global index of the first sample of the next global batch (what a checkpoint stores)."""
-    return self.start_index + self.batches * self.global_batch
-
-  def stats(self) -> dict:
-    return {"samples": self._samples, "replaced": self._replaced,
-            "replaced_by_reason": dict(self._by_reason), "batches": self.batches,
-            "next_index": self.next_index}
 
 
 _CROPS = (("template", 0), ("search", 1))
@@ -220,14 +115,7 @@ def make_dataset(config, start_index: int = 0, process_index: int = 0, process_c
   `data.num_parallel_calls` (-1: one per core) is how many samples are made at once;
   `data.threads` (optional, 0: TensorFlow's shared pool) gives tf.data a private pool that size.
   """
-  if not 0 <= process_index < process_count:
-    raise ValueError(f"process_index={process_index} outside [0, {process_count})")
-  if batch_size is None:
-    if config.train.batch_size % process_count:
-      raise ValueError(f"train.batch_size={config.train.batch_size} does not divide by "
-                       f"{process_count} processes")
-    batch_size = config.train.batch_size // process_count
-  batch_size = int(batch_size)
+  batch_size = local_batch_size(config, process_index, process_count, batch_size)
   maker = sample_maker or build_sample_maker(config, datasets)
   signature = maker.plan_signature()
   keys = list(signature)
@@ -283,4 +171,4 @@ def make_dataset(config, start_index: int = 0, process_index: int = 0, process_c
   if threads > 0:  # a private pool of that many threads (bench data's scaling rows)
     options.threading.private_threadpool_size = threads
   ds = ds.with_options(options)
-  return SampleIterator(ds, start_index, global_batch, debug, maker)
+  return SampleIterator(ds.as_numpy_iterator(), start_index, global_batch, debug, maker)
