@@ -104,8 +104,11 @@ def get_config(arg=None):
   # JPEG decoded at 1/2, 1/4, 1/8 when the crop shrinks the frame >= 2x that (0: off; 2: closer
   # to the tracker's crops, ~15% more CPU; data_pipelines/crop_window.py states the differences).
   c.data.jpeg_dct_oversample = 1.0
+  # Who makes the pixels: "tf" (tf.data graph, data_pipelines/sampler.py) or "numpy" (Pillow on
+  # threads, data_pipelines/numpy_sampler.py: the same batches, for machines without TensorFlow).
+  c.data.backend = "tf"
   c.data.threads = 0  # > 0: a private tf.data thread pool of that size (bench data's scaling rows)
-  c.data.num_parallel_calls = -1  # tf.data.AUTOTUNE
+  c.data.num_parallel_calls = -1  # samples made at once; -1: tf.data.AUTOTUNE / numpy: one per core
   c.data.prefetch = 2
   c.data.cache_dir = ""  # sequence index cache; "" = beside the data set root
 

@@ -1,9 +1,11 @@
 """`satracker bench data --config C --json FILE [--batches N] [--data-root DIR] [--frame-size WxH]`.
 
-Times `data_pipelines.sampler.make_dataset` alone (no model): host-local batches of
+Times the input pipeline's `make_dataset` alone (no model; `data.backend`: "tf", the tf.data
+sampler, or "numpy", `--config.data.backend=numpy`, the TensorFlow-free one): host-local batches of
 `train.batch_size` at the config's crop sizes, after a few warm-up batches, first with all cores
-(the training setting), then with 1, 2, 4, ... tf.data threads up to the core count
-(`data.threads`: a private pool of that size, one intra-op thread) to show how it scales.
+(the training setting), then with 1, 2, 4, ... threads up to the core count (tf: `data.threads`, a
+private pool of that size, one intra-op thread; numpy: `data.num_parallel_calls` pool threads) to
+show how it scales.
 Without configured data roots (or with `data_root` pointing at `satracker synth` output) it reads
 synthetic videos, generated into a temporary folder when needed: 1280x720 JPEG frames by default,
 the size of most LaSOT / TNL2K frames, since decoding is most of the cost. Per-core numbers divide
@@ -55,8 +57,9 @@ def run(config_spec: str = "configs/base.py", overrides=(), *, batches: int = 20
         threads=None) -> dict:
   """Samples/s of the input pipeline; `threads`: the scaling points (default 1, 2, 4.. cores)."""
   import numpy as np  # noqa: PLC0415
-  from data_pipelines import sampler, synthetic  # noqa: PLC0415  (TensorFlow behind this import)
+  from data_pipelines import batches as batches_lib, synthetic  # noqa: PLC0415
   config = config_utils.load_config(config_spec, overrides)
+  sampler = batches_lib.backend_module(config)  # the tf backend imports TensorFlow
   configured = [n for n, d in config.data.datasets.items()
                 if float(d.get("weight", 1.0)) > 0 and d.get("root", "")]
   tmp = None
@@ -75,7 +78,7 @@ def run(config_spec: str = "configs/base.py", overrides=(), *, batches: int = 20
   if threads is None:
     threads = sorted({min(2 ** i, cores) for i in range(cores.bit_length() + 1)})
   batch_size = int(config.train.batch_size)
-  maker = sampler.build_sample_maker(config)
+  maker = batches_lib.build_sample_maker(config)
   load = os.getloadavg()[0]
   main = _time(sampler, config, maker, batch_size, batches, warmup)
   scaling = []
@@ -93,7 +96,8 @@ def run(config_spec: str = "configs/base.py", overrides=(), *, batches: int = 20
   ratios = np.concatenate([np.ravel(r) for r in main.pop("ratios")])
   dct = {f"1/{r}": float(np.mean(ratios == r)) for r in (1, 2, 4, 8)}
   result = {
-      "config": config_spec, "data": source, "batch_size": batch_size,
+      "config": config_spec, "backend": str(config.data.get("backend", "tf")), "data": source,
+      "batch_size": batch_size,
       "template_size": int(config.model.template_size), "search_size": int(config.model.search_size),
       "batches": batches, **main,
       "samples_per_s_per_core": main["samples_per_s"] / cores,
@@ -103,14 +107,14 @@ def run(config_spec: str = "configs/base.py", overrides=(), *, batches: int = 20
       "cpu_count": cores, "load_average_1min": [load, load_after],
       "machine": utils.machine_info(),
   }
-  rows = [[k, result[k]] for k in ("config", "data", "batch_size", "template_size", "search_size",
+  rows = [[k, result[k]] for k in ("config", "backend", "data", "batch_size", "template_size", "search_size",
                                    "samples_per_s", "samples_per_s_per_core", "cpu_utilisation",
                                    "cpu_ms_per_sample", "samples_per_cpu_second", "first_batch_s", "replaced", "jpeg_dct_oversample", "cpu_count")]
   rows.append(["decode scale (frames)", ", ".join(f"{k}: {v:.0%}" for k, v in dct.items())])
   rows.append(["load average (1 min)", f"{load:.2f} before, {load_after:.2f} after"])
   print(utils.format_table(["data pipeline", "value"], rows))
   print(utils.format_table(
-      ["tf.data threads", "samples/s", "per thread", "CPU busy (cores)", "CPU ms/sample"],
+      [f"{result['backend']} threads", "samples/s", "per thread", "CPU busy (cores)", "CPU ms/sample"],
       [[s["threads"], s["samples_per_s"], s["per_thread"], s["cpu_utilisation"], s["cpu_ms_per_sample"]]
        for s in scaling]))
   return result

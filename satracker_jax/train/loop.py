@@ -83,7 +83,9 @@ def default_loss_fn(config) -> Callable:
 
 
 def default_dataset_fn(config, workdir: str) -> Callable[..., Iterator[dict]]:
-  from data_pipelines import sampler, synthetic  # noqa: PLC0415  (TensorFlow lives behind this)
+  # data.backend "tf" (tf.data) or "numpy" (no TensorFlow imported): data_pipelines/batches.py.
+  from data_pipelines import batches, synthetic  # noqa: PLC0415
+  sampler = batches.backend_module(config)
   _maybe_generate_synthetic(config, workdir)
   if "synthetic" in config.data.get("datasets", {}):
     synthetic.resolve_vocab_file(config)

@@ -1,0 +1,189 @@
+"""The TensorFlow-free input backend (data_pipelines/numpy_sampler.py, `data.backend="numpy"`)
+against the tf.data sampler: the same plans, layout and replacements, images within 1 level, and
+it runs (with the train loop's dataset choice) where `import tensorflow` fails.
+
+Image tolerance. Both backends decode with libjpeg (Pillow's `draft` scaled decode gives the
+graph's DCT-scaled pixels bit for bit) and resample with the same taps and weights; only the
+float arithmetic differs (Pillow accumulates in double and resizes columns first, the graph in
+float32, rows first), so a value near a .5 rounding edge can land one level apart. Measured on the
+textured JPEG frames below (DCT ratios 1 and 2, grayscale, flips, grounding samples): max 1 level,
+2 pixels of 983,040 in these 16 samples (4 of 1,966,080 in 32); on 1280x720 synthetic frames
+(ratios 1, 2, 4 and 8, 192 samples) 6e-6 of the pixels, max 1. Asserted: max <= 1 and at most
+1e-3 of the pixels differ (headroom for other libjpeg/Pillow builds, still far below any visible
+or training-relevant difference).
+"""
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from data_pipelines import batches, numpy_sampler, readers, sampler
+from test_ingraph_crop import _frame
+from test_sampler import SENTENCES, _config, _truncate, _write_tnl2k
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PLANNED = ("template_box", "search_box", "text_ids", "text_mask", "sample_index", "replaced",
+           "debug_sequence", "debug_frames", "debug_template_crop",
+           "debug_search_crop", "debug_flip", "debug_dct_ratio", "debug_protocol")
+
+
+def _write_textured(root, n_seq=3, n_frames=6, size=(320, 240)):
+  # Textured JPEG frames with boxes large enough that crops shrink 2-4x (DCT-scaled decoding).
+  rng = np.random.default_rng(5)
+  for i in range(n_seq):
+    d = os.path.join(root, f"seq{i}")
+    os.makedirs(os.path.join(d, "imgs"))
+    lines = []
+    for t in range(n_frames):
+      w, h = int(rng.integers(40, 110)), int(rng.integers(40, 110))
+      x, y = int(rng.integers(0, size[0] - w)), int(rng.integers(0, size[1] - h))
+      img = _frame(size[0], size[1], seed=10 * i + t)
+      img[y:y + h, x:x + w, 0] = 230
+      Image.fromarray(img).save(os.path.join(d, "imgs", f"{t + 1:05d}.jpg"), quality=90)
+      lines.append(f"{x},{y},{w},{h}")
+    with open(os.path.join(d, "groundtruth.txt"), "w") as f:
+      f.write("\n".join(lines) + "\n")
+    with open(os.path.join(d, "language.txt"), "w") as f:
+      f.write(SENTENCES[i % len(SENTENCES)] + "\n")
+
+
+@pytest.fixture(scope="module")
+def textured(tmp_path_factory):
+  root = str(tmp_path_factory.mktemp("textured"))
+  _write_textured(root)
+  return root
+
+
+def _batches(it, n):
+  out = [next(it) for _ in range(n)]
+  it.close()
+  return out
+
+
+def test_same_plans_as_tf_and_images_within_one_level(tmp_path, textured):
+  config = _config(tmp_path, textured, grayscale_prob=0.3, flip_prob=0.5,
+                   protocols={"nl_bb": 0.6, "bb": 0.2, "nl": 0.2})
+  maker = batches.build_sample_maker(config)
+  want = _batches(sampler.make_dataset(config, batch_size=8, debug=True, sample_maker=maker), 2)
+  got = _batches(numpy_sampler.make_dataset(config, batch_size=8, debug=True, sample_maker=maker), 2)
+  differing, pixels = 0, 0
+  for w, g in zip(want, got):
+    assert set(g) == set(w) and set(batches.BATCH_KEYS) <= set(g)
+    for key in w:
+      assert (g[key].dtype, g[key].shape) == (w[key].dtype, w[key].shape), key
+    for key in PLANNED:
+      np.testing.assert_array_equal(g[key], w[key], err_msg=key)
+    for key in ("template", "search"):
+      diff = np.abs(g[key].astype(int) - w[key].astype(int))
+      assert diff.max() <= 1, key
+      differing, pixels = differing + int((diff > 0).sum()), pixels + diff.size
+  assert differing <= 1e-3 * pixels
+  # The data exercised what can differ: DCT-scaled decodes, grayscale, flips, grounding samples.
+  debug = {key: np.concatenate([w[key] for w in want]) for key in PLANNED}
+  assert {1, 2} <= set(debug["debug_dct_ratio"].ravel().tolist())
+  assert debug["debug_flip"].any() and (debug["debug_protocol"] == 2).any()
+  assert any(maker.plan(k, 0)["grayscale"] for k in debug["sample_index"])
+
+
+def test_layout_resume_and_thread_count(tmp_path, textured):
+  config = _config(tmp_path, textured)
+  maker = batches.build_sample_maker(config)
+  config.data.num_parallel_calls = 3
+  first = _batches(numpy_sampler.make_dataset(config, sample_maker=maker), 3)
+  config.data.num_parallel_calls = 1  # one thread: the same bytes
+  for a, b in zip(first, _batches(numpy_sampler.make_dataset(config, sample_maker=maker), 3)):
+    for key in batches.BATCH_KEYS:
+      np.testing.assert_array_equal(a[key], b[key])
+  config.data.num_parallel_calls = 2
+  resumed = numpy_sampler.make_dataset(config, start_index=4, sample_maker=maker)
+  for a, b in zip(first[1:], [next(resumed) for _ in range(2)]):
+    for key in batches.BATCH_KEYS:
+      np.testing.assert_array_equal(a[key], b[key])
+  assert resumed.stats()["next_index"] == 12 and resumed.stats()["samples"] == 8
+  resumed.close()
+  # Two processes: the tf sampler's rows, and together the single-process global batch.
+  for p in range(2):
+    tf_part = _batches(sampler.make_dataset(config, process_index=p, process_count=2, sample_maker=maker), 2)
+    part = _batches(numpy_sampler.make_dataset(config, process_index=p, process_count=2, sample_maker=maker), 2)
+    for n in range(2):
+      np.testing.assert_array_equal(part[n]["sample_index"], tf_part[n]["sample_index"])
+      for key in batches.BATCH_KEYS:
+        np.testing.assert_array_equal(part[n][key], first[n][key][2 * p:2 * p + 2])
+
+
+def test_bad_data_is_replaced_and_counted_like_tf(tmp_path):
+  root = str(tmp_path / "bad")
+  _write_tnl2k(root, 12, 1, np.random.default_rng(1), size=(64, 48), ext=".jpg")
+  with open(os.path.join(root, "seq2", "groundtruth.txt"), "w") as f:
+    f.write("NaN,NaN,NaN,NaN\n")
+  with open(os.path.join(root, "seq4", "language.txt"), "w") as f:
+    f.write("\n")
+  seqs = readers.load_dataset("tnl2k", root, "train", use_cache=False)
+  by_name = {seq.name: seq for seq in seqs}
+  with open(by_name["seq5"].frames[0], "wb") as f:  # broken header: found by the planner
+    f.write(b"\xff\xd8\xff\xe0 this is not a jpeg")
+  _truncate(by_name["seq3"].frames[0], 20)  # cut-off scan: found only by the decoder
+  os.remove(by_name["seq7"].frames[0])
+  config = _config(tmp_path, root, sequence_order="epoch")
+  runs = []
+  for module in (sampler, numpy_sampler):
+    it = module.make_dataset(config, batch_size=12, datasets=[("tnl2k", 1.0, seqs)], debug=True)
+    runs.append((next(it), it.stats()))
+    it.close()
+  (want, want_stats), (got, stats) = runs
+  assert stats == want_stats
+  assert stats["replaced_by_reason"] == {"bad_sentence": 1, "no_visible_box": 1,
+                                         "missing_frame": 1, "corrupt_frame": 2}
+  for key in PLANNED:
+    np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+  # Every attempt failing raises, as in tf.
+  for seq in seqs:
+    if os.path.exists(seq.frames[0]) and seq.name != "seq5":
+      _truncate(seq.frames[0], 20)
+  it = numpy_sampler.make_dataset(config, batch_size=12, datasets=[("tnl2k", 1.0, seqs)])
+  with pytest.raises(RuntimeError, match="draws in a row hit bad data"):
+    next(it)
+  it.close()
+
+
+def test_runs_and_trains_input_without_tensorflow(tmp_path):
+  """With `import tensorflow` failing: numpy_sampler yields a batch, and the train loop's
+  default_dataset_fn picks it for data.backend=numpy."""
+  root = str(tmp_path / "tnl2k")
+  _write_tnl2k(root, 2, 4, np.random.default_rng(3), size=(96, 72), ext=".jpg")
+  code = textwrap.dedent(r"""
+      import sys
+      for name in ("tensorflow", "tensorflow_datasets"):
+        sys.modules[name] = None  # `import tensorflow` now raises ImportError
+      import numpy as np
+      from satracker_jax import config_utils
+      from satracker_jax.tokenizer import write_wordpiece_vocab
+      from data_pipelines import numpy_sampler
+      from satracker_jax.train import loop
+      root, tmp = sys.argv[1], sys.argv[2]
+      config = config_utils.load_config("configs/tiny.py", ["data.backend=numpy"])
+      config.data.datasets = {"tnl2k": {"root": root, "weight": 1.0, "split": "train"}}
+      config.text.vocab_file = tmp + "/vocab.txt"
+      write_wordpiece_vocab("the a red box on left right moving".split(), config.text.vocab_file)
+      config.train.batch_size = 4
+      batch = next(numpy_sampler.make_dataset(config))
+      assert batch["search"].shape == (4, 128, 128, 3) and batch["search"].dtype == np.uint8
+      it = loop.default_dataset_fn(config, tmp)(4, 1, 2, 2)  # start 4, process 1 of 2, 2 rows
+      assert next(it)["sample_index"].tolist() == [6, 7]
+      assert not any(m.startswith("tensorflow") for m in sys.modules if sys.modules[m] is not None)
+      config.data.backend = "torch"
+      try:
+        loop.default_dataset_fn(config, tmp)
+        raise AssertionError("an unknown backend was accepted")
+      except ValueError as e:
+        assert "data.backend='torch'" in str(e)
+      print("OK")
+  """)
+  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+  proc = subprocess.run([sys.executable, "-c", code, root, str(tmp_path)], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 0 and proc.stdout.strip().endswith("OK"), proc.stderr[-3000:]
