@@ -41,8 +41,7 @@ from PIL import Image, JpegImagePlugin
 
 from data_pipelines import batches as batches_lib
 from data_pipelines import crop_window, processing
-from data_pipelines.batches import (  # noqa: F401  (re-exported like sampler.py's)
-    BATCH_KEYS, SampleIterator, build_sample_maker, load_datasets)
+from data_pipelines.batches import SampleIterator, build_sample_maker
 from satracker_jax import grounding
 
 _GRAY = np.array((0.299, 0.587, 0.114), np.float32)

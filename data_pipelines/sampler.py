@@ -51,8 +51,7 @@ from typing import Optional
 import tensorflow as tf
 
 from data_pipelines import ingraph, processing
-from data_pipelines.batches import (  # noqa: F401  (re-exported: sampler.BATCH_KEYS & co.)
-    BATCH_KEYS, SampleIterator, build_sample_maker, load_datasets, local_batch_size)
+from data_pipelines.batches import SampleIterator, build_sample_maker, local_batch_size
 from data_pipelines.batches import EXHAUSTED as _EXHAUSTED
 from data_pipelines.batches import PASSED as _PASSED
 from satracker_jax import grounding

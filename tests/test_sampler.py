@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from configs import tiny
-from data_pipelines import processing, readers, sampler
+from data_pipelines import batches, processing, readers, sampler
 from satracker_jax import boxes as box_lib
 from satracker_jax.tokenizer import WordPieceTokenizer, write_wordpiece_vocab
 
@@ -153,20 +153,20 @@ def test_flip_sentence_swaps_left_and_right():
 
 def test_determinism_resume_and_process_split(tmp_path, boxes_root):
   config = _config(tmp_path, boxes_root)
-  maker = sampler.build_sample_maker(config)
+  maker = batches.build_sample_maker(config)
   config.data.num_parallel_calls = 3  # samples in flight on TensorFlow's shared threads
   first = _batches(sampler.make_dataset(config, sample_maker=maker), 3)
   # A fresh SampleMaker on a single tf.data thread gives the same bytes.
   config.data.num_parallel_calls, config.data.threads = 1, 1
-  again = _batches(sampler.make_dataset(config, sample_maker=sampler.build_sample_maker(config)), 3)
+  again = _batches(sampler.make_dataset(config, sample_maker=batches.build_sample_maker(config)), 3)
   config.data.num_parallel_calls, config.data.threads = 3, 0
   for a, b in zip(first, again):
-    for key in sampler.BATCH_KEYS:
+    for key in batches.BATCH_KEYS:
       np.testing.assert_array_equal(a[key], b[key])
   # Resuming at sample 4 (the second global batch) continues the same stream.
   resumed = sampler.make_dataset(config, start_index=4, sample_maker=maker)
   for a, b in zip(first[1:], _batches(resumed, 2)):
-    for key in sampler.BATCH_KEYS:
+    for key in batches.BATCH_KEYS:
       np.testing.assert_array_equal(a[key], b[key])
   assert resumed.stats()["next_index"] == 12
   # Two processes: disjoint halves whose concatenation is the single-process global batch.
@@ -175,11 +175,11 @@ def test_determinism_resume_and_process_split(tmp_path, boxes_root):
   for n in range(2):
     idx = [parts[p][n]["sample_index"] for p in range(2)]
     assert not set(idx[0]) & set(idx[1])
-    for key in sampler.BATCH_KEYS:
+    for key in batches.BATCH_KEYS:
       np.testing.assert_array_equal(np.concatenate([parts[0][n][key], parts[1][n][key]]), first[n][key])
   # Another seed draws other samples (the plan decides every pixel, so comparing plans suffices).
   config.seed = 4
-  other = sampler.build_sample_maker(config)
+  other = batches.build_sample_maker(config)
   crops = lambda m: np.array([m.plan(k, 0)["debug_search_crop"] for k in range(4)])
   assert not np.array_equal(crops(other), crops(maker))
 
@@ -224,7 +224,7 @@ def test_bad_data_is_replaced_and_counted(tmp_path):
   kept = batch["debug_sequence"][batch["replaced"] == 0]
   assert sorted(kept.tolist()) == sorted(set(range(12)) - bad)  # each good sequence once
   again = next(sampler.make_dataset(config, batch_size=12, datasets=[("tnl2k", 1.0, seqs)], debug=True))
-  for key in sampler.BATCH_KEYS:
+  for key in batches.BATCH_KEYS:
     np.testing.assert_array_equal(again[key], batch[key])
   next(it)
   assert it.stats()["replaced"] == 12  # the next epoch again meets each bad item once
@@ -244,7 +244,7 @@ def test_all_bad_data_raises_instead_of_shifting_the_stream(tmp_path):
 
 def test_a_bug_in_the_planner_is_raised_not_replaced(tmp_path, boxes_root):
   config = _config(tmp_path, boxes_root)
-  maker = sampler.build_sample_maker(config)
+  maker = batches.build_sample_maker(config)
 
   def broken(k, attempt):
     raise ZeroDivisionError("planner bug")
