@@ -1,6 +1,9 @@
 """Shared pytest fixtures: the tiny config and one tiny model initialised once per session."""
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 
 import pytest
 
@@ -17,6 +20,16 @@ if REPO_ROOT not in sys.path:
 # the suite as compiled for users.
 if "--xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
+
+# The same programs compile again and again through fresh `jax.jit` objects: every `loop.train`
+# call, every subprocess (CLI, demo, multi-device workers). One persistent compilation cache per
+# session turns a repeat into a load of the same executable (bitwise the same code). It starts empty,
+# so the suite still compiles everything once, and is deleted at the end. A cache the caller set
+# (JAX_COMPILATION_CACHE_DIR) is used as it is.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  _SESSION_JAX_CACHE = tempfile.mkdtemp(prefix="satracker-tests-jax-cache-")
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = _SESSION_JAX_CACHE
+  atexit.register(shutil.rmtree, _SESSION_JAX_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

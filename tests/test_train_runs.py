@@ -149,16 +149,21 @@ def test_sigterm_saves_and_exits_cleanly(run_8dev):
 
 
 def test_sigkill_after_step_30_then_resume_is_bitwise_equal(run_1dev, tmp_path, cache_env):
+  # The uninterrupted run is the reference run: this run starts from its checkpoint 24, is killed
+  # right after saving step 30 (that save may not have finished: then 27 is the latest), resumes
+  # from what the killed process wrote, and is stopped at 33, where the reference has a checkpoint.
   wd = tmp_path / "killed"
-  overrides = SMALL + ["train.total_steps=60", "train.checkpoint_every=10"]
+  _copy_checkpoint(run_1dev[0], wd, 24)
+  overrides = SMALL + ["train.total_steps=60", "train.checkpoint_every=3"]
   p = th.run_worker(wd, devices=1, overrides=overrides, extra=_extra(debug_signal=["KILL", 30]),
                     env=cache_env, check=False)
   assert p.returncode == -9, p.stdout[-3000:]
-  assert "RESULT" not in p.stdout
-  p = th.run_worker(wd, devices=1, overrides=overrides, extra=EXTRA, env=cache_env)
-  assert "resumed from" in p.stdout
-  assert th.result_of(p.stdout)["step"] == 60
-  ref, got = th.final_params(run_1dev[0]), th.final_params(wd)
+  assert "RESULT" not in p.stdout and f"resumed from {wd}/checkpoints/24 " in p.stdout
+  p = th.run_worker(wd, devices=1, overrides=overrides, extra=_extra(debug_signal=["TERM", 33]),
+                    env=cache_env)
+  assert any(f"resumed from {wd}/checkpoints/{s} " in p.stdout for s in (27, 30)), p.stdout[-3000:]
+  assert th.result_of(p.stdout)["step"] == 33
+  ref, got = th.checkpoint_state(run_1dev[0], 33, "params"), th.final_params(wd)
   assert ref.keys() == got.keys()
   for k in ref:
     assert np.array_equal(ref[k], got[k]), f"{k} differs after resume"
