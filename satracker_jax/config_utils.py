@@ -61,6 +61,7 @@ def load_config(spec: str, overrides: Sequence[str] = ()) -> ml_collections.Conf
     raise ConfigError(f"{spec}: get_config({arg or None!r}) failed: {_one_line(e)}") from None
   apply_overrides(config, overrides)
   validate_model(config)
+  validate_data(config)
   return config
 
 
@@ -79,6 +80,18 @@ def validate_model(config: ml_collections.ConfigDict) -> None:
   except (ValueError, TypeError) as e:
     head, *items = [line.strip() for line in str(e).splitlines() if line.strip()]
     raise ConfigError(" ".join([head] + ["; ".join(items)]) if items else head) from None
+
+
+# `data.backend` values (data_pipelines/batches.py maps each to its module).
+DATA_BACKENDS = ("tf", "numpy")
+
+
+def validate_data(config: ml_collections.ConfigDict) -> None:
+  """`ConfigError` for a `data` section the input pipeline would refuse later, at its first batch."""
+  backend = config.get("data", {}).get("backend", "tf")
+  if backend not in DATA_BACKENDS:
+    raise ConfigError(f"data.backend={backend!r}: expected one of {', '.join(DATA_BACKENDS)} "
+                      "(numpy: no TensorFlow needed)")
 
 
 def config_paths(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:

@@ -44,6 +44,7 @@ def test_the_issue_train_command_is_one_line_and_exit_2(tmp_path):
     ("--config.model.vit.heads=5", "invalid model config: vit: dim 192 is not divisible by 5 heads"),
     ("--config.model.tem_layers=(1,9)", "invalid model config: tem_layers=(1, 9) has stages outside 0..3"),
     ("--config.train", "needs a value"),
+    ("--config.data.backend=torch", "data.backend='torch': expected one of tf, numpy"),
 ])
 def test_config_mistakes_are_one_line_and_exit_2(override, expected, capsys):
   rc, out, err = run_cli(["smoke", "--config", "configs/tiny.py", override], capsys)
