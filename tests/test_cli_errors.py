@@ -106,3 +106,9 @@ def test_convert_defaults_to_the_base_config(tmp_path, monkeypatch, capsys):
   assert seen["config_name"] == "configs/base.py"
   assert seen["config"].model.vit.dim == 768 and seen["config"].model.bert.dim == 768
   assert "mapped: 1 parameters" in printed
+
+
+def test_config_check_knows_the_same_input_backends_as_the_pipeline():
+  # config_utils may not import data_pipelines (layers), so the names stand in two places.
+  from data_pipelines import batches  # noqa: PLC0415
+  assert set(config_utils.DATA_BACKENDS) == set(batches.BACKENDS)
