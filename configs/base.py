@@ -109,6 +109,10 @@ def get_config(arg=None):
   c.data.backend = "tf"
   c.data.threads = 0  # > 0: a private tf.data thread pool of that size (bench data's scaling rows)
   c.data.num_parallel_calls = -1  # samples made at once; -1: tf.data.AUTOTUNE / numpy: one per core
+  # numpy backend only: > 0 makes samples in that many worker processes (-1: one per core)
+  # instead of num_parallel_calls threads. Threads share the GIL (the planning and the crop glue
+  # hold it): ~1 core's worth of samples however many there are; processes scale with the cores.
+  c.data.processes = 0
   c.data.prefetch = 2
   c.data.cache_dir = ""  # sequence index cache; "" = beside the data set root
 

@@ -25,14 +25,17 @@ Only the pixel work differs, done here as in `ingraph.py`, step for step:
            brightness, round half up, mirror, blank template: ingraph.crop_from_region's float32
            arithmetic.
 Samples are made on `data.num_parallel_calls` threads (-1: one per core; Pillow's decoder and
-resize and numpy release the GIL, the planning does not), `data.prefetch` batches ahead. Results
-are taken in index order and each sample depends on its index only, so the bytes do not depend
-on the thread count or timing.
+resize and numpy release the GIL, the planning does not, so threads give about one core's worth of
+samples), or, with `data.processes` > 0, in that many spawned worker processes (-1: one per core),
+which scale with the cores: what a GPU host needs. `data.prefetch` batches ahead. Results are
+taken in index order and each sample depends on its index only, so the bytes do not depend on the
+thread or process count or timing.
 """
 from __future__ import annotations
 
 import collections
 import concurrent.futures
+import multiprocessing
 import os
 from typing import Optional
 
@@ -183,23 +186,56 @@ class _SampleFactory:
     return row
 
 
+# The sample factory of a worker process (`data.processes` > 0), set once by its initializer.
+_WORKER_MAKE = None
+
+
+def _init_worker(make: _SampleFactory) -> None:
+  global _WORKER_MAKE
+  _WORKER_MAKE = make
+
+
+def _make_in_worker(ks) -> list:
+  rows = [_WORKER_MAKE(k) for k in ks]
+  if _WORKER_MAKE.maker.error is not None:  # a planner bug: the parent cannot see this copy's
+    raise RuntimeError(f"the sample planner failed:\n{_WORKER_MAKE.maker.error}")
+  return rows
+
+
 class _Batches:
-  """This process's batches, in order, from samples made on a thread pool ahead of time."""
+  """This process's batches, in order, from samples made ahead of time on a thread pool, or on
+  a pool of worker processes (`processes` > 0, spawned: JAX may already run threads here, so no
+  fork) that each hold a copy of the sample factory and make `chunk` consecutive samples per
+  task (fewer round trips)."""
 
   def __init__(self, make, first: int, batch_size: int, global_batch: int, workers: int,
-               prefetch: int):
-    self._make = make
+               prefetch: int, processes: int = 0):
     self._first, self._batch_size, self._global_batch = first, batch_size, global_batch
-    self._pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="numpy_sampler")
-    self._ahead = max(batch_size * (max(prefetch, 0) + 1), workers)
-    self._pending = collections.deque()
+    if processes > 0:
+      self._pool = concurrent.futures.ProcessPoolExecutor(
+          processes, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
+          initargs=(make,))
+      self._call = _make_in_worker
+      self._chunk = max(1, min(8, batch_size // processes))
+      workers = processes
+    else:
+      self._pool = concurrent.futures.ThreadPoolExecutor(workers,
+                                                         thread_name_prefix="numpy_sampler")
+      self._call = lambda ks: [make(k) for k in ks]
+      self._chunk = 1
+    self._ahead = max(batch_size * (max(prefetch, 0) + 1), workers * self._chunk * 2)
+    self._pending = collections.deque()  # futures of lists of rows, in sample order
+    self._queued = 0  # samples in self._pending
+    self._rows = collections.deque()  # finished rows not yet batched
     self._next = 0  # this process's next sample to submit (j in batches.global_index)
 
   def _fill(self) -> None:
-    while len(self._pending) < self._ahead:
-      k = batches_lib.global_index(self._next, self._first, self._batch_size, self._global_batch)
-      self._pending.append(self._pool.submit(self._make, k))
-      self._next += 1
+    while self._queued < self._ahead:
+      ks = [batches_lib.global_index(self._next + i, self._first, self._batch_size,
+                                     self._global_batch) for i in range(self._chunk)]
+      self._pending.append(self._pool.submit(self._call, ks))
+      self._queued += self._chunk
+      self._next += self._chunk
 
   def __iter__(self):
     return self
@@ -208,8 +244,12 @@ class _Batches:
     if self._pool is None:
       raise StopIteration
     self._fill()
-    rows = [self._pending.popleft().result() for _ in range(self._batch_size)]
-    self._fill()  # the next batches are made while the caller uses this one
+    while len(self._rows) < self._batch_size:
+      rows = self._pending.popleft().result()
+      self._queued -= len(rows)
+      self._rows.extend(rows)
+      self._fill()  # the next batches are made while the caller uses this one
+    rows = [self._rows.popleft() for _ in range(self._batch_size)]
     return {key: np.stack([row[key] for row in rows]) for key in rows[0]}
 
   def close(self) -> None:
@@ -217,6 +257,7 @@ class _Batches:
       self._pool.shutdown(wait=False, cancel_futures=True)
       self._pool = None
       self._pending.clear()
+      self._rows.clear()
 
 
 def make_dataset(config, start_index: int = 0, process_index: int = 0, process_count: int = 1,
@@ -231,6 +272,8 @@ def make_dataset(config, start_index: int = 0, process_index: int = 0, process_c
   first = int(start_index) + process_index * batch_size
   workers = int(config.data.get("num_parallel_calls", -1))
   workers = (os.cpu_count() or 1) if workers < 0 else max(workers, 1)
+  processes = int(config.data.get("processes", 0))
+  processes = (os.cpu_count() or 1) if processes < 0 else processes
   source = _Batches(_SampleFactory(maker), first, batch_size, global_batch, workers,
-                    int(config.data.get("prefetch", 2)))
+                    int(config.data.get("prefetch", 2)), processes)
   return SampleIterator(source, start_index, global_batch, debug, maker, on_close=source.close)

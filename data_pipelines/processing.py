@@ -183,6 +183,17 @@ class SampleMaker:
     self.error = None  # traceback of an unexpected exception in `plan` (a bug, not bad data)
     self._signature = self._plan_signature()
 
+  def __getstate__(self) -> dict:
+    # Pickled once into each of the numpy backend's worker processes (`data.processes`); a lock
+    # does not pickle, and each copy needs its own anyway.
+    state = dict(self.__dict__)
+    del state["_lock"]
+    return state
+
+  def __setstate__(self, state: dict) -> None:
+    self.__dict__.update(state)
+    self._lock = threading.Lock()
+
   def _tokenize(self, tokenizer) -> None:
     # Text is per sequence: tokenise each distinct sentence (and its mirrored form) once, here.
     cache = {}

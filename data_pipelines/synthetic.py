@@ -653,12 +653,21 @@ def split_of(index: int, sequences: int, test_sequences: int) -> str:
   return "test" if index >= sequences - test_sequences else "train"
 
 
+def _write_one(job) -> str:
+  """Renders and writes sequence i (one task of `generate`); returns its mode."""
+  out_dir, seed, i, frames, width, height, probs, sequences, test_sequences = job
+  data = render_sequence(seed, i, frames, width, height, modes=probs)
+  write_sequence(os.path.join(out_dir, split_of(i, sequences, test_sequences), sequence_name(i)), data)
+  return data["attributes"]["mode"]
+
+
 def generate(out_dir: str, sequences: int, seed: int = 0, frames: int = 48, size=(160, 120),
              test_sequences: int = 0, progress: bool = True,
-             modes: Optional[Mapping[str, float]] = None) -> dict:
+             modes: Optional[Mapping[str, float]] = None, workers: int = 1) -> dict:
   """Writes `sequences` videos (the last `test_sequences` under test/, the rest under train/),
   vocab.txt and meta.json; returns meta.json's content. `modes`: mode probabilities (None =
-  `MODES`; see `mode_probabilities`)."""
+  `MODES`; see `mode_probabilities`). `workers` > 1: videos rendered in that many processes (the
+  bytes do not change: each video depends on (seed, index) only)."""
   from satracker_jax.tokenizer import write_wordpiece_vocab  # noqa: PLC0415
   width, height = parse_size(size)
   if not 0 <= test_sequences <= sequences:
@@ -667,15 +676,27 @@ def generate(out_dir: str, sequences: int, seed: int = 0, frames: int = 48, size
     raise ValueError(f"need frames >= 2 and a frame of at least 32x32, got {frames}, {width}x{height}")
   probs = mode_probabilities(modes)  # bad weights fail before anything is written
   os.makedirs(out_dir, exist_ok=True)
-  iterator = range(sequences)
+  jobs = [(out_dir, seed, i, frames, width, height, probs, sequences, test_sequences)
+          for i in range(sequences)]
+  counts = {m: 0 for m in MODES}
+  pool = None
+  if workers > 1 and sequences > 1:
+    import concurrent.futures  # noqa: PLC0415
+    import multiprocessing  # noqa: PLC0415
+    pool = concurrent.futures.ProcessPoolExecutor(
+        workers, mp_context=multiprocessing.get_context("spawn"))
+    done = pool.map(_write_one, jobs, chunksize=max(1, min(32, sequences // (4 * workers))))
+  else:
+    done = map(_write_one, jobs)
   if progress:
     from tqdm import tqdm  # noqa: PLC0415
-    iterator = tqdm(iterator, desc="synth", unit="seq")
-  counts = {m: 0 for m in MODES}
-  for i in iterator:
-    data = render_sequence(seed, i, frames, width, height, modes=probs)
-    counts[data["attributes"]["mode"]] += 1
-    write_sequence(os.path.join(out_dir, split_of(i, sequences, test_sequences), sequence_name(i)), data)
+    done = tqdm(done, total=sequences, desc="synth", unit="seq")
+  try:
+    for mode in done:
+      counts[mode] += 1
+  finally:
+    if pool is not None:
+      pool.shutdown(cancel_futures=True)
   vocab_size = write_wordpiece_vocab(vocabulary_words(), os.path.join(out_dir, VOCAB_FILE))
   meta = {"generator_version": GENERATOR_VERSION, "seed": int(seed), "sequences": int(sequences),
           "test_sequences": int(test_sequences), "frames": int(frames), "size": [width, height],

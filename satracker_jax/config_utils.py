@@ -92,6 +92,13 @@ def validate_data(config: ml_collections.ConfigDict) -> None:
   if backend not in DATA_BACKENDS:
     raise ConfigError(f"data.backend={backend!r}: expected one of {', '.join(DATA_BACKENDS)} "
                       "(numpy: no TensorFlow needed)")
+  processes = config.get("data", {}).get("processes", 0)
+  if isinstance(processes, bool) or not isinstance(processes, int) or processes < -1:
+    raise ConfigError(f"data.processes={processes!r}: expected an integer >= -1 (0: threads, "
+                      "-1: one worker process per core)")
+  if processes and backend != "numpy":
+    raise ConfigError(f"data.processes={processes} needs data.backend=numpy (the tf backend's "
+                      "parallelism is data.num_parallel_calls)")
 
 
 def config_paths(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:

@@ -35,6 +35,19 @@ def test_synth_cli_twice_gives_identical_files(tmp_path):
   assert seqs[0].sentence == data["sentence"]
 
 
+def test_generate_in_worker_processes_writes_the_same_files(tmp_path):
+  outs = [str(tmp_path / n) for n in ("one", "two")]
+  metas = [synthetic.generate(out, 6, seed=4, frames=4, size=(64, 48), test_sequences=2,
+                              progress=False, workers=workers)
+           for out, workers in zip(outs, (1, 2))]
+  assert metas[0] == metas[1]
+  files = _tree(outs[0])
+  assert files == _tree(outs[1]) and len(files) > 6 * 4
+  match, mismatch, errors = filecmp.cmpfiles(outs[0], outs[1], files, shallow=False)
+  assert not mismatch and not errors and len(match) == len(files)
+  assert sorted(os.listdir(os.path.join(outs[1], "test"))) == ["synth_00004", "synth_00005"]
+
+
 def test_other_seed_differs_and_sequences_do_not_depend_on_split():
   a = synthetic.render_sequence(0, 5, 4, 96, 64)
   b = synthetic.render_sequence(1, 5, 4, 96, 64)

@@ -35,3 +35,17 @@ def test_language_recipe_mixes_the_three_protocols_and_keeps_the_demo_schedule()
   train = lambda c: c.data.synthetic.sequences - c.data.synthetic.test_sequences  # noqa: E731
   assert train(language) == train(demo_config)
   assert language.data.synthetic.test_sequences > demo_config.data.synthetic.test_sequences
+
+
+def test_language_large_recipe_is_the_language_mix_at_scale_on_worker_processes():
+  from data_pipelines import processing  # noqa: PLC0415
+
+  language = config_utils.load_config("configs/synthetic.py:language", [])
+  large = config_utils.load_config("configs/synthetic.py:language_large", [])  # validates
+  config_utils.validate_data(large)
+  assert (large.data.backend, large.data.processes) == ("numpy", -1)
+  assert (list(processing.protocol_probabilities(large.data.protocols))
+          == list(processing.protocol_probabilities(language.data.protocols)))
+  train = lambda c: c.data.synthetic.sequences - c.data.synthetic.test_sequences  # noqa: E731
+  assert train(large) > train(language)
+  assert large.data.synthetic.test_sequences == 200

@@ -1,4 +1,4 @@
-"""`satracker synth --out DIR --sequences N --seed S [--frames F --size WxH --split-test K]`.
+"""`satracker synth --out DIR --sequences N --seed S [--frames F --size WxH --split-test K --workers P]`.
 
 Writes N procedural VL tracking videos in the TNL2K layout (see data_pipelines/synthetic.py): the
 last K under DIR/test (held out), the rest under DIR/train, plus DIR/vocab.txt and DIR/meta.json.
@@ -9,6 +9,7 @@ DIR/train to training. The work is `data_pipelines.synthetic.generate`.
 from __future__ import annotations
 
 import argparse
+import os
 
 from data_pipelines import synthetic
 
@@ -23,6 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="videos held out under test/ (default: 10%% of --sequences, at least 1)")
   parser.add_argument("--modes", default="",
                       help="mode probabilities, e.g. relation=0.5,absolute=0.5 (default: the generator's mix)")
+  parser.add_argument("--workers", type=int, default=1,
+                      help="processes rendering videos (-1: one per core); the bytes do not change")
   parser.add_argument("--no-progress", action="store_true")
 
 
@@ -36,7 +39,8 @@ def run(args, overrides) -> int:
     modes = synthetic.parse_modes(args.modes) if args.modes else None
     meta = synthetic.generate(args.out, sequences=args.sequences, seed=args.seed, frames=args.frames,
                               size=args.size, test_sequences=test, progress=not args.no_progress,
-                              modes=modes)
+                              modes=modes,
+                              workers=(os.cpu_count() or 1) if args.workers < 0 else args.workers)
   except ValueError as e:
     raise SystemExit(f"satracker synth: {e}") from None
   print(f"wrote {meta['sequences'] - meta['test_sequences']} train + {meta['test_sequences']} test "
