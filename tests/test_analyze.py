@@ -219,3 +219,48 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
   with pytest.raises(SystemExit, match=r"satracker analyze: .*no tnl2k sequences found"):
     run_cli(["analyze", "--dataset", "tnl2k", "--root", str(tmp_path), "--results",
              f"x={tmp_path}", "--out", str(tmp_path / "out")])
+
+
+def test_grounding_breakdown_by_mode_on_generated_videos(tmp_path):
+  # `--grounding` on a `satracker synth` set: a tracker whose frame-0 box is the target's is all
+  # hits; one that answers with the target's first twin misses exactly the videos with a twin,
+  # each counted as "twin"; a box off in a corner is "other". Direction videos (not resolvable
+  # from one frame) are left out.
+  synthetic = pytest.importorskip("data_pipelines.synthetic")
+  readers = pytest.importorskip("data_pipelines.readers")
+  root = str(tmp_path / "synth")
+  synthetic.generate(root, 10, seed=3, frames=2, size=(96, 72), test_sequences=10, progress=False,
+                     modes={"absolute": 1, "attribute": 1, "direction": 1})
+  sequences = readers.load_dataset("synthetic", root, "test")
+  attributes = {s.name: json.loads(open(os.path.join(root, "test", s.name, "attributes.json")).read())
+                for s in sequences}
+  single = [s for s in sequences if attributes[s.name]["single_frame"]]
+  with_twin = [s for s in single if attributes[s.name]["frame0_boxes"]["twins"]]
+  assert 0 < len(with_twin) < len(single) < len(sequences)  # the seed gives all three kinds
+  dirs = {n: str(tmp_path / n) for n in ("right", "twin", "corner")}
+  for s in sequences:
+    twins = attributes[s.name]["frame0_boxes"]["twins"]
+    results_io.write_results(dirs["right"], s.name, s.boxes)
+    results_io.write_results(dirs["twin"], s.name, np.array([twins[0]] if twins else s.boxes[:1], float))
+    results_io.write_results(dirs["corner"], s.name, np.array([[0.0, 0.0, 2.0, 2.0]]))
+  out = tmp_path / "report"
+  rc = run_cli(["analyze", "--dataset", "synthetic", "--root", root, "--grounding", "--out",
+                str(out), "--results"] + [f"{n}={d}" for n, d in dirs.items()])
+  assert rc == 0
+  table = json.loads((out / "grounding_by_mode.json").read_text())
+  assert set(table["right"]) == {"absolute", "attribute", "all"}
+  assert table["right"]["all"]["videos"] == table["right"]["all"]["hit"] == len(single)
+  assert table["twin"]["all"]["twin"] == len(with_twin)
+  assert table["twin"]["all"]["hit"] == len(single) - len(with_twin)
+  assert table["corner"]["all"]["other"] == len(single)
+  chance = np.mean([1 / (1 + len(attributes[s.name]["frame0_boxes"]["twins"])) for s in with_twin])
+  assert table["right"]["all"]["twin_chance"] == pytest.approx(chance)
+  assert table["right"]["attribute"]["twin_chance"] is None
+  assert (out / "grounding_by_mode.png").stat().st_size > 0
+  assert "| twin | absolute |" in (out / "grounding_by_mode.md").read_text()
+
+
+def test_grounding_breakdown_needs_synthetic_data(tmp_path):
+  with pytest.raises(SystemExit, match=r"--grounding needs --dataset synthetic"):
+    run_cli(["analyze", "--dataset", "tnl2k", "--root", str(tmp_path), "--grounding",
+             "--results", f"x={tmp_path}", "--out", str(tmp_path / "out")])

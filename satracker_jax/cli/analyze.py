@@ -4,6 +4,8 @@
       --results ours=runs/ours/results/tnl2k ostrack=/raw/OSTrack/tnl2k --out reports/tnl2k
   satracker analyze --dataset lasot --root LaSOT_Evaluation_Toolkit \
       --results ATOM=raw/LaSOT/ATOM --out reports/lasot      # annos/ + annos/absent/ + testing_set.txt
+  satracker analyze --dataset synthetic --root /tmp/synth --grounding \
+      --results ours=runs/nl masked=runs/nl_masked --out reports/grounding  # `eval --protocol nl` results
 
 Each `--results NAME=DIR` is a folder of `<seq>.txt` files (ours or any pytracking-style
 tracker's). Only annotations are read, never frames: `--root` may be a full data set without its
@@ -27,6 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--results", nargs="+", required=True, metavar="NAME=DIR",
                       help="one folder of <seq>.txt raw results per tracker")
   parser.add_argument("--out", required=True, help="report folder")
+  parser.add_argument("--grounding", action="store_true",
+                      help="synthetic data, results of `eval --protocol nl`: also break frame-0 "
+                           "grounding down by the generator's mode and by what each miss picked "
+                           "(grounding_by_mode.md / .json / .png)")
   parser.add_argument("--skip-missing", action="store_true",
                       help="drop sequences some tracker has no result for (for every tracker)")
 
@@ -36,14 +42,25 @@ def run(args, overrides) -> int:
     raise SystemExit(f"satracker analyze takes no --config overrides (got {' '.join(overrides)})")
   from data_pipelines.readers import load_dataset  # noqa: PLC0415  (numpy-only readers)
   from satracker_jax.evaluation import analyze  # noqa: PLC0415
+  if args.grounding and args.dataset != "synthetic":
+    raise SystemExit("satracker analyze: --grounding needs --dataset synthetic (the breakdown "
+                     "reads the generator's attributes.json)")
   try:
     results = analyze.parse_results_arg(args.results)
     sequences = load_dataset(args.dataset, args.root, args.split, annotations_only=True)
     report = analyze.evaluate(sequences, results, args.dataset, skip_missing=args.skip_missing)
+    scored = set(report.sequence_names)
+    grounding = (analyze.grounding_by_mode(args.root, args.split,
+                                           [s for s in sequences if s.name in scored], results)
+                 if args.grounding else None)
   except (ValueError, FileNotFoundError) as e:  # readers.DatasetError is a ValueError
     raise SystemExit(f"satracker analyze: {e}") from None
-  analyze.write_report(report, args.out, title=f"{args.dataset} ({args.split})")
+  title = f"{args.dataset} ({args.split})"
+  analyze.write_report(report, args.out, title=title)
   print(analyze.results_table(report))
+  if grounding is not None:
+    analyze.write_grounding_report(grounding, args.out, title=f"{title}: ")
+    print(analyze.grounding_table(grounding))
   if report.skipped:
     print(f"skipped {len(report.skipped)} sequences with missing results")
   print(f"wrote {args.out}")

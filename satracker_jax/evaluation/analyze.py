@@ -8,11 +8,14 @@ the table. Only the sequences' boxes (and LaSOT's visibility flags) are read: th
 loaded with `readers.load_dataset(..., annotations_only=True)`, no frames needed.
 
 Python callers (the eval runner, the demo) use `analyze(sequences, {name: dir}, dataset, out_dir)`.
+On synthetic data, `grounding_by_mode` breaks the frame-0 grounding of `nl` runs down by the
+generator's mode and by what each miss picked (`satracker analyze --grounding`).
 """
 from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 import os
 
 import numpy as np
@@ -137,3 +140,84 @@ def parse_results_arg(values: list[str]) -> dict[str, str]:
       raise ValueError(f"--results: tracker name {name!r} given twice")
     results[name] = path
   return results
+
+
+# Columns of the grounding breakdown: a hit, then what a miss picked (`synthetic.frame0_pick`).
+GROUNDING_COLUMNS = ("hit", "twin", "one_off", "anchor", "decoy", "target", "other")
+
+
+def grounding_by_mode(root: str, split: str, sequences, results: dict[str, str]) -> dict:
+  """Frame-0 grounding of `nl` runs on a synthetic data set (`satracker synth`), by the video's
+  mode (`attributes.json`), over the videos a single frame resolves:
+
+    {tracker: {mode: {"videos", "hit" (IoU > 0.5, the grounding criterion), and for the misses
+     "twin" / "one_off" / "anchor" / "decoy" / "target" (the right object, a poor box) / "other",
+     "twin_chance" (mean 1 / (1 + twins): a random pick among the target and its twins)}}},
+
+  with an "all" row. Line 0 of each `<seq>.txt` is the grounded box (under `nl` the tracker writes
+  it there). Results of another protocol start from the ground-truth box and would all be hits."""
+  from data_pipelines import synthetic  # noqa: PLC0415  (numpy + Pillow, no TensorFlow)
+  attributes = {}
+  for seq in sequences:
+    path = os.path.join(root, split, seq.name, "attributes.json")
+    try:
+      with open(path) as f:
+        attributes[seq.name] = json.load(f)
+    except (OSError, ValueError) as e:
+      raise ValueError(f"{path}: cannot read the video's attributes ({e}); the grounding breakdown "
+                       "needs a data set written by `satracker synth`") from None
+  out = {}
+  for name, results_dir in results.items():
+    table = {}
+    for seq in sequences:
+      att = attributes[seq.name]
+      if not att.get("single_frame", True):
+        continue
+      path = results_io.find_results(results_dir, seq.name)
+      if not os.path.isfile(path):
+        raise FileNotFoundError(f"result file not found: {path} (sequence {seq.name!r})")
+      box = np.asarray(results_io.read_boxes(path)[0], np.float64)
+      gt = np.asarray(seq.boxes[0], np.float64)
+      hit = float(metrics.iou_overlap(box[None], gt[None])[0]) > 0.5
+      pick = "hit" if hit else synthetic.frame0_pick(att, gt, box)
+      twins = len((att.get("frame0_boxes") or {}).get("twins") or [])
+      for mode in (str(att.get("mode", "?")), "all"):
+        row = table.setdefault(mode, dict({c: 0 for c in GROUNDING_COLUMNS}, videos=0,
+                                          twin_videos=0, twin_chance=0.0))
+        row["videos"] += 1
+        row[pick] += 1
+        if twins:
+          row["twin_videos"] += 1
+          row["twin_chance"] += 1.0 / (1 + twins)
+    for row in table.values():
+      row["twin_chance"] = row["twin_chance"] / row["twin_videos"] if row["twin_videos"] else None
+    out[name] = dict(sorted(table.items(), key=lambda kv: (kv[0] == "all", kv[0])))
+  return out
+
+
+def grounding_table(breakdown: dict) -> str:
+  """Markdown: one row per tracker and mode, hits as a fraction, misses by what they picked."""
+  lines = ["| tracker | mode | videos | grounded | misses: twin / one-off / anchor / decoy / "
+           "target, poor box / other | random twin |", "|---|---|---|---|---|---|"]
+  for name, table in breakdown.items():
+    for mode, r in table.items():
+      misses = " / ".join(str(r[c]) for c in GROUNDING_COLUMNS[1:])
+      chance = "–" if r["twin_chance"] is None else f"{r['twin_chance']:.2f}"
+      lines.append(f"| {name} | {mode} | {r['videos']} | {r['hit'] / r['videos']:.3f} ({r['hit']}) "
+                   f"| {misses} | {chance} |")
+  return "\n".join(lines)
+
+
+def write_grounding_report(breakdown: dict, out_dir: str, title: str = "") -> dict[str, str]:
+  """grounding_by_mode.{json,md,png} in out_dir; returns their paths."""
+  os.makedirs(out_dir, exist_ok=True)
+  paths = {k: os.path.join(out_dir, f"grounding_by_mode.{k}") for k in ("json", "md", "png")}
+  utils.write_json(paths["json"], breakdown)
+  with open(paths["md"], "w") as f:
+    f.write(f"# {title}frame-0 grounding by mode\n\n{grounding_table(breakdown)}\n\n"
+            "grounded: IoU > 0.5 with the first ground-truth box. A miss is put where its centre "
+            "lies (the target's twin, a distractor one word off, the relation's anchor or decoy, "
+            "the target itself with a poor box, or none of those). random twin: the rate of a "
+            "random pick among the target and its identical twins.\n")
+  plots.plot_grounding_by_mode(breakdown, paths["png"], title=f"{title}frame-0 grounding by mode")
+  return paths

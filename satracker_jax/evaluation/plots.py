@@ -49,3 +49,36 @@ def plot_curves(curves: dict[str, dict[str, np.ndarray]], out_dir: str, title_pr
     fig.savefig(path, dpi=100)
     paths.append(path)
   return paths
+
+
+def plot_grounding_by_mode(breakdown: dict, path: str, title: str = "") -> str:
+  """Bars of frame-0 grounding per mode, one per tracker (`analyze.grounding_by_mode`), with a
+  tick where a random pick among the target and its identical twins would score."""
+  names = list(breakdown)
+  modes = [m for m in next(iter(breakdown.values()), {}) if m != "all"] + ["all"]
+  modes = [m for m in modes if m in breakdown[names[0]]] if names else []
+  fig = Figure(figsize=(max(6.0, 1.3 * len(modes) + 2), 4))
+  FigureCanvasAgg(fig)
+  ax = fig.add_subplot(1, 1, 1)
+  xs = np.arange(len(modes))
+  width = 0.8 / max(len(names), 1)
+  for i, name in enumerate(names):
+    rows = [breakdown[name].get(m) for m in modes]
+    ax.bar(xs + (i - (len(names) - 1) / 2) * width,
+           [r["hit"] / r["videos"] if r else 0.0 for r in rows], width, label=name)
+  first = breakdown[names[0]] if names else {}
+  chance = [(x, first[m]["twin_chance"]) for x, m in zip(xs, modes)
+            if first.get(m) and first[m]["twin_chance"] is not None and m != "all"]
+  if chance:
+    ax.scatter([c[0] for c in chance], [c[1] for c in chance], marker="_", s=900, color="k",
+               zorder=3, label="a random one of the target and its twins")
+  ax.set_xticks(xs)
+  ax.set_xticklabels([f"{m}\n({first[m]['videos']} videos)" if m in first else m for m in modes])
+  ax.set_ylim(0, 1)
+  ax.set_ylabel("frame-0 grounding (IoU > 0.5)")
+  ax.set_title(title)
+  ax.grid(True, axis="y", linestyle=":")
+  ax.legend(loc="upper right", fontsize="small")
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  return path
