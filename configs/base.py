@@ -126,7 +126,9 @@ def get_config(arg=None):
   c.train.grad_accum_steps = 1
   c.train.bf16 = False
   c.train.max_consecutive_nonfinite = 10
-  c.train.init_from = ""  # directory written by `satracker convert`
+  # `satracker convert` output (pretrained ViT / BERT), or a model of ours to warm-start from (a
+  # training workdir, its checkpoints folder or a params .npz: all weights; fresh optimizer)
+  c.train.init_from = ""
   c.train.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1))  # -1: all remaining devices
   c.train.tensorboard = True  # event files under WORKDIR/tb when TensorFlow is importable
   c.train.async_checkpointing = True

@@ -232,3 +232,21 @@ def test_training_refuses_a_vocabulary_larger_than_the_embedding(tmp_path):
   config.model.bert.vocab_size = n  # the same vocabulary fits an embedding of its size
   loop.train(config, str(tmp_path / "run"), model=th.standin_model(), loss_fn=th.standin_loss,
              dataset_fn=th.standin_dataset(0))
+
+
+def test_init_from_a_model_of_ours_takes_all_its_weights_and_checks_the_config(tmp_path):
+  # A warm start (`train.init_from` = a params .npz, a workdir or its checkpoints): every variable
+  # comes back as saved; a model of another shape is refused, naming the parameter.
+  from satracker_jax.train import loop
+  config = config_utils.load_config("configs/tiny.py")
+  config.model.template_size, config.model.search_size, config.model.max_text_len = 16, 32, 8
+  saved = model_io.random_variables(config)
+  config.train.init_from = model_io.save_variables(str(tmp_path / "warm.npz"), config, saved)
+  got = loop._init_from_pretrained(loop.default_model(config), config)
+  leaves_got, leaves_saved = jax.tree.leaves(got), jax.tree.leaves(saved)
+  assert jax.tree.structure(got) == jax.tree.structure(saved) and len(leaves_got) > 100
+  for a, b in zip(leaves_got, leaves_saved):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  config.model.head_channels = 32
+  with pytest.raises(ValueError, match=r"train\.init_from=.*warm\.npz"):
+    loop._init_from_pretrained(loop.default_model(config), config)

@@ -153,6 +153,18 @@ def _preemption_line() -> str:
 
 
 def _init_from_pretrained(model, config) -> dict:
+  """The variables `train.init_from` names. A model of ours (a training workdir, an Orbax
+  checkpoints folder or a params .npz): all its weights, checked against this config's model — a
+  warm start, with a fresh optimizer, schedule and data stream (the step counts from 0). A
+  `satracker convert` output: the pretrained ViT / BERT merged into a fresh initialisation."""
+  source = config.train.init_from
+  if model_io.describe_source(source) != "converted":
+    _, variables = model_io.load_variables(source)
+    model_io.check_variables(config, variables, f"train.init_from={source}")
+    n = len(jax.tree.leaves(variables["params"]))
+    mw.print_line(f"init_from {source}: all {n} parameter tensors of that model (a warm start: "
+                  "optimizer, schedule and step start afresh)")
+    return jax.device_get(variables)
   from satracker_jax.convert import load_pretrained  # noqa: PLC0415
   variables = jax.device_get(jax.jit(
       lambda r: model_io.init_variables(model, config.model, r))(state_lib.init_rng(config)))
