@@ -621,33 +621,6 @@ def _render(rng: np.random.Generator, frames: int, width: int, height: int,
 # Writing.
 
 
-# What a frame-0 box that is not the target picked (`frame0_pick`), in the order they are tried.
-FRAME0_KEYS = (("twins", "twin"), ("one_off", "one_off"), ("anchor", "anchor"), ("decoy", "decoy"))
-
-
-def frame0_pick(attributes: Mapping, target_box, box) -> str:
-  """What a frame-0 box (pixel x,y,w,h: a grounded box that missed, say) picked in a generated
-  video, by where its centre lies: "target" (inside the target's box `target_box`: the right
-  shape, a poor box), else the first key object of attributes.json's `frame0_boxes` holding it
-  ("twin", "one_off", "anchor", "decoy"), else "other" (background or another distractor)."""
-  x, y, w, h = (float(v) for v in box)
-  cx, cy = x + w / 2.0, y + h / 2.0
-
-  def holds(b):
-    return b[0] <= cx <= b[0] + b[2] and b[1] <= cy <= b[1] + b[3]
-
-  if holds(target_box):
-    return "target"
-  known = attributes.get("frame0_boxes") or {}
-  for key, pick in FRAME0_KEYS:
-    boxes = known.get(key) or []
-    if boxes and not isinstance(boxes[0], (list, tuple)):
-      boxes = [boxes]  # anchor / decoy: one box
-    if any(holds(b) for b in boxes):
-      return pick
-  return "other"
-
-
 def sequence_name(index: int) -> str:
   return f"synth_{index:05d}"
 

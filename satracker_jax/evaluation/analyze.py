@@ -142,8 +142,34 @@ def parse_results_arg(values: list[str]) -> dict[str, str]:
   return results
 
 
-# Columns of the grounding breakdown: a hit, then what a miss picked (`synthetic.frame0_pick`).
+# Columns of the grounding breakdown: a hit, then what a miss picked (`frame0_pick`).
 GROUNDING_COLUMNS = ("hit", "twin", "one_off", "anchor", "decoy", "target", "other")
+# attributes.json `frame0_boxes` key -> what a box centred in one of them picked, in this order.
+FRAME0_KEYS = (("twins", "twin"), ("one_off", "one_off"), ("anchor", "anchor"), ("decoy", "decoy"))
+
+
+def frame0_pick(attributes: dict, target_box, box) -> str:
+  """What a frame-0 box (pixel x,y,w,h: a grounded box that missed, say) picked in a video of
+  `satracker synth`, by where its centre lies: "target" (inside the target's box `target_box`:
+  the right shape, a poor box), else the first key object of attributes.json's `frame0_boxes`
+  holding it ("twin", "one_off", "anchor", "decoy"), else "other" (background or another
+  distractor). Reads the attributes as data: evaluation does not import data_pipelines."""
+  x, y, w, h = (float(v) for v in box)
+  cx, cy = x + w / 2.0, y + h / 2.0
+
+  def holds(b):
+    return b[0] <= cx <= b[0] + b[2] and b[1] <= cy <= b[1] + b[3]
+
+  if holds(target_box):
+    return "target"
+  known = attributes.get("frame0_boxes") or {}
+  for key, pick in FRAME0_KEYS:
+    boxes = known.get(key) or []
+    if boxes and not isinstance(boxes[0], (list, tuple)):
+      boxes = [boxes]  # anchor / decoy: one box
+    if any(holds(b) for b in boxes):
+      return pick
+  return "other"
 
 
 def grounding_by_mode(root: str, split: str, sequences, results: dict[str, str]) -> dict:
@@ -156,7 +182,6 @@ def grounding_by_mode(root: str, split: str, sequences, results: dict[str, str])
 
   with an "all" row. Line 0 of each `<seq>.txt` is the grounded box (under `nl` the tracker writes
   it there). Results of another protocol start from the ground-truth box and would all be hits."""
-  from data_pipelines import synthetic  # noqa: PLC0415  (numpy + Pillow, no TensorFlow)
   attributes = {}
   for seq in sequences:
     path = os.path.join(root, split, seq.name, "attributes.json")
@@ -179,7 +204,7 @@ def grounding_by_mode(root: str, split: str, sequences, results: dict[str, str])
       box = np.asarray(results_io.read_boxes(path)[0], np.float64)
       gt = np.asarray(seq.boxes[0], np.float64)
       hit = float(metrics.iou_overlap(box[None], gt[None])[0]) > 0.5
-      pick = "hit" if hit else synthetic.frame0_pick(att, gt, box)
+      pick = "hit" if hit else frame0_pick(att, gt, box)
       twins = len((att.get("frame0_boxes") or {}).get("twins") or [])
       for mode in (str(att.get("mode", "?")), "all"):
         row = table.setdefault(mode, dict({c: 0 for c in GROUNDING_COLUMNS}, videos=0,
