@@ -234,9 +234,13 @@ def _load_checkpoint(path: str, config, step):
 
   directory = checkpoint_dir(path)
   manager = ocp.CheckpointManager(
-      directory, options=ocp.CheckpointManagerOptions(read_only=True, create=False),
+      directory, options=ocp.CheckpointManagerOptions(read_only=True, create=False,
+                                                      save_interval_steps=0),
+      # The data position is not read here; naming its handler keeps Orbax from warning that it
+      # "could not be restored" at every load.
       item_handlers={STATE_ITEM: ocp.PyTreeCheckpointHandler(),
-                     CONFIG_ITEM: ocp.JsonCheckpointHandler()})
+                     CONFIG_ITEM: ocp.JsonCheckpointHandler(),
+                     DATA_ITEM: ocp.JsonCheckpointHandler()})
   try:
     step = manager.latest_step() if step is None else step
     if step is None:
