@@ -57,7 +57,7 @@ def plot_grounding_by_mode(breakdown: dict, path: str, title: str = "") -> str:
   names = list(breakdown)
   modes = [m for m in next(iter(breakdown.values()), {}) if m != "all"] + ["all"]
   modes = [m for m in modes if m in breakdown[names[0]]] if names else []
-  fig = Figure(figsize=(max(6.0, 1.3 * len(modes) + 2), 4))
+  fig = Figure(figsize=(max(6.0, 1.3 * len(modes) + 2), 4.4 + 0.25 * ((len(names) + 2) // 3)))
   FigureCanvasAgg(fig)
   ax = fig.add_subplot(1, 1, 1)
   xs = np.arange(len(modes))
@@ -74,11 +74,13 @@ def plot_grounding_by_mode(breakdown: dict, path: str, title: str = "") -> str:
                zorder=3, label="a random one of the target and its twins")
   ax.set_xticks(xs)
   ax.set_xticklabels([f"{m}\n({first[m]['videos']} videos)" if m in first else m for m in modes])
-  ax.set_ylim(0, 1)
+  ax.set_ylim(0, 1.02)
   ax.set_ylabel("frame-0 grounding (IoU > 0.5)")
   ax.set_title(title)
   ax.grid(True, axis="y", linestyle=":")
-  ax.legend(loc="upper right", fontsize="small")
+  # Below the axes: inside, it would hide the bars near 1.
+  ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, fontsize="small",
+            frameon=False)
   fig.tight_layout()
   fig.savefig(path, dpi=100)
   return path
