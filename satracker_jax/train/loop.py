@@ -155,7 +155,8 @@ def _preemption_line() -> str:
 def _init_from_pretrained(model, config) -> dict:
   """The variables `train.init_from` names. A model of ours (a training workdir, an Orbax
   checkpoints folder or a params .npz): all its weights, checked against this config's model — a
-  warm start, with a fresh optimizer, schedule and data stream (the step counts from 0). A
+  warm start: optimizer, schedule and step start afresh, and the data stream at sample 0 (a new
+  `seed` gives new samples). A
   `satracker convert` output: the pretrained ViT / BERT merged into a fresh initialisation."""
   source = config.train.init_from
   if model_io.describe_source(source) != "converted":
