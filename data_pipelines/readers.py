@@ -12,6 +12,10 @@ Layouts (first line of the language file, lower-cased and stripped, is the sente
               sentences: for scoring only).
   tnl2k       [<split>/]<seq>/{imgs/*.jpg|png, groundtruth.txt, language.txt}; a root holding
               split folders (train/, test/, val/) is read from <root>/<split> (all = every one).
+              Or the TNL2K evaluation toolkit's annotation pack (its annos.tar.gz unpacked):
+              annos/gt_rect/<seq>.txt, annos/absent/<seq>.txt (1 = absent; optional),
+              annos/att/<seq>_attribute.txt (17 flags; optional) and
+              sequence_evaluation_config/TNL2K_testing_set.txt (no frames, no sentences: scoring).
   synthetic   same as tnl2k (written by `satracker synth`: `<root>/train/<seq>`, `<root>/test/<seq>`)
   otb         OTB-2015, 100 sequences (data_pipelines/otb_sequences.py): the official
               <Video>/{img/%04d.jpg, groundtruth_rect[.k].txt}, or the OTB toolkit's annotation
@@ -61,8 +65,9 @@ from data_pipelines.lasot_split import lasot_test_sequences
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png")
 DATASETS = ("lasot", "tnl2k", "otb", "otb99_lang", "got10k", "synthetic")
-# 2: annotation-only indexes, OTB-2015, LaSOT toolkit packs, absent flags; 3: single_frame
-READER_VERSION = 3
+# 2: annotation-only indexes, OTB-2015, LaSOT toolkit packs, absent flags; 3: single_frame;
+# 4: TNL2K toolkit packs, sequence attributes
+READER_VERSION = 4
 _CACHE_PREFIX = ".satracker_index_"
 # Folder names that mark a TNL2K-layout root holding one sub-folder per split.
 SPLIT_FOLDERS = ("train", "test", "val")
@@ -89,6 +94,8 @@ class Sequence:
   # and scored on it). False only where a data set says so: synthetic `direction` videos, whose
   # sentence ("... moving left") needs motion (attributes.json `single_frame`).
   single_frame: bool = True
+  # [K] int per-sequence attribute flags where the data set has them (TNL2K pack: annos/att/).
+  attributes: Optional[np.ndarray] = None
 
   def __len__(self) -> int:
     # One box per frame; counted from the boxes so annotation-only sequences (no frames) work too.
@@ -163,8 +170,10 @@ def read_sentence(path: str) -> tuple[str, str]:
   return sentence, "" if sentence else path
 
 
-def _read_flags(path: str, n: int) -> np.ndarray:
-  """LaSOT occlusion / out-of-view flags: 0/1 separated by commas (one line) or newlines."""
+def _read_flags(path: str, n: int, extra_zeros: bool = False) -> np.ndarray:
+  """LaSOT occlusion / out-of-view flags: 0/1 separated by commas (one line) or newlines.
+  `extra_zeros`: trailing flags beyond the n frames are dropped when they are all 0 (a TNL2K
+  absent file has 930 for 929 frames)."""
   if not os.path.isfile(path):
     return np.zeros(n, bool)  # absent flag file = no frame flagged
   with open(path, "rb") as f:
@@ -173,6 +182,8 @@ def _read_flags(path: str, n: int) -> np.ndarray:
     flags = np.array([int(float(t)) for t in fields], np.int64) != 0
   except ValueError:
     raise DatasetError(f"{path}: flags must be 0/1 numbers") from None
+  if extra_zeros and len(flags) > n and not flags[n:].any():
+    flags = flags[:n]
   if len(flags) != n:
     raise DatasetError(f"{path}: {len(flags)} flags for {n} frames")
   return flags
@@ -231,10 +242,11 @@ def _frames_from_spec(img_dir: str, spec: dict) -> list[str]:
 
 
 def _record(name, img_dir, spec, boxes, sentence, bad, occl=None, oov=None, absent=None,
-            single_frame=True):
+            single_frame=True, attributes=None):
   return {"name": name, "img_dir": img_dir, "spec": spec, "boxes": boxes, "sentence": sentence,
           "bad_sentence": bad, "full_occlusion": occl, "out_of_view": oov, "absent": absent,
-          "single_frame": bool(single_frame)}
+          "single_frame": bool(single_frame),
+          "attributes": None if attributes is None else [int(a) for a in attributes]}
 
 
 def _lasot_test_names(root: str) -> set[str]:
@@ -323,7 +335,50 @@ def _tnl2k_split_dirs(root: str, split: str) -> list[str]:
                      f"{split}/; choose --split {' or '.join(present)} (or all)")
 
 
+TNL2K_PACK_TEST_LIST = os.path.join("sequence_evaluation_config", "TNL2K_testing_set.txt")
+
+
+def _scan_tnl2k_pack(root: str, split: str, frames: bool) -> list[dict]:
+  """The TNL2K toolkit's annotation pack: `annos/gt_rect/<seq>.txt` (absent frames are 0,0,0,0),
+  `annos/absent/<seq>.txt` (one 0/1 per frame; trailing extra 0 rows ignored),
+  `annos/att/<seq>_attribute.txt` (17 0/1 values), the test list in
+  `sequence_evaluation_config/TNL2K_testing_set.txt` (every listed sequence must be there; without
+  the list, every gt_rect file). A missing absent or attribute file leaves that field None: the
+  `tnl2k-matlab` report then says every frame counted as present."""
+  gt_dir = os.path.join(root, "annos", "gt_rect")
+  if frames:
+    raise DatasetError(f"{gt_dir}: the TNL2K toolkit's annotation pack holds no frames; it can be "
+                       "scored (satracker analyze) but not tracked: give the full TNL2K root")
+  if split not in ("test", "all"):
+    raise DatasetError(f"{root}: the TNL2K toolkit's annotation pack holds the test split only; "
+                       f"got --split {split!r}")
+  listed = os.path.join(root, TNL2K_PACK_TEST_LIST)
+  if os.path.isfile(listed):
+    with open(listed, encoding="utf-8-sig") as f:
+      names = [line.strip() for line in f if line.strip()]
+  else:
+    names = sorted(f[:-4] for f in _listdir(gt_dir) if f.endswith(".txt") and not f.startswith("."))
+  records = []
+  for name in names:
+    boxes = read_boxes(os.path.join(gt_dir, f"{name}.txt"))
+    absent_file = os.path.join(root, "annos", "absent", f"{name}.txt")
+    absent = _read_flags(absent_file, len(boxes), extra_zeros=True) if os.path.isfile(absent_file) else None
+    att_file = os.path.join(root, "annos", "att", f"{name}_attribute.txt")
+    attributes = None
+    if os.path.isfile(att_file):
+      with open(att_file, "rb") as f:
+        fields = [t for t in re.split(rb"[,\s]+", f.read()) if t]
+      try:
+        attributes = [int(float(t)) for t in fields]
+      except ValueError:
+        raise DatasetError(f"{att_file}: attributes must be 0/1 numbers") from None
+    records.append(_record(name, "", None, boxes, "", True, absent=absent, attributes=attributes))
+  return records
+
+
 def _scan_tnl2k(root: str, split: str, frames: bool = True) -> list[dict]:
+  if os.path.isdir(os.path.join(root, "annos", "gt_rect")):
+    return _scan_tnl2k_pack(root, split, frames)
   records = []
   for sub in _tnl2k_split_dirs(root, split):
     base = os.path.join(root, sub)
@@ -464,6 +519,9 @@ def _listing_dirs(name: str, root: str, split: str) -> list[str]:
   dirs = [root]
   if name == "lasot":
     dirs += [os.path.join(root, c) for c in _subdirs(root)] + [os.path.join(root, "annos", "absent")]
+  elif name == "tnl2k" and os.path.isdir(os.path.join(root, "annos", "gt_rect")):
+    dirs += [os.path.join(root, "annos", sub) for sub in ("gt_rect", "absent", "att")]
+    dirs.append(os.path.join(root, "sequence_evaluation_config"))
   elif name in ("tnl2k", "synthetic"):
     dirs += [os.path.join(root, sub) for sub in _tnl2k_split_dirs(root, split) if sub]
   elif name == "otb":
@@ -500,6 +558,8 @@ def _save_index(path: str, fingerprint: str, records: list[dict]) -> None:
   meta, boxes, flags = [], [], []
   for r in records:
     m = {k: r[k] for k in ("name", "img_dir", "spec", "sentence", "bad_sentence", "single_frame")}
+    if r.get("attributes") is not None:
+      m["attributes"] = r["attributes"]
     m["n"] = len(r["boxes"])
     m["flags"] = [k for k in ("full_occlusion", "out_of_view", "absent") if r[k] is not None]
     meta.append(m)
@@ -532,7 +592,7 @@ def _load_index(path: str, fingerprint: str) -> Optional[list[dict]]:
   for m in meta["sequences"]:
     n = m["n"]
     r = _record(m["name"], m["img_dir"], m["spec"], boxes[b:b + n], m["sentence"], m["bad_sentence"],
-                single_frame=m.get("single_frame", True))
+                single_frame=m.get("single_frame", True), attributes=m.get("attributes"))
     b += n
     for k in m["flags"]:
       r[k] = flags[f:f + n]
@@ -558,7 +618,8 @@ def _to_sequence(dataset: str, root: str, r: dict) -> Sequence:
       visible=visible, sentence=r["sentence"], bad_sentence=bool(r["bad_sentence"]),
       sentence_file=r["bad_sentence"] if isinstance(r["bad_sentence"], str) else "",
       full_occlusion=flags("full_occlusion"), out_of_view=flags("out_of_view"), absent=flags("absent"),
-      single_frame=bool(r.get("single_frame", True)))
+      single_frame=bool(r.get("single_frame", True)),
+      attributes=None if r.get("attributes") is None else np.asarray(r["attributes"], np.int64))
 
 
 def load_dataset(name: str, root: str, split: str = "test", cache_dir: str = "",

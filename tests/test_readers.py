@@ -219,6 +219,44 @@ def test_lasot_toolkit_annotation_pack(tmp_path):
     readers.load_dataset("lasot", root, "test", annotations_only=True, use_cache=False)
 
 
+def _tnl2k_pack(root):
+  # The TNL2K toolkit's annos.tar.gz unpacked, plus its sequence_evaluation_config/.
+  _write(os.path.join(root, "sequence_evaluation_config", "TNL2K_testing_set.txt"), "seqB\nseqA\n")
+  _write(os.path.join(root, "annos", "gt_rect", "seqA.txt"), "1,2,3,4\n0,0,0,0\n5,6,7,8\n")
+  _write(os.path.join(root, "annos", "absent", "seqA.txt"), "0\n1\n0\n0\n")  # one extra 0
+  _write(os.path.join(root, "annos", "att", "seqA_attribute.txt"), "1\r\n0\r\n1\r\n")
+  _write(os.path.join(root, "annos", "gt_rect", "seqB.txt"), "1,1,5,5\n1,1,5,5\n")
+  _write(os.path.join(root, "annos", "gt_rect", "seqC.txt"), "1,1,5,5\n")  # not in the test list
+
+
+def test_tnl2k_toolkit_annotation_pack(tmp_path):
+  root = str(tmp_path / "TNL2K_evaluation_toolkit")
+  _tnl2k_pack(root)
+  for _ in range(2):  # the second load comes from the index cache
+    b, a = readers.load_dataset("tnl2k", root, "test", annotations_only=True)
+    assert [b.name, a.name] == ["seqB", "seqA"]  # the list's order, seqC left out
+    assert a.frames == [] and a.sentence == "" and len(a) == 3
+    np.testing.assert_array_equal(a.absent, [False, True, False])  # trailing extra 0 ignored
+    np.testing.assert_array_equal(a.visible, [True, False, True])
+    np.testing.assert_array_equal(a.boxes[1], [0, 0, 0, 0])  # absent rows stay 0,0,0,0
+    np.testing.assert_array_equal(a.attributes, [1, 0, 1])
+    # No absent / attribute file: None, so tnl2k-matlab can say it counted every frame as present.
+    assert b.absent is None and b.attributes is None
+  # A pack holds no frames: tracking it is a clear error.
+  with pytest.raises(readers.DatasetError, match="annotation pack holds no frames"):
+    readers.load_dataset("tnl2k", root, "test", use_cache=False)
+  with pytest.raises(readers.DatasetError, match="test split only"):
+    readers.load_dataset("tnl2k", root, "train", annotations_only=True, use_cache=False)
+  # An absent file whose extra rows are not 0, or a listed sequence without ground truth: named.
+  _write(os.path.join(root, "annos", "absent", "seqA.txt"), "0\n1\n0\n1\n")
+  with pytest.raises(readers.DatasetError, match=r"absent[/\\]seqA.txt: 4 flags for 3 frames"):
+    readers.load_dataset("tnl2k", root, "test", annotations_only=True, use_cache=False)
+  os.remove(os.path.join(root, "annos", "absent", "seqA.txt"))
+  os.remove(os.path.join(root, "annos", "gt_rect", "seqB.txt"))
+  with pytest.raises(readers.DatasetError, match=r"gt_rect[/\\]seqB.txt: groundtruth file missing"):
+    readers.load_dataset("tnl2k", root, "test", annotations_only=True, use_cache=False)
+
+
 def test_tnl2k_without_image_folders(tmp_path):
   root = str(tmp_path / "TNL2K_test")
   _write(os.path.join(root, "seqA", "groundtruth.txt"), "1,1,4,4\r\n2,2,4,4\r\n")
