@@ -47,8 +47,9 @@ def test_analyze_writes_every_file(tmp_path):
   assert on_disk == summary  # JSON keeps floats exactly
   assert set(on_disk) == {"perfect", "shifted"}
   for m in on_disk.values():
-    assert set(m) == {"auc", "op50", "op75", "precision", "norm_precision", "num_sequences"}
-    assert m["num_sequences"] == 2
+    assert set(m) == {"toolkit", "auc", "op50", "op75", "precision", "norm_precision",
+                      "norm_precision_auc", "num_sequences", "repaired_rows", "padded_rows"}
+    assert m["num_sequences"] == 2 and m["toolkit"] == "pytracking"
   # Perfect: AUC 20/21 (IoU > 1.0 never holds), P = NP = 1.
   assert on_disk["perfect"]["auc"] == pytest.approx(20 / 21, abs=1e-12)
   assert on_disk["perfect"]["precision"] == 1.0 and on_disk["perfect"]["norm_precision"] == 1.0
@@ -80,10 +81,20 @@ def test_analyze_writes_every_file(tmp_path):
 
   table = open(os.path.join(out, "results.md")).read()
   header = [cell.strip() for cell in table.splitlines()[2].split("|")[1:-1]]
-  assert header == ["Tracker", "AUC", "OP50", "OP75", "P", "NP", "Sequences"]  # pytracking's order
+  # pytracking's order, then the TNL2K paper's NP-AUC; one row per tracker and toolkit.
+  assert header == ["Tracker", "Toolkit", "AUC", "OP50", "OP75", "P", "NP", "NP-AUC", "Sequences"]
   assert "95.24" in table            # 100 * 20/21
   assert "73.57" in table            # 100 * 30.9/42
   assert "60.00" in table            # NP of the shifted tracker
+  # On TNL2K the tnl2k-matlab rows stand beside pytracking's, in files of their own; these
+  # sequences carry no absent flags, and the report says what that means.
+  rows = [[c.strip() for c in line.split("|")[1:3]] for line in table.splitlines()[4:8]]
+  assert rows == [["perfect", "pytracking"], ["perfect", "tnl2k-matlab"],
+                  ["shifted", "pytracking"], ["shifted", "tnl2k-matlab"]]
+  with open(os.path.join(out, "metrics.tnl2k-matlab.json")) as f:
+    assert {m["toolkit"] for m in json.load(f).values()} == {"tnl2k-matlab"}
+  assert os.path.isfile(os.path.join(out, "success.tnl2k-matlab.png"))
+  assert "No absent flags for 2 of 2 sequences: tnl2k-matlab counted every frame" in table
 
 
 def test_missing_result_file_is_a_clear_error(tmp_path):

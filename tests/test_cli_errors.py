@@ -112,3 +112,18 @@ def test_config_check_knows_the_same_input_backends_as_the_pipeline():
   # config_utils may not import data_pipelines (layers), so the names stand in two places.
   from data_pipelines import batches  # noqa: PLC0415
   assert set(config_utils.DATA_BACKENDS) == set(batches.BACKENDS)
+
+
+def test_toolkit_option_knows_the_library_toolkits_and_refuses_others(tmp_path, capsys):
+  # cli/analyze.py spells the names out (so `--help` imports nothing): the same as the library's.
+  from satracker_jax.cli import analyze as analyze_verb
+  from satracker_jax.evaluation import toolkits
+  assert analyze_verb.TOOLKITS == toolkits.NAMES
+  for verb in ("analyze", "eval"):
+    extra = ["--results", "x=y"] if verb == "analyze" else []
+    with pytest.raises(SystemExit) as info:
+      cli.main([verb, "--dataset", "tnl2k", "--root", str(tmp_path), "--out", str(tmp_path / "o"),
+                "--toolkit", "matlab", *extra])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--toolkit: invalid choice: 'matlab'" in err and "tnl2k-matlab" in err

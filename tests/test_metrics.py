@@ -5,7 +5,7 @@ import types
 import numpy as np
 import pytest
 
-from satracker_jax.evaluation import metrics, results_io
+from satracker_jax.evaluation import metrics, results_io, toolkits
 
 
 def repeat(box, n):
@@ -253,3 +253,142 @@ def test_lasot_toolkit_absent_flags_make_frames_invisible():
   np.testing.assert_array_equal(metrics.target_visible_of(seq, "lasot"), [True, False, True])
   c = metrics.sequence_curves(gt.copy(), gt, metrics.target_visible_of(seq, "lasot"), "lasot")
   np.testing.assert_allclose(c.norm_precision, np.full(51, 2 / 3))  # the absent frame: inf, no hit
+
+
+# -- toolkits: the same files under each benchmark's rules (SPEC.md "Benchmark toolkits") ---------
+MATLAB = "tnl2k-matlab"
+
+
+def test_toolkit_names_and_defaults():
+  assert toolkits.NAMES == ("pytracking", "pytracking-2022", "tnl2k-matlab")
+  assert toolkits.default_names("tnl2k") == ("pytracking", "tnl2k-matlab")
+  assert toolkits.default_names("lasot") == ("pytracking",)
+  assert toolkits.default_names("tnl2k", "pytracking-2022") == ("pytracking-2022",)
+  with pytest.raises(ValueError, match="choose from pytracking, pytracking-2022, tnl2k-matlab"):
+    toolkits.get("matlab")
+
+
+def test_matlab_carries_invalid_rows_over_unless_the_gt_row_has_nan():
+  gt = repeat([10, 10, 20, 20], 7)
+  gt[5] = np.nan
+  pred = np.array([[np.nan, 0, 1, 1],          # frame 0: never repaired, replaced by GT
+                   [11, 10, 20, 20],
+                   [np.nan, np.nan, np.nan, np.nan],   # -> frame 1
+                   [5, 5, -1, 4],              # negative width -> frame 1 (chained)
+                   [12, 10, 20, 0],            # zero height -> frame 1
+                   [np.nan, 1, 2, 3],          # GT row NaN: kept as it is
+                   [13, 10, 20, 20]], np.float64)
+  prepared = toolkits.get(MATLAB).prepare_prediction(pred, gt, "tnl2k", "seq.txt")
+  np.testing.assert_array_equal(prepared.boxes[0], gt[0])
+  for i in (2, 3, 4):
+    np.testing.assert_array_equal(prepared.boxes[i], [11, 10, 20, 20])
+  assert np.isnan(prepared.boxes[5, 0])
+  assert prepared.repaired_rows == 3 and prepared.padded_rows == 0
+  # Under pytracking the same rows are an error naming the file.
+  with pytest.raises(ValueError, match="seq.txt: NaN or negative-size"):
+    metrics.sequence_curves(pred, gt, source="seq.txt")
+  # Scored: the NaN frame 5 (GT NaN: invalid) is -1; nothing raises.
+  errors = metrics.sequence_errors(pred, gt, toolkit=MATLAB)
+  assert errors.iou[5] == -1.0 and errors.repaired_rows == 3
+
+
+def test_matlab_nan_chained_into_a_valid_frame_is_a_miss_not_an_error():
+  # Row 1's GT is NaN, so its NaN prediction stays and row 2 copies it: MATLAB compares NaN as
+  # false (no success, no hit).
+  gt = repeat([10, 10, 20, 20], 3)
+  gt[1] = np.nan
+  pred = np.array([[10, 10, 20, 20], [np.nan] * 4, [np.nan] * 4], np.float64)
+  errors = metrics.sequence_errors(pred, gt, toolkit=MATLAB)
+  assert errors.iou[2] == -1.0
+  c = metrics.curves_from_errors(errors)
+  assert c.precision[50] == pytest.approx(2 / 3)  # frame 0 and the invalid frame 1 (-1: a hit)
+
+
+def test_short_result_padding_per_toolkit():
+  gt = repeat([10, 10, 20, 20], 4)
+  short = repeat([10, 10, 20, 20], 2)
+  # pytracking: zero boxes (IoU 0); tnl2k-matlab: zero rows, then carried over (IoU 1).
+  py = metrics.sequence_curves(short, gt, None, "tnl2k")
+  ml = metrics.sequence_curves(short, gt, None, "tnl2k", toolkit=MATLAB)
+  assert py.success[0] == 0.5 and py.padded_rows == 2
+  assert ml.success[0] == pytest.approx(1.0) and ml.padded_rows == 2 and ml.repaired_rows == 0
+  # On LaSOT pytracking refuses a short file; the MATLAB rules pad it.
+  with pytest.raises(ValueError, match="LaSOT"):
+    metrics.sequence_curves(short, gt, None, "lasot")
+  assert metrics.sequence_curves(short, gt, None, "lasot", toolkit=MATLAB).padded_rows == 2
+
+
+def test_matlab_absent_frames_fail_every_metric_and_stay_in_the_denominator():
+  gt = repeat([10, 10, 20, 20], 4)
+  gt[2] = 0.0  # the pack writes absent frames as 0,0,0,0
+  seq = types.SimpleNamespace(boxes=gt, absent=np.array([0, 0, 1, 0]))
+  pred = gt.copy()
+  pred[2] = [10, 10, 20, 20]
+  visible = metrics.target_visible_of(seq, "tnl2k", MATLAB)
+  np.testing.assert_array_equal(visible, [True, True, False, True])
+  ml = metrics.sequence_curves(pred, gt, visible, "tnl2k", toolkit=MATLAB)
+  n = 4 + np.finfo(np.float64).eps  # `len_all + eps`
+  np.testing.assert_array_equal(ml.success, [3 / n] * 20 + [0.0])
+  np.testing.assert_array_equal(ml.precision, np.full(51, 3 / n))
+  np.testing.assert_array_equal(ml.norm_precision, np.full(51, 3 / n))
+  # pytracking (no absent flags for TNL2K): the 0,0,0,0 row is invalid, an NP hit.
+  assert metrics.target_visible_of(seq, "tnl2k") is None
+  py = metrics.sequence_curves(pred, gt, None, "tnl2k")
+  np.testing.assert_array_equal(py.norm_precision, np.ones(51))
+  np.testing.assert_array_equal(py.precision, np.full(51, 0.75))
+
+
+def test_border_boxes_per_toolkit():
+  # A GT box touching the left border (x = 0) and a prediction 30 px off.
+  gt = np.array([[5, 5, 20, 20], [0, 5, 20, 20]], np.float64)
+  pred = np.array([[5, 5, 20, 20], [30, 5, 20, 20]], np.float64)
+  py, py22, ml = (metrics.sequence_errors(pred, gt, toolkit=t) for t in toolkits.NAMES)
+  assert py.valid.tolist() == [True, True] and py.iou[1] == 0.0 and py.center_error[1] == 30.0
+  # pytracking-2022: invalid -> IoU -1, centre inf (a P miss), normalised -1 (an NP hit).
+  assert py22.valid.tolist() == [True, False]
+  assert (py22.iou[1], py22.center_error[1], py22.norm_center_error[1]) == (-1.0, np.inf, -1.0)
+  # tnl2k-matlab: invalid -> IoU -1, -1 in both centre errors (a P and an NP hit).
+  assert (ml.iou[1], ml.center_error[1], ml.norm_center_error[1]) == (-1.0, -1.0, -1.0)
+
+
+def test_matlab_drops_all_zero_curves_from_each_mean():
+  gt = repeat([10, 10, 20, 20], 4)
+  good = gt.copy()
+  lost = repeat([200, 200, 20, 20], 4)
+  lost[0] = [200, 200, 20, 20]
+  # The lost tracker's frame 0 is the GT (a success at every threshold < 1), so its success curve
+  # is not zero; mark frame 0 absent so that every frame fails: an all-zero curve of each metric.
+  seq = types.SimpleNamespace(boxes=gt, absent=np.array([1, 0, 0, 0]))
+  visible = metrics.target_visible_of(seq, "tnl2k", MATLAB)
+  curves = [metrics.sequence_curves(good, gt, None, "tnl2k", toolkit=MATLAB),
+            metrics.sequence_curves(lost, gt, visible, "tnl2k", toolkit=MATLAB)]
+  assert not curves[1].success.any() and not curves[1].precision.any()
+  summary = metrics.summarize(curves, MATLAB)
+  assert summary["auc"] == pytest.approx(curves[0].auc)  # the mean of the one kept sequence
+  assert summary["dropped_zero_curves"] == {"success": 1, "precision": 1, "norm_precision": 1}
+  assert summary["num_sequences"] == 2
+  # pytracking averages both.
+  assert metrics.summarize(curves)["auc"] == pytest.approx(curves[0].auc / 2)
+  assert "dropped_zero_curves" not in metrics.summarize(curves)
+
+
+def test_norm_precision_auc_is_the_mean_of_the_normalised_curve():
+  gt = repeat([50, 50, 100, 100], 10)
+  c = metrics.sequence_curves(repeat([60, 50, 100, 100], 10), gt)  # normalised error 0.1
+  # Frame 0 hits everywhere, frames 1..9 from t = 0.10: (1 + 9 * 41 / 51) / 10.
+  assert c.norm_precision_auc == pytest.approx((1 + 9 * 41 / 51) / 10, abs=1e-15)
+  summary = metrics.summarize([c])
+  assert summary["norm_precision_auc"] == pytest.approx(c.norm_precision_auc, abs=1e-15)
+  assert summary["toolkit"] == "pytracking"
+
+
+def test_matlab_reads_nan_and_negative_rows_but_not_inf(tmp_path):
+  path = tmp_path / "seq.txt"
+  path.write_text("1,2,3,4\nNaN,NaN,NaN,NaN\n-1,-1,-1,-1\n")
+  rows = toolkits.get(MATLAB).read_results(str(path))
+  assert np.isnan(rows[1]).all() and rows[2].tolist() == [-1, -1, -1, -1]
+  with pytest.raises(ValueError, match=f"{path}:2: non-finite"):
+    toolkits.get("pytracking").read_results(str(path))
+  path.write_text("1,2,3,4\n1,2,inf,4\n")
+  with pytest.raises(ValueError, match=f"{path}:2: non-finite"):
+    toolkits.get(MATLAB).read_results(str(path))

@@ -1,12 +1,19 @@
-"""`satracker analyze` on real benchmark files reproduces every published score.
+"""`satracker analyze` on real benchmark files reproduces every published / reference score.
 
 `../shared/data/real.tar.xz` (beside the repository; see its `real/SOURCES.md`) holds OTB-100's
 toolkit ground truth (`anno/`), LaSOT's evaluation-toolkit ground truth (`annos/`,
 `annos/absent/`, `testing_set.txt`), raw results of six published trackers on OTB-100 and of ATOM
 on LaSOT, and `published_scores.csv`: the scores published for exactly those files. The files are
 messy as real ones are (mixed delimiters, CRLF, missing final newlines, short files, shifted first
-boxes, zero-size boxes); nothing here cleans them. The archive is unpacked once into a cache folder
-outside the repository (never copied into the project); without it the tests skip.
+boxes, zero-size boxes); nothing here cleans them.
+
+`../shared/data/tnl2k_toolkit.tar.xz` (its `tnl2k_toolkit/SOURCES.md`) holds the TNL2K MATLAB
+toolkit's annotation pack (700 test sequences), 13 real trackers' raw results on 15 of them and
+`reference_scores.csv`: their scores under the three toolkits' rules (SPEC.md "Benchmark
+toolkits"), computed by an implementation written independently of this project.
+
+Each archive is unpacked once into a cache folder outside the repository (never copied into the
+project); without it the tests skip, saying which file is missing.
 """
 import csv
 import hashlib
@@ -21,32 +28,40 @@ import pytest
 from satracker_jax import cli
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ARCHIVE = os.environ.get("SATRACKER_REAL_DATA",
-                         os.path.join(os.path.dirname(REPO), "shared", "data", "real.tar.xz"))
+SHARED_DATA = os.path.join(os.path.dirname(REPO), "shared", "data")
+ARCHIVE = os.environ.get("SATRACKER_REAL_DATA", os.path.join(SHARED_DATA, "real.tar.xz"))
+TNL2K_ARCHIVE = os.environ.get("SATRACKER_TNL2K_TOOLKIT",
+                               os.path.join(SHARED_DATA, "tnl2k_toolkit.tar.xz"))
 # benchmark in published_scores.csv -> (analyze --dataset, folder in the archive)
 BENCHMARKS = {"otb100": ("otb", "otb100"), "lasot": ("lasot", "lasot")}
 METRICS = {"AUC": "auc", "P@20": "precision"}
 
 
-@pytest.fixture(scope="module")
-def real_root():
-  """`<cache>/real`: unpacked once per archive version, atomically (a crash leaves no half tree)."""
-  if not os.path.isfile(ARCHIVE):
-    pytest.skip(f"{ARCHIVE} not found (the real-data archive lives beside the repository)")
-  stat = os.stat(ARCHIVE)
-  tag = hashlib.sha1(f"{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+def unpacked(archive, folder):
+  """`<cache>/<folder>`: unpacked once per archive version, atomically (a crash leaves no half
+  tree)."""
+  if not os.path.isfile(archive):
+    pytest.skip(f"{archive} not found (the shared data archives live beside the repository, in "
+                "../shared/data)")
+  stat = os.stat(archive)
+  tag = hashlib.sha1(f"{archive}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
   cache = os.path.join(os.environ.get("SATRACKER_TEST_CACHE", tempfile.gettempdir()),
-                       f"satracker_real_data_{tag}")
-  if not os.path.isdir(os.path.join(cache, "real")):
-    staging = tempfile.mkdtemp(prefix="satracker_real_unpack_", dir=os.path.dirname(cache))
-    with tarfile.open(ARCHIVE) as tar:
+                       f"satracker_{folder}_data_{tag}")
+  if not os.path.isdir(os.path.join(cache, folder)):
+    staging = tempfile.mkdtemp(prefix=f"satracker_{folder}_unpack_", dir=os.path.dirname(cache))
+    with tarfile.open(archive) as tar:
       kwargs = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
       tar.extractall(staging, **kwargs)
     try:
       os.rename(staging, cache)
     except OSError:  # another process unpacked it first
       shutil.rmtree(staging, ignore_errors=True)
-  return os.path.join(cache, "real")
+  return os.path.join(cache, folder)
+
+
+@pytest.fixture(scope="module")
+def real_root():
+  return unpacked(ARCHIVE, "real")
 
 
 def published_scores(root):
@@ -74,6 +89,9 @@ def test_every_published_score_is_reproduced(real_root, benchmark, tmp_path, cap
   capsys.readouterr()
   expected_sequences = 100 if benchmark == "otb100" else 280
   assert all(m["num_sequences"] == expected_sequences for m in ours.values())
+  # Off TNL2K the default toolkit is pytracking alone: the published numbers are its numbers.
+  assert {m["toolkit"] for m in ours.values()} == {"pytracking"}
+  assert not os.path.exists(str(tmp_path / benchmark / "metrics.tnl2k-matlab.json"))
   # Every tracker of the archive is scored, and every published number is matched to its digits.
   assert {r["tracker"] for r in rows} <= set(ours)
   mismatches = []
@@ -94,3 +112,101 @@ def test_otb_sequence_list_is_the_archives(real_root):
   with open(os.path.join(real_root, "otb100", "init_omit.txt")) as f:
     omit = dict(line.split() for line in f if line.strip())
   assert {k: int(v) for k, v in omit.items()} == otb_sequences.INIT_OMIT
+
+
+# -- TNL2K: the official toolkit's annotation pack, three toolkits' rules ---------------------------
+TNL2K_SCORES = ("auc", "precision", "norm_precision", "norm_precision_auc")
+DAM4SAM = "dam4sam__sam21pp_l"  # writes -1,-1,-1,-1 where it lost the target
+
+
+@pytest.fixture(scope="module")
+def tnl2k_root():
+  return unpacked(TNL2K_ARCHIVE, "tnl2k_toolkit")
+
+
+def tnl2k_reference(root):
+  with open(os.path.join(root, "reference_scores.csv"), newline="") as f:
+    return list(csv.DictReader(f))
+
+
+def analyze_tnl2k(root, toolkit, trackers, out_dir):
+  """`satracker analyze --dataset tnl2k --root <pack> --toolkit T --skip-missing --results ...`,
+  as the issue writes it; returns metrics.json."""
+  results = [f"{t}={os.path.join(root, 'results', t)}" for t in trackers]
+  rc = cli.main(["analyze", "--dataset", "tnl2k", "--root", root, "--toolkit", toolkit,
+                 "--skip-missing", "--results", *results, "--out", out_dir])
+  assert rc == 0
+  with open(os.path.join(out_dir, "metrics.json")) as f:
+    return json.load(f)
+
+
+@pytest.mark.parametrize("toolkit", ["pytracking", "pytracking-2022", "tnl2k-matlab"])
+def test_tnl2k_reference_scores_under_each_toolkit(tnl2k_root, toolkit, tmp_path, capsys,
+                                                   monkeypatch):
+  rows = [r for r in tnl2k_reference(tnl2k_root) if r["toolkit"] == toolkit]
+  scored = [r for r in rows if not r["auc"].startswith("error")]
+  assert len(rows) == 13 and len(scored) == (13 if toolkit == "tnl2k-matlab" else 12)
+  # Scoring reads annotations only: any look at an image folder fails the run.
+  from data_pipelines import readers
+
+  def no_frames(*args, **kwargs):
+    raise AssertionError("analyze listed an image folder")
+
+  monkeypatch.setattr(readers, "_frame_spec", no_frames)
+  ours = analyze_tnl2k(tnl2k_root, toolkit, [r["tracker"] for r in scored], str(tmp_path / "out"))
+  printed = capsys.readouterr()
+  assert "skipped 685 sequences" in printed.out  # the 700-sequence pack, results for 15
+  mismatches = []
+  for r in scored:
+    m = ours[r["tracker"]]
+    assert m["toolkit"] == toolkit and m["num_sequences"] == int(r["sequences"]) == 15
+    for key in TNL2K_SCORES:
+      if abs(m[key] - float(r[key])) > 1e-4:
+        mismatches.append(f"{r['tracker']} {key}: reference {r[key]}, ours {m[key]:.6f}")
+  assert not mismatches, "\n".join(mismatches)
+  # Four trackers' Hulk_video_U01-Done.txt are one row short: padded, with a warning naming it.
+  short = [r["tracker"] for r in scored if ours[r["tracker"]]["padded_rows"]]
+  assert sorted(short) == ["dutrack__dutrack_384_full", "jointnlt__swin_b_ep300",
+                           "seqtrack__seqtrack_l384", "sutrack__sutrack_l384"]
+  assert "seqtrack__seqtrack_l384/Hulk_video_U01-Done.txt: 1604 result rows" in printed.err
+  report = open(tmp_path / "out" / "results.md").read()
+  assert toolkit in report.splitlines()[4]
+  with open(tmp_path / "out" / "attributes.json") as f:
+    attributes = json.load(f)[toolkit]
+  assert [a["short"] for a in attributes[scored[0]["tracker"]]][:3] == ["CM", "ROT", "DEF"]
+
+
+def test_tnl2k_dam4sam_is_refused_by_pytracking_and_repaired_by_matlab(tnl2k_root, tmp_path,
+                                                                       capsys):
+  ref = {r["toolkit"]: r for r in tnl2k_reference(tnl2k_root) if r["tracker"] == DAM4SAM}
+  for toolkit in ("pytracking", "pytracking-2022"):
+    assert ref[toolkit]["auc"].startswith("error")
+    with pytest.raises(SystemExit) as info:
+      analyze_tnl2k(tnl2k_root, toolkit, [DAM4SAM], str(tmp_path / toolkit))
+    # One line naming the file and the line of the first invalid row.
+    message = str(info.value)
+    assert "\n" not in message and "negative box size" in message
+    assert f"{DAM4SAM}/Assian_video_Z03_done.txt:235:" in message
+  ours = analyze_tnl2k(tnl2k_root, "tnl2k-matlab", [DAM4SAM], str(tmp_path / "matlab"))[DAM4SAM]
+  for key in TNL2K_SCORES:
+    assert ours[key] == pytest.approx(float(ref["tnl2k-matlab"][key]), abs=1e-4), key
+  # The -1 rows were carried over, counted and reported per tracker.
+  assert ours["repaired_rows"] > 0
+  assert f"invalid result rows carried over: {DAM4SAM} {ours['repaired_rows']}" in capsys.readouterr().out
+
+
+def test_tnl2k_pack_reader_flags_and_attributes(tnl2k_root):
+  from data_pipelines.readers import load_dataset
+  sequences = load_dataset("tnl2k", tnl2k_root, "test", annotations_only=True, use_cache=False)
+  assert len(sequences) == 700 and all(s.frames == [] for s in sequences)
+  # SOURCES.md: 65,253 absent frames; 14,555 present frames whose box touches the top/left border.
+  assert sum(int(s.absent.sum()) for s in sequences) == 65253
+  border = sum(int(((s.boxes[:, 0] <= 0) | (s.boxes[:, 1] <= 0))[~s.absent].sum()) for s in sequences)
+  assert border == 14555
+  # An absent file one trailing 0 longer than the ground truth is read (the extra row ignored).
+  bike = next(s for s in sequences if s.name == "advSamp_monitor_bikeyellow")
+  assert len(bike.absent) == len(bike.boxes) == 929
+  # 17 attribute flags each; the 100 adversarial-sample sequences carry attribute 15 ("AS").
+  assert {len(s.attributes) for s in sequences} == {17}
+  adversarial = {s.name for s in sequences if s.attributes[14]}
+  assert len(adversarial) == 100 and all(n.startswith("advSamp_") for n in adversarial)

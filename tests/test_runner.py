@@ -366,3 +366,44 @@ def test_protocols_end_to_end(setup):
   np.testing.assert_allclose(first_line, sequences[0].boxes[0], atol=1.5)  # the grounded box
   with pytest.raises(ValueError, match="protocol"):
     runner.evaluate(config, variables, sequences, str(tmp_path / "x"), protocol="bbox", **kwargs)
+
+
+def test_eval_verb_toolkit_rescores_without_retracking(setup, monkeypatch, capsys):
+  """`satracker eval --toolkit tnl2k-matlab` on a synthetic data set: the toolkit goes into
+  metrics.json and provenance.json; results made under another toolkit are re-scored, not tracked
+  again (the toolkit is no part of a result's fingerprint)."""
+  import argparse
+  from satracker_jax.cli import common
+  from satracker_jax.cli import eval as eval_verb
+  config, variables, sequences, kwargs, tmp_path = setup
+  monkeypatch.setattr(common, "load_model", lambda args, overrides: (config, variables))
+  real = runner.evaluate
+  monkeypatch.setattr(runner, "evaluate", lambda *a, **k: real(
+      *a, **{**k, "apply_fn": kwargs["apply_fn"], "tokenizer": kwargs["tokenizer"]}))
+  parser = argparse.ArgumentParser()
+  eval_verb.add_arguments(parser)
+  out = str(tmp_path / "results")
+  base = ["--dataset", "synthetic", "--root", str(tmp_path / "data"), "--out", out, "--no-progress"]
+
+  def metrics_and_provenance():
+    with open(os.path.join(out, "metrics.json")) as f, \
+         open(os.path.join(out, runner.PROVENANCE_FILE)) as g:
+      return json.load(f)["satracker"], json.load(g)
+
+  assert eval_verb.run(parser.parse_args(base), []) == 0
+  first, provenance = metrics_and_provenance()
+  assert first["toolkit"] == "pytracking" and provenance["toolkit"] == "pytracking"
+  stamps = _stamps(out)
+  capsys.readouterr()
+  assert eval_verb.run(parser.parse_args(base + ["--toolkit", "tnl2k-matlab"]), []) == 0
+  printed = capsys.readouterr().out
+  assert "2 of 2 sequences already have results" in printed and "tnl2k-matlab" in printed
+  assert stamps == _stamps(out)  # not re-tracked
+  second, provenance = metrics_and_provenance()
+  assert second["toolkit"] == "tnl2k-matlab"
+  assert provenance["toolkit"] == "tnl2k-matlab" and provenance["toolkits"] == ["tnl2k-matlab"]
+  assert set(provenance["sequences"]) == {"seq_a", "seq_b"}
+  # The same boxes under other rules: the curves' denominators differ by MATLAB's eps only here
+  # (no absent flags, no border boxes, nothing to repair), and results.md says so.
+  assert second["auc"] == pytest.approx(first["auc"], abs=1e-12)
+  assert "No absent flags for 2 of 2 sequences" in open(os.path.join(out, "results.md")).read()

@@ -4,27 +4,38 @@
       --results ours=runs/ours/results/tnl2k ostrack=/raw/OSTrack/tnl2k --out reports/tnl2k
   satracker analyze --dataset lasot --root LaSOT_Evaluation_Toolkit \
       --results ATOM=raw/LaSOT/ATOM --out reports/lasot      # annos/ + annos/absent/ + testing_set.txt
+  satracker analyze --dataset tnl2k --root TNL2K_evaluation_toolkit --toolkit tnl2k-matlab \
+      --skip-missing --results ours=runs/ours/results/tnl2k --out reports/tnl2k  # annos/ pack
   satracker analyze --dataset synthetic --root /tmp/synth --grounding \
       --results ours=runs/nl masked=runs/nl_masked --out reports/grounding  # `eval --protocol nl` results
 
 Each `--results NAME=DIR` is a folder of `<seq>.txt` files (ours or any pytracking-style
 tracker's). Only annotations are read, never frames: `--root` may be a full data set without its
-image folders or a toolkit's annotation pack (LaSOT `annos/`, OTB `anno/`). The work is
-`satracker_jax.evaluation.analyze.evaluate` + `write_report`.
+image folders or a toolkit's annotation pack (LaSOT `annos/`, OTB `anno/`, TNL2K
+`annos/gt_rect/` + `annos/absent/` + `annos/att/`). `--toolkit` picks the rules (pytracking,
+pytracking-2022, tnl2k-matlab; README "Which toolkit?"); without it, pytracking, and on TNL2K the
+tnl2k-matlab rows beside it. The work is `satracker_jax.evaluation.analyze.evaluate_toolkits` +
+`write_report`.
 """
 from __future__ import annotations
 
 import argparse
 
-# Kept in step with data_pipelines.readers.DATASETS (not imported: `--help` stays instant).
+# Kept in step with data_pipelines.readers.DATASETS and evaluation.toolkits.NAMES (not imported:
+# `--help` stays instant; tests/test_cli_errors.py checks both).
 DATASETS = ("lasot", "tnl2k", "otb", "otb99_lang", "got10k", "synthetic")
+TOOLKITS = ("pytracking", "pytracking-2022", "tnl2k-matlab")
+TOOLKIT_HELP = ("scoring rules: pytracking (the OSTrack / UVLTrack / JointNLT analysis, what most VL "
+                "papers report), pytracking-2022 (visionml/pytracking since 2022: border boxes "
+                "invalid), tnl2k-matlab (the TNL2K authors' toolkit: absent frames fail, invalid "
+                "rows carried over). Default: pytracking, plus tnl2k-matlab rows on TNL2K")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--dataset", required=True, choices=DATASETS)
   parser.add_argument("--root", required=True,
                       help="dataset root: the full layout (image folders not needed) or a "
-                           "toolkit annotation pack (LaSOT annos/, OTB anno/)")
+                           "toolkit annotation pack (LaSOT annos/, OTB anno/, TNL2K annos/gt_rect/)")
   parser.add_argument("--split", default="test")
   parser.add_argument("--results", nargs="+", required=True, metavar="NAME=DIR",
                       help="one folder of <seq>.txt raw results per tracker")
@@ -35,6 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            "(grounding_by_mode.md / .json / .png)")
   parser.add_argument("--skip-missing", action="store_true",
                       help="drop sequences some tracker has no result for (for every tracker)")
+  parser.add_argument("--toolkit", choices=TOOLKITS, default=None, help=TOOLKIT_HELP)
 
 
 def run(args, overrides) -> int:
@@ -48,7 +60,9 @@ def run(args, overrides) -> int:
   try:
     results = analyze.parse_results_arg(args.results)
     sequences = load_dataset(args.dataset, args.root, args.split, annotations_only=True)
-    report = analyze.evaluate(sequences, results, args.dataset, skip_missing=args.skip_missing)
+    reports = analyze.evaluate_toolkits(sequences, results, args.dataset, args.toolkit,
+                                        skip_missing=args.skip_missing)
+    report = reports[0]
     scored = set(report.sequence_names)
     grounding = (analyze.grounding_by_mode(args.root, args.split,
                                            [s for s in sequences if s.name in scored], results)
@@ -56,8 +70,16 @@ def run(args, overrides) -> int:
   except (ValueError, FileNotFoundError) as e:  # readers.DatasetError is a ValueError
     raise SystemExit(f"satracker analyze: {e}") from None
   title = f"{args.dataset} ({args.split})"
-  analyze.write_report(report, args.out, title=title)
-  print(analyze.results_table(report))
+  analyze.write_report(reports, args.out, title=title)
+  print(analyze.results_table(reports))
+  for r in reports:
+    repaired = {n: m["repaired_rows"] for n, m in r.metrics.items() if m["repaired_rows"]}
+    if repaired and r.toolkit == "tnl2k-matlab":
+      print(f"{r.toolkit}: invalid result rows carried over: " +
+            ", ".join(f"{n} {k}" for n, k in repaired.items()))
+    if r.without_absent_flags:
+      print(f"{r.toolkit}: no absent flags for {len(r.without_absent_flags)} of "
+            f"{len(r.sequence_names)} sequences; every frame of those counted as present")
   if grounding is not None:
     analyze.write_grounding_report(grounding, args.out, title=f"{title}: ")
     print(analyze.grounding_table(grounding))

@@ -1,14 +1,16 @@
 """`satracker eval`: track every sequence of a benchmark, write raw results, score them.
 
   satracker eval --checkpoint runs/tiny --dataset tnl2k --root /data/TNL2K_test --out runs/tiny/tnl2k \
-      [--split test] [--protocol nl_bb|bb|nl] [--parallel 8] [--workers 16] \
+      [--split test] [--protocol nl_bb|bb|nl] [--toolkit pytracking|pytracking-2022|tnl2k-matlab] \
+      [--parallel 8] [--workers 16] \
       [--config configs/tiny.py] [--config.tracker.hann_window=False]
 
 The work is `satracker_jax.evaluation.runner.evaluate` (see there for the files written, how frames
 are decoded ahead and how slots spread over the devices). Results made by the same model, config
 and data are kept; anything else is tracked again. A sequence that cannot be tracked (a missing
 or corrupt frame) does not stop the others: they are finished and scored, the failures are listed
-and the exit status is 1.
+and the exit status is 1. `--toolkit` only changes the scoring (README "Which toolkit?"): with
+another toolkit the raw results are re-scored, not tracked again.
 Config: the checkpoint's own config is used; `--config.x=y` overrides change it (tracker settings,
 typically). A `--config` file given as well is only checked: if its model's parameter shapes
 differ from the checkpoint's, that is an error (wrong file or wrong checkpoint). Without
@@ -20,8 +22,7 @@ import argparse
 import os
 
 from satracker_jax.cli import common
-
-DATASETS = ("lasot", "tnl2k", "otb", "otb99_lang", "got10k", "synthetic")
+from satracker_jax.cli.analyze import DATASETS, TOOLKIT_HELP, TOOLKITS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,6 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            "nl: sentence only (frame 0 grounded, grounding accuracy reported)")
   parser.add_argument("--mask-text", action="store_true",
                       help="replace every sentence by \"\" (the sentence-masked control)")
+  parser.add_argument("--toolkit", choices=TOOLKITS, default=None, help=TOOLKIT_HELP)
   parser.add_argument("--name", default="satracker", help="tracker name in metrics.json / tables")
   parser.add_argument("--limit", type=int, default=0, help="only the first N sequences (0 = all)")
   parser.add_argument("--no-progress", action="store_true")
@@ -61,7 +63,7 @@ def run(args, overrides) -> int:
                     progress=not args.no_progress, dataset=args.dataset, name=args.name,
                     workers=args.workers, reduced_decode=not args.full_decode,
                     model_info={"source": source, "config": args.config or None},
-                    protocol=args.protocol, mask_text=args.mask_text)
+                    protocol=args.protocol, mask_text=args.mask_text, toolkit=args.toolkit)
   except runner.EvaluationFailed as e:
     print(f"\n{e}\nThe other {e.summary.sequences - len(e.failed)} sequences were tracked and "
           f"scored; run again to retry the failed ones after fixing their files.")

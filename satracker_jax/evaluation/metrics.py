@@ -1,16 +1,20 @@
-"""One-pass-evaluation metrics with pytracking / OSTrack `extract_results` semantics.
+"""One-pass-evaluation metrics: the curves and scores every benchmark toolkit computes, under the
+rules of the toolkit asked for (`toolkits`: `pytracking` by default, `pytracking-2022`,
+`tnl2k-matlab`).
 
-Every quirk of the reference toolkit is kept on purpose, so numbers are comparable with published
-tables computed from raw result files:
-- inclusive-pixel boxes: centre = x + (w - 1) / 2, IoU corners br = x + w - 1, side = br - tl + 1;
-- success counts IoU > threshold (strict), so even a perfect tracker misses the threshold 1.0 and
-  its AUC is 20/21;
-- a frame whose ground truth is invalid (w or h not > 0, NaN, or on LaSOT occluded / out of view)
-  scores IoU -1 and centre error inf (never a success or a hit) but normalised error -1, a hit at
-  every threshold, except on LaSOT where frames that are not visible get normalised error inf;
-- every curve is divided by the sequence's full length (invalid frames included);
-- OP50 / OP75 are the averaged success curve at the thresholds 0.5 and 0.75 (IoU > 0.5, > 0.75),
-  as pytracking prints them beside the AUC.
+The geometry is shared by all of them: inclusive-pixel boxes (centre = x + (w - 1) / 2, IoU
+corners br = x + w - 1, side = br - tl + 1); success counts IoU > threshold (strict), so even a
+perfect tracker misses the threshold 1.0 and its AUC is 20/21; precision counts error <= threshold.
+OP50 / OP75 are the averaged success curve at the thresholds 0.5 and 0.75, as pytracking prints
+them beside the AUC; `norm_precision_auc` is the mean of the normalised-precision curve on
+0:0.01:0.5 (what the TNL2K paper's figures call "normalized precision").
+
+What differs is in `toolkits`, one method per rule. Under `pytracking` (the forks' quirks kept on
+purpose, so numbers compare with published tables): a frame whose ground truth is invalid (w or h
+not > 0, NaN, or on LaSOT occluded / out of view) scores IoU -1 and centre error inf (never a
+success or a hit) but normalised error -1, a hit at every threshold, except on LaSOT where frames
+that are not visible get normalised error inf; every curve is divided by the sequence's full length
+(invalid frames included).
 Everything is float64; pytracking stores the per-sequence curves as float32, which can move the
 7th significant digit, never the 2-decimal percentages of a table.
 """
@@ -19,6 +23,8 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+
+from satracker_jax.evaluation import toolkits
 
 # Built exactly like pytracking (`arange(0, 1 + gap, gap)`, `arange(0, 51) / 100`), so that
 # borderline errors compare against the very same float thresholds.
@@ -29,13 +35,6 @@ PRECISION_INDEX = 20        # 20 px
 NORM_PRECISION_INDEX = 20   # 0.20
 OP50_INDEX = 10             # OVERLAP_THRESHOLDS[10] == 0.5 exactly (pytracking selects == 0.50)
 OP75_INDEX = 15             # OVERLAP_THRESHOLDS[15] == 0.75 exactly
-
-LASOT = "lasot"
-
-
-def _is_lasot(dataset: str) -> bool:
-  return dataset.lower() == LASOT
-
 
 def center_error(pred: np.ndarray, gt: np.ndarray, normalized: bool = False) -> np.ndarray:
   """Euclidean distance of the box centres; `normalized` divides both centres by the GT w, h."""
@@ -57,72 +56,53 @@ def iou_overlap(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
   return intersection / union
 
 
-def prepare_prediction(pred, gt: np.ndarray, dataset: str, source: str = "prediction") -> np.ndarray:
-  """The prediction as scored: checked, zero sizes filled, length matched, frame 0 set to GT.
-
-  Same order as pytracking: zero-size boxes are replaced (chained, from the raw frame 0) before
-  the length is matched and before frame 0 is overwritten, so padded frames stay zero boxes.
-  pytracking skips the replacement where the GT row is NaN; our readers turn absent GT lines
-  (zero/empty in the file, which pytracking would still fill) into NaN, so we fill every frame.
-  """
-  pred = np.array(pred, dtype=np.float64).reshape(-1, 4)
-  if np.isnan(pred).any() or (pred[:, 2:] < 0.0).any():
-    raise ValueError(f"{source}: NaN or negative-size box in the tracker results")
-  # In increasing order, so a run of zero-size boxes chains back to the last good one; only the
-  # (few) zero-size rows are visited, not every frame of a long LaSOT sequence.
-  for i in np.flatnonzero((pred[1:, 2:] == 0.0).any(axis=1)) + 1:
-    pred[i] = pred[i - 1]
-  num_gt = gt.shape[0]
-  if pred.shape[0] > num_gt:
-    pred = pred[:num_gt]
-  elif pred.shape[0] < num_gt:
-    if _is_lasot(dataset):
-      raise ValueError(f"{source}: {pred.shape[0]} result frames but the ground truth has "
-                       f"{num_gt} (LaSOT results must cover every frame)")
-    pred = np.concatenate([pred, np.zeros((num_gt - pred.shape[0], 4))], axis=0)
-  pred[0] = gt[0]
-  return pred
+def prepare_prediction(pred, gt: np.ndarray, dataset: str, source: str = "prediction",
+                       toolkit=toolkits.PYTRACKING) -> np.ndarray:
+  """The prediction as scored under `toolkit` (`toolkits.<Toolkit>.prepare_prediction`)."""
+  gt = np.asarray(gt, dtype=np.float64).reshape(-1, 4)
+  return toolkits.get(toolkit).prepare_prediction(pred, gt, dataset, source).boxes
 
 
 @dataclasses.dataclass(frozen=True)
 class FrameErrors:
   iou: np.ndarray                 # [N] -1 on invalid frames
-  center_error: np.ndarray        # [N] pixels, inf on invalid frames
-  norm_center_error: np.ndarray   # [N] -1 on invalid frames (inf on LaSOT invisible frames)
+  center_error: np.ndarray        # [N] pixels; invalid frames: inf (pytracking), -1 (tnl2k-matlab)
+  norm_center_error: np.ndarray   # [N] -1 on invalid frames (inf on unseen frames, see toolkits)
   valid: np.ndarray               # [N] bool
+  denominator: float = 0.0        # what each curve is divided by (0: the frame count)
+  repaired_rows: int = 0          # result rows replaced by the previous box
+  padded_rows: int = 0            # zero rows appended to a short result
 
 
 def sequence_errors(pred, gt, target_visible=None, dataset: str = "",
-                    source: str = "prediction") -> FrameErrors:
-  """Per-frame IoU / centre errors (pytracking's `calc_seq_err_robust`).
+                    source: str = "prediction", toolkit=toolkits.PYTRACKING) -> FrameErrors:
+  """Per-frame IoU / centre errors (the toolkit's `calc_seq_err_robust`).
 
-  `target_visible` [N] bool is LaSOT's "not fully occluded and not out of view" (None: all
-  visible); `dataset` only matters when it is "lasot".
+  `target_visible` [N] bool: the frames the toolkit sees (`target_visible_of`; None: all). Under
+  `pytracking*` that is LaSOT's "not fully occluded and not out of view"; under `tnl2k-matlab`,
+  "not absent". `dataset` matters for "lasot" only.
   """
+  kit = toolkits.get(toolkit)
   gt = np.asarray(gt, dtype=np.float64).reshape(-1, 4)
   if gt.shape[0] == 0:
     raise ValueError(f"{source}: the ground truth has no frames")
-  pred = prepare_prediction(pred, gt, dataset, source)
+  prepared = kit.prepare_prediction(pred, gt, dataset, source)
+  pred = prepared.boxes
+  valid = kit.gt_valid(gt)
   with np.errstate(invalid="ignore", divide="ignore"):
-    valid = (gt[:, 2] > 0.0) & (gt[:, 3] > 0.0)
-    if target_visible is not None:
-      target_visible = np.asarray(target_visible, dtype=bool).reshape(-1)
-      if target_visible.shape[0] != gt.shape[0]:
-        raise ValueError(f"{source}: {target_visible.shape[0]} visibility flags for "
-                         f"{gt.shape[0]} ground-truth frames")
-      valid &= target_visible
     err_center = center_error(pred, gt)
     err_norm = center_error(pred, gt, normalized=True)
     iou = iou_overlap(pred, gt)
-  err_center[~valid] = np.inf
-  err_norm[~valid] = -1.0
-  iou[~valid] = -1.0
-  if _is_lasot(dataset) and target_visible is not None:
-    err_norm[~target_visible] = np.inf
-    err_center[~target_visible] = np.inf
-  if np.isnan(iou).any():
-    raise ValueError(f"{source}: NaN in the computed overlaps")
-  return FrameErrors(iou, err_center, err_norm, valid)
+  kit.mark_invalid(iou, err_center, err_norm, ~valid)
+  if target_visible is not None:
+    target_visible = np.asarray(target_visible, dtype=bool).reshape(-1)
+    if target_visible.shape[0] != gt.shape[0]:
+      raise ValueError(f"{source}: {target_visible.shape[0]} visibility flags for "
+                       f"{gt.shape[0]} ground-truth frames")
+    kit.mark_unseen(iou, err_center, err_norm, valid, ~target_visible, dataset)
+  kit.nan_overlap(iou, source)
+  return FrameErrors(iou, err_center, err_norm, valid, kit.denominator(gt.shape[0]),
+                     prepared.repaired_rows, prepared.padded_rows)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,6 +114,8 @@ class SequenceCurves:
   mean_iou: float             # over valid frames (NaN when none), pytracking's avg_overlap
   num_frames: int
   num_valid: int
+  repaired_rows: int = 0      # result rows the toolkit replaced by the previous box
+  padded_rows: int = 0        # zero rows appended to a short result
 
   @property
   def auc(self) -> float:
@@ -155,58 +137,78 @@ class SequenceCurves:
   def norm_precision_20(self) -> float:
     return float(self.norm_precision[NORM_PRECISION_INDEX])
 
+  @property
+  def norm_precision_auc(self) -> float:
+    """Mean of the normalised-precision curve over 0:0.01:0.5 (the TNL2K paper's "normalized
+    precision")."""
+    return float(self.norm_precision.mean())
+
 
 def curves_from_errors(errors: FrameErrors) -> SequenceCurves:
   n = errors.iou.shape[0]
-  success = (errors.iou[:, None] > OVERLAP_THRESHOLDS[None, :]).sum(axis=0) / n
-  precision = (errors.center_error[:, None] <= CENTER_THRESHOLDS[None, :]).sum(axis=0) / n
-  norm_precision = (errors.norm_center_error[:, None] <= NORM_CENTER_THRESHOLDS[None, :]).sum(axis=0) / n
+  d = errors.denominator or n
+  success = (errors.iou[:, None] > OVERLAP_THRESHOLDS[None, :]).sum(axis=0) / d
+  precision = (errors.center_error[:, None] <= CENTER_THRESHOLDS[None, :]).sum(axis=0) / d
+  norm_precision = (errors.norm_center_error[:, None] <= NORM_CENTER_THRESHOLDS[None, :]).sum(axis=0) / d
   num_valid = int(errors.valid.sum())
   mean_iou = float(errors.iou[errors.valid].mean()) if num_valid else float("nan")
-  return SequenceCurves(success, precision, norm_precision, mean_iou, n, num_valid)
+  return SequenceCurves(success, precision, norm_precision, mean_iou, n, num_valid,
+                        errors.repaired_rows, errors.padded_rows)
 
 
 def sequence_curves(pred, gt, target_visible=None, dataset: str = "",
-                    source: str = "prediction") -> SequenceCurves:
+                    source: str = "prediction", toolkit=toolkits.PYTRACKING) -> SequenceCurves:
   """Success / precision / normalised-precision curves of one sequence."""
-  return curves_from_errors(sequence_errors(pred, gt, target_visible, dataset, source))
+  return curves_from_errors(sequence_errors(pred, gt, target_visible, dataset, source, toolkit))
 
 
-def target_visible_of(sequence, dataset: str):
-  """LaSOT's visibility flags of a `data_pipelines.readers.Sequence` (None elsewhere).
+def target_visible_of(sequence, dataset: str, toolkit=toolkits.PYTRACKING):
+  """The frames of a `data_pipelines.readers.Sequence` that `toolkit` sees (None: all of them).
 
-  Only LaSOT uses them, like pytracking, whose other datasets carry no visibility. The full data
-  set has `full_occlusion` and `out_of_view`; the toolkit's annotation pack has one `absent` flag
-  (the two combined).
+  `pytracking*`: LaSOT's visibility only (the full data set's `full_occlusion` | `out_of_view`, or
+  the toolkit pack's `absent`); `tnl2k-matlab`: the absent flags of any data set that has them
+  (see `toolkits.<Toolkit>.unseen_frames`).
   """
-  if not _is_lasot(dataset):
-    return None
-  flags = [getattr(sequence, key, None) for key in ("full_occlusion", "out_of_view", "absent")]
-  flags = [np.asarray(f, bool).reshape(-1) for f in flags if f is not None]
-  if not flags:
-    return None
-  return ~np.logical_or.reduce(flags)
+  unseen = toolkits.get(toolkit).unseen_frames(sequence, dataset)
+  return None if unseen is None else ~unseen
 
 
-def average_curves(curves: list[SequenceCurves]) -> dict[str, np.ndarray]:
-  """Curves averaged over sequences (each sequence weighs the same)."""
+CURVES = ("success", "precision", "norm_precision")
+
+
+def average_curves(curves: list[SequenceCurves], toolkit=toolkits.PYTRACKING) -> dict[str, np.ndarray]:
+  """Curves averaged over sequences (each sequence weighs the same; under `tnl2k-matlab` a
+  sequence whose whole curve is zero is left out of that curve's mean)."""
   if not curves:
     raise ValueError("no sequences to average")
-  return {
-      "success": np.mean([c.success for c in curves], axis=0),
-      "precision": np.mean([c.precision for c in curves], axis=0),
-      "norm_precision": np.mean([c.norm_precision for c in curves], axis=0),
-  }
+  kit = toolkits.get(toolkit)
+  mean = {}
+  for key in CURVES:
+    kept = [getattr(c, key) for c in curves if kit.keep_in_mean(getattr(c, key))]
+    # Every curve dropped (a tracker that never hits): the mean of nothing is a zero curve.
+    mean[key] = np.mean(kept, axis=0) if kept else np.zeros_like(getattr(curves[0], key))
+  return mean
 
 
-def summarize(curves: list[SequenceCurves]) -> dict:
-  """{"auc", "op50", "op75", "precision", "norm_precision", "num_sequences"}; scores are fractions."""
-  mean = average_curves(curves)
-  return {
+def summarize(curves: list[SequenceCurves], toolkit=toolkits.PYTRACKING) -> dict:
+  """{"toolkit", "auc", "op50", "op75", "precision", "norm_precision", "norm_precision_auc",
+  "num_sequences", "repaired_rows", "padded_rows"}; scores are fractions. Under a toolkit that
+  leaves zero curves out of the mean, also "dropped_zero_curves" {curve: sequences left out}."""
+  kit = toolkits.get(toolkit)
+  mean = average_curves(curves, kit)
+  summary = {
+      "toolkit": kit.name,
       "auc": float(mean["success"].mean()),
       "op50": float(mean["success"][OP50_INDEX]),
       "op75": float(mean["success"][OP75_INDEX]),
       "precision": float(mean["precision"][PRECISION_INDEX]),
       "norm_precision": float(mean["norm_precision"][NORM_PRECISION_INDEX]),
+      "norm_precision_auc": float(mean["norm_precision"].mean()),
       "num_sequences": len(curves),
+      "repaired_rows": int(sum(c.repaired_rows for c in curves)),
+      "padded_rows": int(sum(c.padded_rows for c in curves)),
   }
+  dropped = {key: sum(not kit.keep_in_mean(getattr(c, key)) for c in curves) for key in CURVES}
+  if any(dropped.values()):
+    summary["dropped_zero_curves"] = dropped
+  return summary

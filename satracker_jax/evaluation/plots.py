@@ -24,8 +24,10 @@ PLOTS = {
 }
 
 
-def plot_curves(curves: dict[str, dict[str, np.ndarray]], out_dir: str, title_prefix: str = "") -> list[str]:
-  """`curves[tracker][key]` are averaged curves (fractions); writes one PNG per key, returns paths."""
+def plot_curves(curves: dict[str, dict[str, np.ndarray]], out_dir: str, title_prefix: str = "",
+                suffix: str = "") -> list[str]:
+  """`curves[tracker][key]` are averaged curves (fractions); writes one PNG per key
+  (`<key><suffix>.png`), returns paths."""
   os.makedirs(out_dir, exist_ok=True)
   paths = []
   for key, (stem, title, xlabel, xs, score_name, score_fn) in PLOTS.items():
@@ -45,10 +47,36 @@ def plot_curves(curves: dict[str, dict[str, np.ndarray]], out_dir: str, title_pr
     ax.grid(True, linestyle=":")
     ax.legend(loc="lower left" if key == "success" else "lower right", fontsize="small")
     fig.tight_layout()
-    path = os.path.join(out_dir, f"{stem}.png")
+    path = os.path.join(out_dir, f"{stem}{suffix}.png")
     fig.savefig(path, dpi=100)
     paths.append(path)
   return paths
+
+
+def plot_attributes(attributes: dict[str, list[dict]], path: str, title: str = "") -> str:
+  """Grouped bars: success AUC (%) per attribute (x, with its sequence count), one bar per tracker
+  (`analyze.attribute_scores`); an attribute no scored sequence has gets no bar."""
+  names = list(attributes)
+  rows = attributes[names[0]]
+  fig = Figure(figsize=(max(8.0, 0.9 * len(rows) + 2), 5.0))
+  FigureCanvasAgg(fig)
+  ax = fig.add_subplot(1, 1, 1)
+  xs = np.arange(len(rows))
+  width = 0.8 / max(len(names), 1)
+  for i, name in enumerate(names):
+    ys = [100.0 * r["auc"] if r["auc"] is not None else 0.0 for r in attributes[name]]
+    ax.bar(xs + (i - (len(names) - 1) / 2) * width, ys, width, label=name)
+  ax.set_xticks(xs)
+  ax.set_xticklabels([f"{r['short']}\n({r['num_sequences']})" for r in rows], fontsize="small")
+  ax.set_ylim(0, 100)
+  ax.set_ylabel("Success AUC [%]")
+  ax.set_title(title)
+  ax.grid(True, axis="y", linestyle=":")
+  ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=4, fontsize="small",
+            frameon=False)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  return path
 
 
 def plot_grounding_by_mode(breakdown: dict, path: str, title: str = "") -> str:

@@ -83,13 +83,18 @@ def _parse_regular(lines: list[str], num_cols: int) -> np.ndarray | None:
   return rows if rows.shape == (len(lines), num_cols) else None
 
 
-def read_boxes(path: str) -> np.ndarray:
-  """[N, 4] float64 x,y,w,h. A NaN/inf value or a negative size is a `ValueError` naming the line."""
+def read_boxes(path: str, allow_invalid: bool = False) -> np.ndarray:
+  """[N, 4] float64 x,y,w,h. A NaN/inf value or a negative size is a `ValueError` naming the line.
+
+  `allow_invalid` (the `tnl2k-matlab` toolkit, which carries such rows over) keeps NaN values and
+  negative sizes; an infinite value is still an error."""
   boxes, line_numbers = _read_rows(path, 4)
-  bad = ~np.isfinite(boxes).all(axis=1)
+  bad = np.isinf(boxes).any(axis=1) if allow_invalid else ~np.isfinite(boxes).all(axis=1)
   if bad.any():
     i = int(np.argmax(bad))
     raise ValueError(f"{path}:{line_numbers[i]}: non-finite box {boxes[i].tolist()}")
+  if allow_invalid:
+    return boxes
   negative = (boxes[:, 2:] < 0).any(axis=1)
   if negative.any():
     i = int(np.argmax(negative))

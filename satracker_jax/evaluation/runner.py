@@ -613,10 +613,15 @@ def evaluate(config, variables, sequences, out_dir: str, parallel: int = 1, prog
              write_report: bool = True, workers: int = 0, devices=None,
              reduced_decode: bool = True, model_fingerprint: Optional[str] = None,
              model_info: Optional[dict] = None, waves: int = 0, protocol: str = "nl_bb",
-             mask_text: bool = False) -> dict:
+             mask_text: bool = False, toolkit: Optional[str] = None) -> dict:
   """Tracks what `track_sequences` finds missing or stale, then scores every sequence that has
-  results. Returns `{name: {"auc", ...}}` (fractions), the schema of `<out_dir>/metrics.json`.
+  results. Returns `{name: {"toolkit", "auc", ...}}` (fractions), the schema of
+  `<out_dir>/metrics.json`.
 
+  `toolkit`: the scoring rules (`evaluation.toolkits`); None = `pytracking`, with the
+  `tnl2k-matlab` rows beside it on TNL2K (`metrics.tnl2k-matlab.json`). The toolkit is not part
+  of a result's provenance: changing it re-scores the raw results, never re-tracks them; the
+  toolkits of the latest scoring are recorded in provenance.json (`toolkit`, `toolkits`).
   Every entry also holds `protocol` (and `mask_text`); under `nl`, `grounding_accuracy`,
   `grounding_accuracy_single_frame` and `num_single_frame` too (`grounding_scores`).
   Raises `EvaluationFailed` (after scoring the others and writing the summary) when a sequence
@@ -634,27 +639,33 @@ def evaluate(config, variables, sequences, out_dir: str, parallel: int = 1, prog
   scored = [s for s in sequences if s.name not in summary.failed]
   metrics = {}
   if scored:
-    report = analyze_lib.evaluate(scored, {name: out_dir}, dataset)
+    reports = analyze_lib.evaluate_toolkits(scored, {name: out_dir}, dataset, toolkit)
+    report = reports[0]
     tag = protocol + (", sentence masked" if mask_text else "")
-    for entry in report.metrics.values():
-      entry["protocol"], entry["mask_text"] = protocol, bool(mask_text)
+    for r in reports:
+      for entry in r.metrics.values():
+        entry["protocol"], entry["mask_text"] = protocol, bool(mask_text)
     if protocol == "nl":
       grounded = grounding_scores(scored, out_dir)
       _write_json(os.path.join(out_dir, GROUNDING_FILE), grounded)
-      report.metrics[name].update(
-          grounding_accuracy=grounded["accuracy"],
-          grounding_accuracy_single_frame=grounded["accuracy_single_frame"],
-          num_single_frame=grounded["num_single_frame"])
+      for r in reports:
+        r.metrics[name].update(
+            grounding_accuracy=grounded["accuracy"],
+            grounding_accuracy_single_frame=grounded["accuracy_single_frame"],
+            num_single_frame=grounded["num_single_frame"])
       line = (f"frame-0 grounding accuracy (IoU > 0.5): {grounded['accuracy']:.3f} over "
               f"{grounded['num_sequences']} sequences")
       if grounded["num_single_frame"] < grounded["num_sequences"]:
         line += (f"; {grounded['accuracy_single_frame']:.3f} over the {grounded['num_single_frame']} "
                  "a single frame resolves")
       print(f"{line} ({tag})")
+    record = read_provenance(out_dir)
+    record["toolkit"], record["toolkits"] = report.toolkit, [r.toolkit for r in reports]
+    _write_json(os.path.join(out_dir, PROVENANCE_FILE), record)
     if write_report:
-      analyze_lib.write_report(report, out_dir, title=f"{dataset} ({tag})")
+      analyze_lib.write_report(reports, out_dir, title=f"{dataset} ({tag})")
     print(f"protocol: {tag}")
-    print(analyze_lib.results_table(report))
+    print(analyze_lib.results_table(reports))
     metrics = report.metrics
   if summary.bad_sentences:
     print(f"{len(summary.bad_sentences)} sequence(s) had no usable sentence (see warnings and "
