@@ -44,17 +44,20 @@ def get_model_config(size: str = "base") -> ml_collections.ConfigDict:
   # OSTrack centre head.
   m.head_channels = 256
   m.head_layers = 4
-  m.dtype = "float32"  # compute dtype; "bfloat16" keeps f32 params (train.bf16 switch sets this)
+  # Compute dtype: "auto" = bfloat16 on GPU / TPU (f32 parameters, optimizer state, losses,
+  # softmax and LayerNorm statistics), float32 on CPU; "float32" or "bfloat16" forces one.
+  m.dtype = "auto"
   # Attention kernel of every branch (jax.nn.dot_product_attention): "xla" everywhere, or "cudnn"
   # for cuDNN's fused kernel on NVIDIA GPUs in bf16 (XLA is used where cuDNN does not apply).
   m.attention_impl = "xla"
   # Rematerialisation of each ViT block / BERT layer / TEM / SAM in the backward pass:
   # "none", "full" (keep block inputs only) or "dots" (also keep Dense outputs). Names unchanged.
   m.remat = "none"
-  # Run the ViT blocks (and the BERT layers) between two fusion/DM stages as one lax.scan: same
-  # result and parameter names as the unrolled loop, less compile time, and remat
-  # memory that does not depend on the compiler's schedule (models/slb.py).
-  m.scan_layers = True
+  # Run the ViT blocks (and the BERT layers) between two fusion/DM stages as one lax.scan over
+  # their stacked parameters instead of unrolled: same result and parameters, remat memory that
+  # does not depend on the compiler's schedule; unrolled is faster (fusion across blocks, CUDA
+  # graphs) and base's chains are two blocks long (models/slb.py).
+  m.scan_layers = False
   if size == "large":
     m.vit.update(dim=1024, depth=24, heads=16)
     # 24 visual stages, 12 BERT layers: BERT layer j runs at stage 2j+1 and the even stages pass the
@@ -124,7 +127,7 @@ def get_config(arg=None):
   c.train.keep_checkpoints = 3
   c.train.keep_best = True
   c.train.grad_accum_steps = 1
-  c.train.bf16 = False
+  c.train.bf16 = False  # True forces model.dtype=bfloat16 (also on CPU); "auto" already is on GPU/TPU
   c.train.max_consecutive_nonfinite = 10
   # `satracker convert` output (pretrained ViT / BERT), or a model of ours to warm-start from (a
   # training workdir, its checkpoints folder or a params .npz: all weights; fresh optimizer)

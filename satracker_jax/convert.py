@@ -242,17 +242,19 @@ class ConversionResult:
 
 
 def expected_param_shapes(model_config) -> dict[str, tuple]:
-  """Flat `{name: shape}` of the model's parameters, without allocating them."""
+  """Flat per-block `{name: shape}` of the model's parameters (models/layout.py), nothing allocated."""
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from satracker_jax.models import build_model, model_config_from_dict  # pylint: disable=g-import-not-at-top
+  from satracker_jax.models import build_model, layout, model_config_from_dict  # pylint: disable=g-import-not-at-top
   cfg = model_config_from_dict(model_config)
   model = build_model(cfg)
   t, s, n = cfg.template_size, cfg.search_size, cfg.max_text_len
-  shapes = jax.eval_shape(lambda: model.init(
+  shapes = jax.eval_shape(lambda: nn.meta.unbox(model.init(
       jax.random.key(0), jnp.zeros((1, t, t, 3)), jnp.full((1, 4), 0.5), jnp.zeros((1, s, s, 3)),
-      jnp.zeros((1, n), jnp.int32), jnp.ones((1, n), jnp.int32), train=False))
-  return {name: tuple(x.shape) for name, x in flatten_params(shapes["params"]).items()}
+      jnp.zeros((1, n), jnp.int32), jnp.ones((1, n), jnp.int32), train=False)))
+  stored = {name: tuple(x.shape) for name, x in flatten_params(shapes["params"]).items()}
+  return layout.shapes_to_per_block(stored)
 
 
 def flatten_params(tree: Mapping) -> dict[str, Any]:
@@ -380,23 +382,27 @@ def load_pretrained(params, convert_dir: str) -> tuple[dict, dict]:
   """Merges `convert_dir/params.npz` into `params` (the `variables["params"]` tree).
 
   Returns (new_params, report) with report = {"loaded": [...], "new": [...], "resampled": [...],
-  "vocab_file": path or None}. Every converted name must exist in `params` with the same shape;
-  position embeddings of a different grid are resized (bicubic) instead, so converted weights
-  serve any template / search size. Fusion, DM and head parameters are absent from the file and
-  keep their fresh initialisation.
+  "vocab_file": path or None}; names are per-block (models/layout.py), as in the file. Every
+  converted name must exist in the model with the same shape; position embeddings of a different
+  grid are resized (bicubic) instead, so converted weights serve any template / search size.
+  Fusion, DM and head parameters are absent from the file and keep their fresh initialisation.
+  A stacked leaf (`vit_blocks/...`) is rebuilt from the file's rows and placed like the leaf it
+  replaces (same dtype and sharding); rows the file lacks keep their values.
   """
+  from satracker_jax.models import layout  # pylint: disable=g-import-not-at-top
   if isinstance(params, Mapping) and set(params) >= {"params"} and "vit_norm" not in params:
     raise ValueError("load_pretrained takes variables['params'], not the whole variables dict")
   path = _params_path(convert_dir)
-  flat = flatten_params(params)
-  loaded, resampled = [], []
+  stored = flatten_params(params)
+  per_block = layout.to_per_block(stored)  # views of the stored leaves (rows, q/k/v thirds)
+  loaded, resampled, values = [], [], {}
   with np.load(path, allow_pickle=False) as data:
     for name in data.files:
-      if name not in flat:
+      if name not in per_block:
         raise ValueError(f"{path}: converted parameter {name!r} does not exist in this model "
                          "(converted for another config, or the model's names changed)")
       value = data[name]
-      want = tuple(flat[name].shape)
+      want = tuple(per_block[name].shape)
       if value.shape != want:
         if name.startswith("pos_embed_") and value.ndim == 3 and len(want) == 3 and value.shape[-1] == want[-1]:
           g = int(round(want[1] ** 0.5))
@@ -404,8 +410,15 @@ def load_pretrained(params, convert_dir: str) -> tuple[dict, dict]:
           resampled.append(name)
         if value.shape != want:
           raise ValueError(f"{path}: {name} has shape {value.shape}, the model expects {want}")
-      flat[name] = _place_like(value, flat[name])
+      values[name] = value
       loaded.append(name)
+  # Rebuild each stored leaf that the file touches: untouched rows come from the current values.
+  touched = {n for n in stored if any(k in values for k in layout.to_per_block({n: _shape_only(stored[n])}))}
+  rebuilt = layout.to_stacked({k: (values[k] if k in values else np.asarray(v))
+                               for k, v in layout.to_per_block(
+                                   {n: stored[n] for n in touched}).items()}, where=path)
+  for name in touched:
+    stored[name] = _place_like(rebuilt[name], stored[name])
   report_path = os.path.join(os.path.dirname(path), REPORT_FILE)
   vocab = None
   if os.path.isfile(report_path):
@@ -413,9 +426,14 @@ def load_pretrained(params, convert_dir: str) -> tuple[dict, dict]:
       saved = json.load(f)
     if saved.get("vocab_file"):
       vocab = os.path.join(os.path.dirname(path), saved["vocab_file"])
-  report = {"loaded": sorted(loaded), "new": sorted(set(flat) - set(loaded)), "resampled": resampled,
+  report = {"loaded": sorted(loaded), "new": sorted(set(per_block) - set(loaded)), "resampled": resampled,
             "vocab_file": vocab}
-  return _unflatten(flat), report
+  return _unflatten(stored), report
+
+
+def _shape_only(leaf) -> np.ndarray:
+  """A zero-stride stand-in of `leaf`'s shape (no data read, no device transfer)."""
+  return np.broadcast_to(np.float32(0), tuple(leaf.shape))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -23,17 +23,20 @@ missing / extra / wrong-shaped parameter.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
+import zlib
 from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from flax import linen as nn
 
-from satracker_jax import config_utils
-from satracker_jax.models import build_model
+from satracker_jax import config_utils, utils
+from satracker_jax.models import build_model, initializers
 
 # The items of a training checkpoint (train/checkpoint.py writes them; inference reads two).
 STATE_ITEM, CONFIG_ITEM, DATA_ITEM = "state", "config", "data"
@@ -43,22 +46,57 @@ _CONFIG_KEY = "__config_json__"
 
 
 # -- building ------------------------------------------------------------------------------------
-def dummy_inputs(model_config, batch_size: int = 1) -> tuple:
-  """Zero inputs in the model's shapes (what `init` traces with)."""
+def input_shapes(model_config, batch_size: int = 1) -> tuple:
+  """The model's inputs as ShapeDtypeStructs (what initialisation traces with)."""
   t, s, L = model_config.template_size, model_config.search_size, model_config.max_text_len
-  return (
-      jnp.zeros((batch_size, t, t, 3), jnp.float32),
-      jnp.full((batch_size, 4), 0.5, jnp.float32),
-      jnp.zeros((batch_size, s, s, 3), jnp.float32),
-      jnp.zeros((batch_size, L), jnp.int32),
-      jnp.ones((batch_size, L), jnp.int32),
-  )
+  spec = jax.ShapeDtypeStruct
+  return (spec((batch_size, t, t, 3), jnp.float32), spec((batch_size, 4), jnp.float32),
+          spec((batch_size, s, s, 3), jnp.float32), spec((batch_size, L), jnp.int32),
+          spec((batch_size, L), jnp.int32))
 
 
 def init_variables(model, model_config, rng) -> dict:
-  """`{"params", "batch_stats"}` of `model` (any Linen module with SATracker's call signature)."""
-  variables = model.init(rng, *dummy_inputs(model_config), train=False)
+  """`{"params", "batch_stats"}` of `model` (any Linen module with SATracker's call signature),
+  initialised by JAX from `rng`. Training and the verbs use `host_variables` instead."""
+  variables = nn.meta.unbox(model.lazy_init(rng, *input_shapes(model_config), train=False))
   return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
+
+
+def _boxed_shapes(model, model_config) -> dict:
+  """The model's variables as shapes, each parameter still boxed with its initialiser's rule."""
+  boxed_init = lambda *inputs: nn.Module.init(model, jax.random.key(0), *inputs, train=False)
+  return jax.eval_shape(boxed_init, *input_shapes(model_config))
+
+
+def host_variables(model, model_config, seed: int) -> dict:
+  """`{"params", "batch_stats"}` as numpy float32 arrays drawn on the host from the abstract shapes
+  (models/initializers.py: every parameter says what it draws), so initialising compiles nothing.
+
+  Each parameter's numbers depend on the seed and its name only (numpy's PCG64 seeded with both):
+  the same on every platform and process, and a new parameter leaves the others unchanged.
+  BatchNorm statistics start as Flax's do: mean 0, var 1.
+  """
+  boxed = _boxed_shapes(model, model_config)
+  is_box = lambda x: isinstance(x, initializers.Initialised)
+
+  def value(part, path, leaf):
+    name = "/".join(_key_name(k) for k in path)
+    if is_box(leaf):
+      rng = np.random.default_rng([int(seed), zlib.crc32(f"{part}/{name}".encode())])
+      return initializers.draw(leaf.rule, leaf.value.shape, rng)
+    if part == "batch_stats" and name.rpartition("/")[2] in ("mean", "var"):
+      return np.full(leaf.shape, 1.0 if name.endswith("var") else 0.0, np.float32)
+    raise ValueError(f"{part}/{name} was created without an initialiser of "
+                     "satracker_jax/models/initializers.py, so it cannot be drawn on the host")
+
+  out = {}
+  # numpy fills large arrays without the GIL: one thread per core.
+  with concurrent.futures.ThreadPoolExecutor(utils.usable_cpu_count()) as pool:
+    for part in VARIABLE_PARTS:
+      leaves, treedef = jax.tree_util.tree_flatten_with_path(boxed.get(part, {}), is_leaf=is_box)
+      values = list(pool.map(lambda item: value(part, *item), leaves))
+      out[part] = jax.tree_util.tree_unflatten(treedef, values)
+  return out
 
 
 def abstract_variables(config) -> dict:
@@ -68,12 +106,8 @@ def abstract_variables(config) -> dict:
 
 
 def random_variables(config, seed: int = 0) -> dict:
-  """Freshly initialised variables (benchmarks, smoke runs, tests)."""
-  model = build_model(config.model)
-  init = jax.jit(lambda rng: init_variables(model, config.model, rng))
-  # An rbg key compiles init several times faster than threefry (one derivation per parameter);
-  # these weights only need to be random, not reproducible across JAX versions.
-  return init(jax.random.key(seed, impl="unsafe_rbg"))
+  """Freshly initialised variables on the default device (benchmarks, smoke runs, tests)."""
+  return jax.device_put(host_variables(build_model(config.model), config.model, seed))
 
 
 # -- checking ------------------------------------------------------------------------------------

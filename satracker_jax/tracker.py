@@ -50,7 +50,7 @@ import numpy as np
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
 from satracker_jax import boxes as box_lib
-from satracker_jax import grounding
+from satracker_jax import compile_cache, grounding
 from satracker_jax.boxes import crop_image
 from satracker_jax.models import build_model, decode_box
 
@@ -417,9 +417,12 @@ class BatchedTracker:
       results[i] = (self._boxes[i].copy(), score)
     return results
 
-  def warmup(self) -> None:
-    """Compiles the step now (on idle inputs) so the first tracked frame is not charged for it."""
-    jax.block_until_ready(self.step(np.stack([self._idle_search] * self.num_slots)))
+  def warmup(self) -> compile_cache.CompileWatch:
+    """Compiles the step now (on idle inputs) so the first tracked frame is not charged for it;
+    returns how long that took and whether it came from the compilation cache."""
+    with compile_cache.CompileWatch(f"tracker step ({self.num_slots} slot(s))") as watch:
+      jax.block_until_ready(self.step(np.stack([self._idle_search] * self.num_slots)))
+    return watch
 
   def step(self, search: np.ndarray) -> dict:
     """One device step on a prepared [N, Hs, Ws, 3] uint8 search batch with the current
@@ -467,8 +470,8 @@ class Tracker:
     box, score = self._core.track([frame])[0]
     return box, score
 
-  def warmup(self) -> None:
-    self._core.warmup()
+  def warmup(self) -> compile_cache.CompileWatch:
+    return self._core.warmup()
 
   @property
   def trace_count(self) -> int:

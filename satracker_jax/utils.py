@@ -28,6 +28,14 @@ def write_json(path: str, obj: Any) -> None:
   os.replace(tmp, path)
 
 
+def usable_cpu_count() -> int:
+  """The CPUs this process may run on (its affinity mask: a SLURM task's share, not the node's)."""
+  try:
+    return max(1, len(os.sched_getaffinity(0)))
+  except (AttributeError, OSError):  # pragma: no cover - platforms without affinity
+    return os.cpu_count() or 1
+
+
 def machine_info() -> dict:
   """What a benchmark ran on, recorded with its numbers."""
   import jax

@@ -75,8 +75,11 @@ def test_tiny_output_shapes(tiny_model, tiny_apply, tiny_variables, tiny_batch):
   assert set(tiny_variables) == {"params", "batch_stats"}
   names = set(tiny_variables["params"])
   assert {"patch_embed", "pos_embed_template", "pos_embed_search", "vit_norm", "bert_embeddings",
-          "bert_layer_0", "bert_layer_1", "tem_0", "tem_1", "sam_2", "sam_3", "dm_2", "dm_3", "box_head"} <= names
-  assert tiny_variables["params"]["vit_block_0"]["attn"]["query"]["kernel"].shape == (192, 192)
+          "vit_blocks", "bert_layers", "tem_0", "tem_1", "sam_2", "sam_3", "dm_2", "dm_3", "box_head"} == names
+  # Stacked blocks (one leading layer axis), fused self-attention q|k|v.
+  assert tiny_variables["params"]["vit_blocks"]["attn"]["qkv"]["kernel"].shape == (4, 192, 3 * 192)
+  assert tiny_variables["params"]["bert_layers"]["attention"]["qkv"]["kernel"].shape == (2, 128, 3 * 128)
+  assert tiny_variables["params"]["tem_0"]["search_attn"]["query"]["kernel"].shape == (192, 192)
   assert tiny_variables["params"]["patch_embed"]["kernel"].shape == (16, 16, 3, 192)
 
 
@@ -111,14 +114,15 @@ def _plain_vit_and_bert(cfg, params, batch, text_layers=None):
   embed = lambda img: vit.grid_to_tokens(conv.apply({"params": params["patch_embed"]}, normalize_image(img)))
   tokens = jnp.concatenate([embed(batch["template"]) + params["pos_embed_template"],
                             embed(batch["search"]) + params["pos_embed_search"]], 1)
+  row = lambda stack, i: jax.tree.map(lambda a: a[i], stack)
   for i in range(v.depth):
-    tokens = vit.ViTBlock(v.dim, v.heads, v.mlp_ratio, v.ln_eps).apply({"params": params[f"vit_block_{i}"]}, tokens)
+    tokens = vit.ViTBlock(v.dim, v.heads, v.mlp_ratio, v.ln_eps).apply({"params": row(params["vit_blocks"], i)}, tokens)
   tokens = nn.LayerNorm(epsilon=v.ln_eps).apply({"params": params["vit_norm"]}, tokens)
   text = bert.BertEmbeddings(t.vocab_size, t.dim, t.max_position, t.type_vocab, t.ln_eps).apply(
       {"params": params["bert_embeddings"]}, batch["text_ids"])
   for j in (cfg.stage_text_layers if text_layers is None else text_layers):  # tiny: (0, 0, 1, 1)
     text = bert.BertLayer(t.dim, t.heads, t.intermediate, t.ln_eps).apply(
-        {"params": params[f"bert_layer_{j}"]}, text, batch["text_mask"])
+        {"params": row(params["bert_layers"], j)}, text, batch["text_mask"])
   return tokens, text
 
 
@@ -322,7 +326,7 @@ def test_large_zero_gates_equal_plain_24_block_vit_and_plain_12_layer_bert():
   batch = random_batch(cfg, 2)
   variables = _random_variables(model, batch)  # gates 0, as a fresh model has them
   params = variables["params"]
-  assert sorted(k for k in params if k.startswith("bert_layer_")) == sorted(f"bert_layer_{j}" for j in range(12))
+  assert params["bert_layers"]["output"]["kernel"].shape[0] == 12
   out = _jit_apply(model)(variables, *model_inputs(batch))  # layer scans: a quick compile
   # The references op by op: 24 + 12 + 24 blocks of one shape reuse each primitive's compile,
   # where one jit of the unrolled references took 27 s of CPU (eager: 3 s).
@@ -343,11 +347,8 @@ def test_large_real_size_text_branch_is_bert_base():
   assert [j for j in cfg.stage_text_layers if j >= 0] == list(range(12))  # each BERT layer once, in order
   assert all(cfg.stage_text_layers[2 * j + 1] == j and cfg.stage_text_layers[2 * j] == -1 for j in range(12))
   assert set(cfg.tem_layers + cfg.sam_layers) <= {2 * j + 1 for j in range(12)}  # fusion right after a text layer
-  bert_layers = sorted(k for k in params if k.startswith("bert_layer_"))
-  assert bert_layers == sorted(f"bert_layer_{j}" for j in range(12))
-  assert params["bert_layer_11"]["intermediate"]["kernel"].shape == (768, 3072)
-  assert len([k for k in params if k.startswith("vit_block_")]) == 24
-  assert params["vit_block_23"]["attn"]["query"]["kernel"].shape == (1024, 1024)
+  assert params["bert_layers"]["intermediate"]["kernel"].shape == (12, 768, 3072)
+  assert params["vit_blocks"]["attn"]["qkv"]["kernel"].shape == (24, 1024, 3 * 1024)
   assert count_params(params) == _expected_param_count(cfg)
 
 
@@ -361,8 +362,8 @@ def test_text_layer_map_accepts_no_text_layer_and_rejects_other_negatives(tiny_c
 
 
 def test_scanned_layers_equal_the_unrolled_stage_loop_values_and_gradients(tiny_config, tiny_batch):
-  """Between fusion stages the ViT blocks and BERT layers run as lax.scans over the unchanged flat
-  parameters; values and gradients equal the unrolled loop (here with remat on the scanned side)."""
+  """Between fusion stages the ViT blocks and BERT layers run as lax.scans over rows of the stored
+  stacks; values and gradients equal the unrolled loop (here with remat on the scanned side)."""
   batch = _small(tiny_batch)
   fields = dict(tem_layers=(1,), sam_layers=(3,), dm_layers=(3,))  # chains: stages (0, 1) and (2, 3)
   results, variables = {}, None

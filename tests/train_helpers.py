@@ -27,26 +27,29 @@ def standin_model(batch_norm: str = "batch", poison_batch_stats_at: int = 0):
   counter that turns to +inf on that training call, while the loss stays finite (test hook)."""
   import flax.linen as nn
   import jax.numpy as jnp
+  # The model's own layer constructors: every variable says how it is drawn, so the trainer can
+  # initialise it on the host (model_io.host_variables).
+  from satracker_jax.models import initializers as init
 
   class StandIn(nn.Module):
     """Predicts the search box from pooled patches + text; has BatchNorm like the real head."""
 
     @nn.compact
     def __call__(self, template, template_box, search, text_ids, text_mask, train=False):
-      x = nn.Conv(16, (8, 8), strides=(8, 8), name="vit_patch")(search.astype(jnp.float32) / 255.0)
+      x = init.Conv(16, (8, 8), strides=(8, 8), name="vit_patch")(search.astype(jnp.float32) / 255.0)
       running = batch_norm == "running" or not train
-      x = nn.BatchNorm(use_running_average=running, name="head_bn")(x)
+      x = init.BatchNorm(use_running_average=running, name="head_bn")(x)
       if poison_batch_stats_at:
-        calls = self.variable("batch_stats", "train_calls", lambda: jnp.zeros((), jnp.float32))
+        calls = self.variable("batch_stats", "train_calls", init.zeros, None, ())
         if train and not self.is_initializing():
           n = calls.value + 1
           calls.value = jnp.where(n >= poison_batch_stats_at, jnp.inf, n)
       x = nn.relu(x).mean(axis=(1, 2))
-      t = nn.Embed(64, 16, name="bert_embed")(text_ids % 64) * text_mask[..., None]
+      t = init.Embed(64, 16, name="bert_embed")(text_ids % 64) * text_mask[..., None]
       h = jnp.concatenate([x, t.mean(1), template_box], -1)
-      h = nn.relu(nn.Dense(128, name="fusion")(h))
-      h = nn.relu(nn.Dense(128, name="fusion_mlp")(h))  # 16k weights: large enough to fsdp-shard
-      return {"pred_box": nn.sigmoid(nn.Dense(4, name="head_box")(h))}
+      h = nn.relu(init.Dense(128, name="fusion")(h))
+      h = nn.relu(init.Dense(128, name="fusion_mlp")(h))  # 16k weights: large enough to fsdp-shard
+      return {"pred_box": nn.sigmoid(init.Dense(4, name="head_box")(h))}
 
   return StandIn()
 

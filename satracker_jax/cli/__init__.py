@@ -61,9 +61,16 @@ def main(argv=None) -> int:
     raise
   verb_parser = argparse.ArgumentParser(prog=f"satracker {verb}", description=help_text)
   module.add_arguments(verb_parser)
+  cache = verb_parser.add_argument_group("compilation cache (every verb)")
+  cache.add_argument("--compile-cache", default=None, metavar="DIR",
+                     help="persistent XLA compilation cache (default: $SATRACKER_COMPILE_CACHE or "
+                          "~/.cache/satracker-jax/xla): a second run of the same config compiles nothing")
+  cache.add_argument("--no-compile-cache", action="store_true", help="compile everything afresh")
   try:
     rest, overrides = config_utils.split_config_overrides(argv[1:])
     args = verb_parser.parse_args(rest)
+    from satracker_jax import compile_cache  # noqa: PLC0415  (imports JAX: only once a verb runs)
+    compile_cache.enable(args.compile_cache, disabled=args.no_compile_cache)
     result = module.run(args, overrides)
   except config_utils.ConfigError as e:
     # A usage error like argparse's own: one line, exit 2, no traceback.

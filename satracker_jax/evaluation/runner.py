@@ -111,6 +111,7 @@ class TrackingSummary:
   workers: int = 0
   decode_scales: dict = dataclasses.field(default_factory=dict)   # k -> frames decoded at 1/k
   redecodes: int = 0
+  compile: dict = dataclasses.field(default_factory=dict)  # the step's compile: seconds, cached
 
   @property
   def frames_per_s(self) -> float:
@@ -567,7 +568,11 @@ def track_sequences(config, variables, sequences, out_dir: str, parallel: int = 
                                                  tokenizer=tokenizer, devices=devices,
                                                  crop_pool=crop_pool, share_with=trackers[0]))
     summary.devices = trackers[0].num_devices
-    trackers[0].warmup()  # compile outside the timed frames (the waves share the executable)
+    # Compile outside the timed frames (the waves share the executable).
+    summary.compile = trackers[0].warmup().as_dict()
+    if progress:
+      print(f"[eval] tracker step ready in {summary.compile['seconds']:.1f} s "
+            f"({'from the compilation cache' if summary.compile['cached'] else 'compiled'})", flush=True)
     bar.start = start = time.perf_counter()
     cpu_start = time.process_time()
     _run_slots(trackers, work, decode_pool, depth, reduced_decode, stats, bar, on_done, on_fail,

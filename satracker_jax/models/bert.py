@@ -6,7 +6,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from satracker_jax.models.vit import Attention, dense_init, gelu
+from satracker_jax.models import initializers
+from satracker_jax.models.vit import Attention, gelu
 
 Dtype = Any
 
@@ -25,13 +26,13 @@ class BertEmbeddings(nn.Module):
     length = text_ids.shape[-1]
     if length > self.max_position:
       raise ValueError(f"text length {length} exceeds BERT max_position {self.max_position}")
-    embed = lambda n, name: nn.Embed(n, self.dim, dtype=self.dtype, embedding_init=dense_init, name=name)
+    embed = lambda n, name: initializers.Embed(n, self.dim, dtype=self.dtype, name=name)
     if token_type_ids is None:
       token_type_ids = jnp.zeros_like(text_ids)
     x = embed(self.vocab_size, "word_embeddings")(text_ids)
     x = x + embed(self.max_position, "position_embeddings")(jnp.arange(length))[None]
     x = x + embed(self.type_vocab, "token_type_embeddings")(token_type_ids)
-    return nn.LayerNorm(epsilon=self.ln_eps, dtype=self.dtype, name="layer_norm")(x)
+    return initializers.LayerNorm(epsilon=self.ln_eps, dtype=self.dtype, name="layer_norm")(x)
 
 
 class BertLayer(nn.Module):
@@ -45,8 +46,8 @@ class BertLayer(nn.Module):
 
   @nn.compact
   def __call__(self, x, text_mask):
-    norm = lambda name: nn.LayerNorm(epsilon=self.ln_eps, dtype=self.dtype, name=name)
-    dense = lambda n, name: nn.Dense(n, dtype=self.dtype, kernel_init=dense_init, name=name)
+    norm = lambda name: initializers.LayerNorm(epsilon=self.ln_eps, dtype=self.dtype, name=name)
+    dense = lambda n, name: initializers.Dense(n, dtype=self.dtype, name=name)
     attn = Attention(self.dim, self.heads, dtype=self.dtype, implementation=self.attention_impl, name="attention")
     x = norm("attention_norm")(x + attn(x, key_mask=text_mask))
     y = dense(self.dim, "output")(gelu(dense(self.intermediate, "intermediate")(x)))

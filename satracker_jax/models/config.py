@@ -10,9 +10,14 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping, Tuple
 
+import jax
 import jax.numpy as jnp
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+# "auto": bfloat16 compute on GPUs and TPUs (f32 parameters, optimizer state, losses, softmax and
+# LayerNorm statistics), float32 on CPUs, which have no fast bf16 matrix unit.
+AUTO_DTYPE = "auto"
+BF16_PLATFORMS = ("gpu", "tpu")
 ATTENTION_IMPLS = ("xla", "cudnn")
 REMAT_POLICIES = ("none", "full", "dots")
 NO_TEXT_LAYER = -1  # a `text_layer_map` entry: this stage runs no BERT layer (text passes through)
@@ -63,10 +68,10 @@ class ModelConfig:
   dm_tau_init: float = 0.07
   head_channels: int = 256
   head_layers: int = 4
-  dtype: str = "float32"
+  dtype: str = AUTO_DTYPE
   attention_impl: str = "xla"
   remat: str = "none"
-  scan_layers: bool = True
+  scan_layers: bool = False
 
   def __post_init__(self):
     errors = []
@@ -85,8 +90,12 @@ class ModelConfig:
     for name in ("tem_layers", "sam_layers", "dm_layers"):
       if any(not 0 <= i < depth for i in getattr(self, name)):
         errors.append(f"{name}={getattr(self, name)} has stages outside 0..{depth - 1}")
-    if self.dtype not in _DTYPES:
-      errors.append(f"dtype={self.dtype!r}; choose from {sorted(_DTYPES)}")
+    used = sorted({j for j in self.stage_text_layers if j != NO_TEXT_LAYER})
+    if used and used != list(range(len(used))):
+      errors.append(f"text_layer_map {self.text_layer_map} uses BERT layers {used}; the stored stack "
+                    f"bert_layers needs layers 0..{len(used) - 1} without gaps")
+    if self.dtype not in _DTYPES and self.dtype != AUTO_DTYPE:
+      errors.append(f"dtype={self.dtype!r}; choose from {sorted(_DTYPES) + [AUTO_DTYPE]}")
     if self.attention_impl not in ATTENTION_IMPLS:
       errors.append(f"attention_impl={self.attention_impl!r}; choose from {list(ATTENTION_IMPLS)}")
     if self.remat not in REMAT_POLICIES:
@@ -123,8 +132,27 @@ class ModelConfig:
     return tuple(self.text_layer_map) or tuple(range(self.vit.depth))
 
   @property
+  def num_text_layers(self) -> int:
+    """Rows of the stored `bert_layers` stack: the BERT layers some stage runs (0..n-1)."""
+    return len({j for j in self.stage_text_layers if j != NO_TEXT_LAYER})
+
+  @property
+  def resolved_dtype(self) -> str:
+    """"float32" or "bfloat16": `dtype`, with "auto" decided by the platform JAX runs on."""
+    return resolve_dtype(self.dtype)
+
+  @property
   def compute_dtype(self):
-    return _DTYPES[self.dtype]
+    return _DTYPES[self.resolved_dtype]
+
+
+def resolve_dtype(dtype: str, platform: str | None = None) -> str:
+  """"auto" -> "bfloat16" on GPU / TPU, "float32" on CPU (`platform`: JAX's default backend)."""
+  if dtype != AUTO_DTYPE:
+    return dtype
+  if platform is None:
+    platform = jax.default_backend()
+  return "bfloat16" if platform in BF16_PLATFORMS else "float32"
 
 
 def _from_mapping(cls, values: Mapping[str, Any], where: str, nested=None):

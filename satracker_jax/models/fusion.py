@@ -17,7 +17,8 @@ import jax
 import jax.numpy as jnp
 
 from satracker_jax import boxes
-from satracker_jax.models.vit import Attention, Mlp, dense_init
+from satracker_jax.models import initializers
+from satracker_jax.models.vit import Attention, Mlp
 
 Dtype = Any
 # Fusion layers are new (never converted), so one eps for all of them.
@@ -40,7 +41,7 @@ def template_target_mask(template_box: jax.Array, grid: int) -> jax.Array:
 
 def _gate(module: nn.Module, name: str, dtype) -> jax.Array:
   init = float(getattr(module, "gate_init", 0.0))
-  return jnp.tanh(module.param(name, nn.initializers.constant(init), ())).astype(dtype)
+  return jnp.tanh(module.param(name, initializers.constant(init), ())).astype(dtype)
 
 
 class GatedMlp(nn.Module):
@@ -51,7 +52,7 @@ class GatedMlp(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    y = nn.LayerNorm(epsilon=FUSION_LN_EPS, dtype=self.dtype, name="norm")(x)
+    y = initializers.LayerNorm(epsilon=FUSION_LN_EPS, dtype=self.dtype, name="norm")(x)
     y = Mlp(int(x.shape[-1] * self.mlp_ratio), dtype=self.dtype, name="mlp")(y)
     return x + _gate(self, "gate", self.dtype) * y
 
@@ -74,8 +75,8 @@ class TargetEnhanceModule(nn.Module):
   @nn.compact
   def __call__(self, vision, text, target_mask, text_mask):
     vision_dim, text_dim = vision.shape[-1], text.shape[-1]
-    norm = lambda name: nn.LayerNorm(epsilon=FUSION_LN_EPS, dtype=self.dtype, name=name)
-    dense = lambda n, name: nn.Dense(n, dtype=self.dtype, kernel_init=dense_init, name=name)
+    norm = lambda name: initializers.LayerNorm(epsilon=FUSION_LN_EPS, dtype=self.dtype, name=name)
+    dense = lambda n, name: initializers.Dense(n, dtype=self.dtype, name=name)
     z, x = vision[:, :self.num_template], vision[:, self.num_template:]
     m = target_mask.astype(self.dtype)[..., None]
     in_target = target_mask > 0
@@ -114,8 +115,8 @@ class SemanticAwareModule(nn.Module):
   @nn.compact
   def __call__(self, vision, text, text_mask):
     vision_dim, text_dim = vision.shape[-1], text.shape[-1]
-    norm = lambda name: nn.LayerNorm(epsilon=FUSION_LN_EPS, dtype=self.dtype, name=name)
-    dense = lambda n, name: nn.Dense(n, dtype=self.dtype, kernel_init=dense_init, name=name)
+    norm = lambda name: initializers.LayerNorm(epsilon=FUSION_LN_EPS, dtype=self.dtype, name=name)
+    dense = lambda n, name: initializers.Dense(n, dtype=self.dtype, name=name)
 
     visual_context = norm("text_context_norm")(dense(text_dim, "vision_to_text")(vision))
     attention = lambda dim, name: Attention(dim, self.heads, dtype=self.dtype,
@@ -151,13 +152,13 @@ class DenseMatchingProjection(nn.Module):
 
   @nn.compact
   def __call__(self, search_tokens, text_tokens, text_mask):
-    patch = nn.LayerNorm(epsilon=FUSION_LN_EPS, dtype=self.dtype, name="vision_norm")(search_tokens)
-    patch = nn.Dense(self.dim, dtype=self.dtype, kernel_init=dense_init, name="vision_proj")(patch)
+    patch = initializers.LayerNorm(epsilon=FUSION_LN_EPS, dtype=self.dtype, name="vision_norm")(search_tokens)
+    patch = initializers.Dense(self.dim, dtype=self.dtype, name="vision_proj")(patch)
     mask = text_mask.astype(jnp.float32)[..., None]
     sentence = jnp.sum(text_tokens.astype(jnp.float32) * mask, 1) / jnp.maximum(jnp.sum(mask, 1), 1.0)
-    sentence = nn.Dense(self.dim, dtype=self.dtype, kernel_init=dense_init, name="text_proj")(
+    sentence = initializers.Dense(self.dim, dtype=self.dtype, name="text_proj")(
         sentence.astype(self.dtype))
-    log_scale = self.param("logit_scale", nn.initializers.constant(math.log(1.0 / self.tau_init)), ())
+    log_scale = self.param("logit_scale", initializers.constant(math.log(1.0 / self.tau_init)), ())
     return {
         "patch_emb": l2_normalize(patch),
         "text_emb": l2_normalize(sentence),

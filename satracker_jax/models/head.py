@@ -7,6 +7,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from satracker_jax.models import initializers
+
 Dtype = Any
 
 
@@ -19,13 +21,13 @@ class ConvTower(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool):
     for k, c in enumerate(self.channels):
-      x = nn.Conv(c, (3, 3), padding=1, dtype=self.dtype, name=f"conv_{k}")(x)
+      x = initializers.Conv(c, (3, 3), padding=1, dtype=self.dtype, name=f"conv_{k}")(x)
       # PyTorch BatchNorm2d defaults (momentum 0.1 = Flax 0.9, eps 1e-5) so converted stats fit.
       # Under jit with a sharded batch the statistics are over the global batch (synchronised BN).
-      x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=self.dtype,
-                       name=f"bn_{k}")(x)
+      x = initializers.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                                 dtype=self.dtype, name=f"bn_{k}")(x)
       x = nn.relu(x)
-    return nn.Conv(self.out_features, (1, 1), dtype=self.dtype, name="out")(x)
+    return initializers.Conv(self.out_features, (1, 1), dtype=self.dtype, name="out")(x)
 
 
 class CenterHead(nn.Module):

@@ -36,6 +36,11 @@ class SATracker(nn.Module):
     self.box_head = CenterHead(self.config.head_channels, self.config.head_layers,
                                dtype=self.config.compute_dtype)
 
+  def init(self, *args, **kwargs):
+    """Flax's `init` with plain arrays: every parameter is created boxed with its initialiser's rule
+    (models/initializers.py), which `model_io.host_variables` reads through `nn.Module.init`."""
+    return nn.meta.unbox(super().init(*args, **kwargs))
+
   def __call__(self, template, template_box, search, text_ids, text_mask, train: bool = False,
                dense_matching: Optional[bool] = None):
     """`train` switches the head's BatchNorm to batch statistics. `dense_matching` (default: =

@@ -6,25 +6,28 @@ DM embeddings are taken after stage i for i in dm_layers (when asked for: traini
 tracking does not). A BERT layer that serves several stages is one module called several times:
 one set of weights.
 
-Parameter names are flat (`vit_block_3`, `bert_layer_1`, `tem_1`, `sam_7`, `dm_7`, ...): see
-docs/INTERFACES.md "Parameter names"; the SATracker module shares this module's scope.
+Parameters (docs/INTERFACES.md "Parameter names"; the SATracker module shares this module's
+scope): the ViT blocks are stored as one stacked tree `vit_blocks` and the BERT layers as
+`bert_layers` (leading layer axis, fused self-attention qkv: models/layout.py), the fusion and DM
+modules per stage (`tem_1`, `sam_7`, `dm_7`, ...). Stacked storage means one optimizer update per
+leaf for all blocks (about 290 tensors in base instead of 650) and nothing re-stacked per call.
 
-Scanning (`model.scan_layers`, on by default). The two branches meet only at fusion and DM
-stages, so between two such stages the ViT blocks form one chain and the BERT layers another.
-Each chain runs as one `lax.scan` over its blocks' parameters, stacked on the fly from the
-unchanged flat names (so converted weights and checkpoints load as before; initialisation runs the
-unrolled loop, which creates them). The result equals the unrolled stage loop (same operations in
-the same order within each branch; tests pin it). Why: XLA compiles one scan body instead of
-every block (large: 1.1x the compile time of base, from 1.5x unrolled), and the backward pass of a
-scan recomputes and differentiates one block per iteration, so the memory that rematerialisation
-saves does not depend on how a compiler schedules the weight gradients (XLA:CPU kept every
-recomputed block alive until the end: 35 GiB instead of 5 for large, fsdp 8, 32 per device).
+Running the blocks: unrolled by default (`model.scan_layers=False`): each stage takes its row of
+the stack (a static slice, which XLA folds into the weight's first use; its gradient is written
+into the stacked gradient). Base's stages meet every second block (TEM at 1,3,5, SAM and DM at
+7,9,11), so a scan would loop over two blocks at a time: little compile saved, and on GPUs a
+WHILE loop stops fusion across blocks and CUDA-graph capture (measured on the 2-core machine: base
+tracker step 689 ms with scans, 295 ms unrolled, before the stacked layout). With
+`model.scan_layers=True` the blocks between two meeting stages run as one `lax.scan` over their
+rows (a slice of the stack; the whole stack when no stage in between meets the other branch): one
+compiled body per chain, and with remat a backward memory that does not depend on how the
+compiler schedules the weight gradients (XLA:CPU kept every recomputed block alive until the end:
+35 GiB instead of 5 for large, fsdp 8, 32 per device). Both give the same result (tests pin it).
 
 Rematerialisation (`model.remat`): "full" keeps only each block's input for the backward pass and
 recomputes the rest; "dots" also keeps the outputs of matmuls without batch dimensions (the Dense
-layers) and recomputes the element-wise work, attention included. It wraps each scan body (or,
-unrolled, each ViT block / BERT layer) and each TEM / SAM with `jax.checkpoint` / `nn.remat`,
-neither of which changes a parameter name.
+layers) and recomputes the element-wise work, attention included. It wraps each block (scanned or
+not) and each TEM / SAM with `jax.checkpoint` / `nn.remat`, neither of which changes a name.
 """
 from __future__ import annotations
 
@@ -33,8 +36,9 @@ from typing import Callable, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from satracker_jax.models import bert, fusion, vit
+from satracker_jax.models import bert, fusion, initializers, vit
 from satracker_jax.models.config import NO_TEXT_LAYER, ModelConfig
 from satracker_jax.models.partitioning import shard_batch
 
@@ -60,21 +64,47 @@ def segments(cfg: ModelConfig) -> list:
   return ranges
 
 
-def run_chain(block_fn: Callable, params: Sequence, x, *, remat: str = "none"):
-  """x through `block_fn(p, x)` for each p in `params` (trees of one structure), as one scan.
+def stacked_init(block: nn.Module, rows: int, *example) -> Callable:
+  """Initialiser of `rows` independent copies of `block`'s parameters, stacked on a leading axis.
 
-  The parameters are stacked on the fly; their gradients flow back to each original tree.
+  `example` are inputs of the right feature sizes (one token suffices): under `lazy_init` (model_io)
+  only the parameter initialisers are computed, never the block on them.
   """
-  if not params:
+  def init(rng):
+    return jax.vmap(lambda key: block.init(key, *example)["params"])(jax.random.split(rng, rows))
+  return init
+
+
+def take_row(stacked, r: int):
+  """Row r of every leaf of a stacked tree (a static slice XLA fuses into the row's first use)."""
+  return jax.tree.map(lambda a: a[r], stacked)
+
+
+def run_blocks(block_fn: Callable, stacked, rows: Sequence[int], x, *, scan: bool, remat: str = "none"):
+  """x through `block_fn(params of row r, x)` for r in `rows` (rows of the `stacked` tree).
+
+  Unrolled, each row is a static slice of the stacked leaves; with `scan`, one `lax.scan` over the
+  rows (the stack itself when they are all of it, a slice when contiguous, a gather otherwise).
+  """
+  rows = list(rows)
+  if not rows:
     return x
   body = lambda carry, p: (block_fn(p, carry), None)
   if remat != "none":
     # prevent_cse=False is the scan-friendly setting: a loop body cannot be CSE'd with the forward.
-    body = jax.checkpoint(body, policy=_REMAT_POLICIES[remat], prevent_cse=False)
-  if len(params) == 1:
-    return body(x, params[0])[0]
-  stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *params)
-  return jax.lax.scan(body, x, stacked)[0]
+    body = jax.checkpoint(body, policy=_REMAT_POLICIES[remat], prevent_cse=not scan)
+  if not scan or len(rows) == 1:
+    for r in rows:
+      x = body(x, take_row(stacked, r))[0]
+    return x
+  total = jax.tree.leaves(stacked)[0].shape[0]
+  if rows == list(range(total)):
+    xs = stacked
+  elif rows == list(range(rows[0], rows[-1] + 1)):
+    xs = jax.tree.map(lambda a: a[rows[0]:rows[-1] + 1], stacked)
+  else:
+    xs = jax.tree.map(lambda a: a[np.asarray(rows)], stacked)
+  return jax.lax.scan(body, x, xs)[0]
 
 
 class SynchronousBackbone(nn.Module):
@@ -100,7 +130,7 @@ class SynchronousBackbone(nn.Module):
     sam = _maybe_remat(fusion.SemanticAwareModule, cfg.remat)
 
     embed = vit.patch_embed(v_cfg.dim, cfg.patch_size, dtype=dtype)
-    pos_init = nn.initializers.truncated_normal(0.02)
+    pos_init = initializers.truncated_normal(0.02)
     pos_template = self.param("pos_embed_template", pos_init, (1, cfg.num_template, v_cfg.dim))
     pos_search = self.param("pos_embed_search", pos_init, (1, cfg.num_search, v_cfg.dim))
     # Pinned before the concatenation too: otherwise XLA may run a patch embedding feature-sharded
@@ -113,35 +143,23 @@ class SynchronousBackbone(nn.Module):
         t_cfg.vocab_size, t_cfg.dim, t_cfg.max_position, t_cfg.type_vocab, ln_eps=t_cfg.ln_eps,
         dtype=dtype, name="bert_embeddings")(text_ids))
     target_mask = fusion.template_target_mask(template_box, cfg.template_grid)
-    # Detached (parent=None) modules: pure functions of the parameters a scan step hands them.
+    # Detached (parent=None) modules: pure functions of the parameter rows handed to them.
     vit_block = vit.ViTBlock(v_cfg.dim, v_cfg.heads, v_cfg.mlp_ratio, v_cfg.ln_eps, dtype=dtype,
                              attention_impl=impl, parent=None)
     bert_layer = bert.BertLayer(t_cfg.dim, t_cfg.heads, t_cfg.intermediate, t_cfg.ln_eps, dtype=dtype,
                                 attention_impl=impl, parent=None)
+    vit_blocks = self.param("vit_blocks", stacked_init(vit_block, v_cfg.depth, jnp.zeros((1, 1, v_cfg.dim))))
+    bert_layers = self.param("bert_layers", stacked_init(
+        bert_layer, cfg.num_text_layers, jnp.zeros((1, 1, t_cfg.dim)), jnp.ones((1, 1), jnp.int32)))
     vit_fn = lambda p, v: shard_batch(vit_block.apply({"params": p}, v))
     bert_fn = lambda p, t: shard_batch(bert_layer.apply({"params": p}, t, text_mask))
-    scan = cfg.scan_layers and not self.is_initializing()
-    all_params = self.variables.get("params", {}) if scan else {}
-    unrolled_vit = _maybe_remat(vit.ViTBlock, cfg.remat)
-    unrolled_bert = _maybe_remat(bert.BertLayer, cfg.remat)
-    bert_modules = {}
 
     dm = []
     for first, last in segments(cfg):
       stages = range(first, last + 1)
-      text_layers = [cfg.stage_text_layers[i] for i in stages if cfg.stage_text_layers[i] != NO_TEXT_LAYER]
-      if scan:
-        vision = run_chain(vit_fn, [all_params[f"vit_block_{i}"] for i in stages], vision, remat=cfg.remat)
-        text = run_chain(bert_fn, [all_params[f"bert_layer_{j}"] for j in text_layers], text, remat=cfg.remat)
-      else:  # initialisation (creates the parameters) and model.scan_layers=False
-        for i in stages:
-          vision = shard_batch(unrolled_vit(v_cfg.dim, v_cfg.heads, v_cfg.mlp_ratio, v_cfg.ln_eps, dtype=dtype,
-                                            attention_impl=impl, name=f"vit_block_{i}")(vision))
-        for j in text_layers:
-          if j not in bert_modules:
-            bert_modules[j] = unrolled_bert(t_cfg.dim, t_cfg.heads, t_cfg.intermediate, t_cfg.ln_eps,
-                                            dtype=dtype, attention_impl=impl, name=f"bert_layer_{j}")
-          text = shard_batch(bert_modules[j](text, text_mask))
+      text_rows = [cfg.stage_text_layers[i] for i in stages if cfg.stage_text_layers[i] != NO_TEXT_LAYER]
+      vision = run_blocks(vit_fn, vit_blocks, stages, vision, scan=cfg.scan_layers, remat=cfg.remat)
+      text = run_blocks(bert_fn, bert_layers, text_rows, text, scan=cfg.scan_layers, remat=cfg.remat)
       i = last
       if cfg.use_tem and i in cfg.tem_layers:
         vision, text = tem(cfg.num_template, cfg.fusion_heads, cfg.fusion_mlp, dtype=dtype,
@@ -156,5 +174,5 @@ class SynchronousBackbone(nn.Module):
             vision[:, cfg.num_template:], text, text_mask)
         dm.append(dict(stage, patch_emb=shard_batch(stage["patch_emb"]), text_emb=shard_batch(stage["text_emb"])))
 
-    vision = nn.LayerNorm(epsilon=v_cfg.ln_eps, dtype=dtype, name="vit_norm")(vision)
+    vision = initializers.LayerNorm(epsilon=v_cfg.ln_eps, dtype=dtype, name="vit_norm")(vision)
     return {"vision_tokens": vision, "text_tokens": text, "dm": tuple(dm)}

@@ -1,7 +1,9 @@
 """ViT-B/16 pieces in the MAE/OSTrack (timm) layout, plus the attention used by every branch.
 
-Attention keeps separate `query`/`key`/`value`/`out` Dense layers (kernels [in, out]) so a
-PyTorch fused qkv weight converts by splitting into three and transposing.
+Self-attention projects queries, keys and values with one fused `qkv` Dense layer (kernel
+[C, 3C], outputs ordered (q|k|v, head, head_dim): timm's `attn.qkv` transposed, BERT's three
+weights concatenated), so each block runs one matmul instead of three. Cross-attention (the fusion
+modules, where queries and keys/values come from different tokens) keeps `query`/`key`/`value`.
 """
 from __future__ import annotations
 
@@ -11,10 +13,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from satracker_jax.models import initializers
+
 Dtype = Any
 
-# Kernels are PyTorch-style trunc-normal(0.02) so a from-scratch model starts like timm/BERT ones.
-dense_init = nn.initializers.truncated_normal(0.02)
 
 
 def gelu(x):
@@ -46,7 +48,11 @@ def dot_product_attention(query, key, value, key_mask=None, implementation: str 
 
 
 class Attention(nn.Module):
-  """Multi-head (self or cross) attention with an optional key mask (see dot_product_attention)."""
+  """Multi-head attention with an optional key mask (see dot_product_attention).
+
+  Without `context` it is self-attention through one fused `qkv` Dense; with `context`,
+  cross-attention through `query` (on x) and `key` / `value` (on the context).
+  """
   dim: int
   heads: int
   out_dim: Optional[int] = None
@@ -55,16 +61,19 @@ class Attention(nn.Module):
 
   @nn.compact
   def __call__(self, x, context=None, key_mask=None):
-    context = x if context is None else context
     if self.dim % self.heads:
       raise ValueError(f"attention dim {self.dim} is not divisible by {self.heads} heads")
     head_dim = self.dim // self.heads
-    dense = lambda features, name: nn.Dense(
-        features, dtype=self.dtype, kernel_init=dense_init, name=name)
+    dense = lambda features, name: initializers.Dense(
+        features, dtype=self.dtype, name=name)
     split = lambda t: t.reshape(*t.shape[:-1], self.heads, head_dim)  # [B, T, N, H]
-    q = split(dense(self.dim, "query")(x))
-    k = split(dense(self.dim, "key")(context))
-    v = split(dense(self.dim, "value")(context))
+    if context is None:
+      qkv = dense(3 * self.dim, "qkv")(x).reshape(*x.shape[:-1], 3, self.heads, head_dim)
+      q, k, v = qkv[..., 0, :, :], qkv[..., 1, :, :], qkv[..., 2, :, :]
+    else:
+      q = split(dense(self.dim, "query")(x))
+      k = split(dense(self.dim, "key")(context))
+      v = split(dense(self.dim, "value")(context))
     y = dot_product_attention(q, k, v, key_mask, self.implementation)
     y = y.reshape(*y.shape[:-2], self.dim)
     return dense(self.out_dim or x.shape[-1], "out")(y)
@@ -76,9 +85,9 @@ class Mlp(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    y = nn.Dense(self.hidden, dtype=self.dtype, kernel_init=dense_init, name="fc1")(x)
+    y = initializers.Dense(self.hidden, dtype=self.dtype, name="fc1")(x)
     y = gelu(y)
-    return nn.Dense(x.shape[-1], dtype=self.dtype, kernel_init=dense_init, name="fc2")(y)
+    return initializers.Dense(x.shape[-1], dtype=self.dtype, name="fc2")(y)
 
 
 class ViTBlock(nn.Module):
@@ -92,7 +101,7 @@ class ViTBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x, key_mask=None):
-    norm = lambda name: nn.LayerNorm(epsilon=self.ln_eps, dtype=self.dtype, name=name)
+    norm = lambda name: initializers.LayerNorm(epsilon=self.ln_eps, dtype=self.dtype, name=name)
     attn = Attention(self.dim, self.heads, dtype=self.dtype, implementation=self.attention_impl, name="attn")
     x = x + attn(norm("norm1")(x), key_mask=key_mask)
     x = x + Mlp(int(self.dim * self.mlp_ratio), dtype=self.dtype, name="mlp")(norm("norm2")(x))
@@ -105,7 +114,7 @@ def patch_embed(dim: int, patch_size: int, dtype: Dtype = jnp.float32, name: str
   A plain nn.Conv (not a wrapper module) so its parameters are `patch_embed/{kernel,bias}`.
   """
   p = patch_size
-  return nn.Conv(dim, (p, p), strides=(p, p), padding="VALID", dtype=dtype, name=name)
+  return initializers.Conv(dim, (p, p), strides=(p, p), padding="VALID", dtype=dtype, name=name)
 
 
 def grid_to_tokens(y: jax.Array) -> jax.Array:

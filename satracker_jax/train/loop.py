@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterator, Optional
 import jax
 import numpy as np
 
-from satracker_jax import model_io
+from satracker_jax import compile_cache, model_io
 from satracker_jax.train import checkpoint as ckpt_lib
 from satracker_jax.train import metrics_writer as mw
 from satracker_jax.train import optimizer as optim_lib
@@ -167,8 +167,7 @@ def _init_from_pretrained(model, config) -> dict:
                   "optimizer, schedule and step start afresh)")
     return jax.device_get(variables)
   from satracker_jax.convert import load_pretrained  # noqa: PLC0415
-  variables = jax.device_get(jax.jit(
-      lambda r: model_io.init_variables(model, config.model, r))(state_lib.init_rng(config)))
+  variables = model_io.host_variables(model, config.model, int(config.seed))
   params, report = load_pretrained(variables["params"], config.train.init_from)
   mw.print_line(f"init_from {config.train.init_from}:")
   for k, v in (report.items() if isinstance(report, dict) else [("report", report)]):
@@ -247,6 +246,7 @@ def train(config, workdir: str, *, model=None, loss_fn: Optional[Callable] = Non
   writer = mw.MetricsWriter(workdir, is_main=is_main, tensorboard=bool(tc.get("tensorboard", True)))
   step_fn = state_lib.make_train_step(model, tx, schedule, loss_fn, config)
   train_step = None
+  watch = None  # the first step's compile
   max_bad = int(tc.max_consecutive_nonfinite)
   # Test hook ("KILL" | "TERM", step): signal ourselves right after that step (a hard crash, or
   # a preemption notice that must end in a clean save).
@@ -296,7 +296,13 @@ def train(config, workdir: str, *, model=None, loss_fn: Optional[Callable] = Non
       if train_step is None:
         train_step = state_lib.jit_train_step(step_fn, state_sh, mesh, keys)
       batch = state_lib.device_batch(local, mesh)
-      state, metrics = train_step(state, batch)
+      if watch is None:
+        say(f"compiling the train step (compilation cache: {compile_cache.active_directory() or 'off'}) ...")
+        with compile_cache.CompileWatch("train step") as watch:
+          state, metrics = train_step(state, batch)
+        say(watch.line())
+      else:
+        state, metrics = train_step(state, batch)
       step += 1
       if signal_at and step == int(signal_at) and signal_name == "TERM":
         os.kill(os.getpid(), signal.SIGTERM)

@@ -7,6 +7,15 @@ Multipliers come from regex rules on the '/'-joined parameter path (first match 
      i+1, the final norm depth+1), so the deepest block gets the least decay;
   3. everything else (fusion modules, head, DM projections): 1.0.
 The multiplier scales the whole AdamW update (weight decay included), like timm's `lr_scale`.
+Rules are matched on per-block names (models/layout.py): a row of the stored `vit_blocks` stack is
+`vit_block_{i}/...`, of `bert_layers` `bert_layer_{j}/...` (the fused projection is
+`vit_block_{i}/attn/qkv/...`), so a stacked leaf gets one multiplier per row.
+
+The update is one fused AdamW (`fused_adamw`): the same arithmetic as the optax chain
+  masked(set_to_zero, frozen) -> clip_by_global_norm -> scale_by_adam -> add_decayed_weights
+  -> per-parameter multipliers -> scale_by_learning_rate
+written as one element-wise expression per tensor, so XLA makes one kernel of each tensor's
+moments and update instead of several (the chain cost ~6 kernels per tensor).
 """
 from __future__ import annotations
 
@@ -15,8 +24,11 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import traverse_util
+
+from satracker_jax.models import layout
 
 # Top-level module names of the pretrained backbone in models/satracker.py (stable: checkpoints and
 # `convert` rely on them too). Fusion modules (tem_*, sam_*), dm_* and box_head are new.
@@ -54,18 +66,20 @@ def lr_schedule(optim, total_steps: int) -> Callable:
   raise ValueError(f"optim.schedule must be 'cosine' or 'step', got {optim.schedule!r}")
 
 
-def lr_multipliers(params: Any, optim) -> Any:
-  """A tree like `params` of Python floats (static: they are baked into the compiled step)."""
+def row_multipliers(params: Any, optim) -> dict[str, float]:
+  """{per-block name: multiplier} for every row of every parameter (see the module docstring)."""
   rules = [(re.compile(r), float(m)) for r, m in (optim.get("lr_rules", ()) or ())]
   backbone, embedding, block = (re.compile(r) for r in (BACKBONE_REGEX, EMBEDDING_REGEX, BLOCK_REGEX))
   decay = float(optim.get("layer_decay", 1.0))
   base = float(optim.backbone_lr_mult)
-  flat = {"/".join(k): v for k, v in traverse_util.flatten_dict(params).items()}
+  names = []
+  for name, leaf in traverse_util.flatten_dict(params, sep="/").items():
+    names += layout.row_names(name, leaf.shape[0] if layout.is_stacked(name) else 1)
   # Layer ids per branch (ViT and BERT depths differ): embeddings 0, block i -> i + 1, anything
   # after the last block (the final LayerNorm) -> depth + 1, i.e. no decay.
   branch = lambda name: "bert" if name.startswith("bert") else "vit"
   depth: dict[str, int] = {}
-  for name in flat:
+  for name in names:
     if (m := block.search(name)):
       depth[branch(name)] = max(depth.get(branch(name), 0), int(m.group(1)) + 1)
 
@@ -84,22 +98,75 @@ def lr_multipliers(params: Any, optim) -> Any:
       return base * decay ** (depth.get(branch(name), 0) + 1 - layer_id(name))
     return 1.0
 
-  mults = {tuple(k.split("/")): mult(k) for k in flat}
-  return traverse_util.unflatten_dict(mults)
+  return {name: mult(name) for name in names}
 
 
-class _Empty(NamedTuple):
-  pass
+def lr_multipliers(params: Any, optim) -> Any:
+  """A tree like `params`: a Python float per leaf, or for a stacked leaf whose rows differ a
+  numpy array [rows, 1, ...] (static either way: baked into the compiled step)."""
+  per_row = row_multipliers(params, optim)
+
+  def leaf_mult(name, leaf):
+    if not layout.is_stacked(name):
+      return per_row[name]
+    values = [per_row[n] for n in layout.row_names(name, leaf.shape[0])]
+    if len(set(values)) == 1:
+      return values[0]
+    return np.asarray(values, np.float32).reshape((-1,) + (1,) * (len(leaf.shape) - 1))
+
+  flat = traverse_util.flatten_dict(params, sep="/")
+  return traverse_util.unflatten_dict({tuple(k.split("/")): leaf_mult(k, v) for k, v in flat.items()})
 
 
-def scale_by_multipliers(mults: Any) -> optax.GradientTransformation:
+class FusedAdamWState(NamedTuple):
+  count: jax.Array  # updates applied (int32)
+  mu: Any
+  nu: Any
+
+
+def fused_adamw(schedule: Callable, *, b1: float, b2: float, weight_decay: float, decay_mask: Any,
+                mults: Any, clip_norm: float = 0.0, eps: float = 1e-8) -> optax.GradientTransformation:
+  """AdamW with global-norm clipping, frozen parameters and per-parameter lr multipliers, as one
+  element-wise update per tensor (module docstring). `mults` (lr_multipliers) and `decay_mask`
+  (bool per leaf) are static; a multiplier 0 freezes a tensor or a row of a stack: its gradient is
+  zeroed before the clipping norm and its update is 0."""
+  is_one = lambda m: not isinstance(m, np.ndarray) and m == 1.0
+  keep = lambda m: (m != 0.0) if isinstance(m, np.ndarray) else (m != 0.0)
+
   def init_fn(params):
-    del params
-    return _Empty()
+    zeros = lambda p: jnp.zeros_like(p)
+    return FusedAdamWState(jnp.zeros((), jnp.int32), jax.tree.map(zeros, params), jax.tree.map(zeros, params))
 
-  def update_fn(updates, state, params=None):
-    del params
-    return jax.tree.map(lambda u, m: u if m == 1.0 else u * jnp.asarray(m, u.dtype), updates, mults), state
+  def update_fn(grads, state, params=None):
+    def mask_frozen(g, m):
+      if is_one(m):
+        return g
+      k = keep(m)
+      return g * jnp.asarray(k, g.dtype) if isinstance(k, np.ndarray) else (g if k else jnp.zeros_like(g))
+    grads = jax.tree.map(mask_frozen, grads, mults)
+    scale = jnp.asarray(1.0, jnp.float32)
+    if clip_norm:
+      norm = optax.tree.norm(grads)
+      scale = jnp.where(norm < clip_norm, 1.0, clip_norm / norm)  # optax.clip_by_global_norm
+    count = optax.safe_increment(state.count)
+    bc1 = 1 - jnp.asarray(b1, jnp.float32) ** count
+    bc2 = 1 - jnp.asarray(b2, jnp.float32) ** count
+    lr = jnp.asarray(schedule(state.count), jnp.float32)
+
+    def leaf(g, mu, nu, p, m, decay):
+      g = g * scale.astype(g.dtype)
+      mu = b1 * mu + (1 - b1) * g
+      nu = b2 * nu + (1 - b2) * g * g
+      u = (mu / bc1.astype(mu.dtype)) / (jnp.sqrt(nu / bc2.astype(nu.dtype)) + eps)
+      if decay and weight_decay:
+        u = u + weight_decay * p
+      if not is_one(m):
+        u = u * jnp.asarray(m, u.dtype)
+      return -lr.astype(u.dtype) * u, mu, nu
+
+    out = jax.tree.map(leaf, grads, state.mu, state.nu, params, mults, decay_mask)
+    pick = lambda i: jax.tree.map(lambda _, o: o[i], grads, out)
+    return pick(0), FusedAdamWState(count, pick(1), pick(2))
 
   return optax.GradientTransformation(init_fn, update_fn)
 
@@ -108,28 +175,21 @@ def build_optimizer(config, params: Any) -> tuple[optax.GradientTransformation, 
   """-> (tx, schedule). `params` (shapes suffice) gives the names for the lr rules."""
   optim = config.optim
   schedule = lr_schedule(optim, int(config.train.total_steps))
-  mults = lr_multipliers(params, optim)
-  frozen = jax.tree.map(lambda m: m == 0.0, mults)
-  # Weight decay only on matrices/kernels, never on biases, LayerNorm/BN scales or gates.
-  decay_mask = jax.tree.map(lambda p: p.ndim >= 2, params)
-  tx = optax.chain(
-      # Frozen gradients are zeroed first so they neither count in the clipping norm nor move Adam.
-      optax.masked(optax.set_to_zero(), frozen),
-      optax.clip_by_global_norm(float(optim.clip_norm)) if optim.clip_norm else optax.identity(),
-      optax.scale_by_adam(b1=float(optim.b1), b2=float(optim.b2)),
-      optax.add_decayed_weights(float(optim.weight_decay), mask=decay_mask),
-      scale_by_multipliers(mults),
-      optax.scale_by_learning_rate(schedule),
-  )
+  # Weight decay only on matrices/kernels (per row of a stack), never on biases, norms or gates.
+  flat = traverse_util.flatten_dict(params, sep="/")
+  decay_mask = traverse_util.unflatten_dict({
+      tuple(k.split("/")): len(v.shape) - int(layout.is_stacked(k)) >= 2 for k, v in flat.items()})
+  tx = fused_adamw(schedule, b1=float(optim.b1), b2=float(optim.b2),
+                   weight_decay=float(optim.weight_decay), decay_mask=decay_mask,
+                   mults=lr_multipliers(params, optim), clip_norm=float(optim.clip_norm or 0.0))
   return tx, schedule
 
 
 def describe_multipliers(params: Any, optim, limit: int = 12) -> str:
-  """One line per distinct multiplier (with a few example paths) for the start-up log."""
-  mults = lr_multipliers(params, optim)
+  """One line per distinct multiplier (with a few example per-block names) for the start-up log."""
   groups: dict[float, list[str]] = {}
-  for path, m in jax.tree_util.tree_flatten_with_path(mults)[0]:
-    groups.setdefault(m, []).append(path_str(path))
+  for name, m in row_multipliers(params, optim).items():
+    groups.setdefault(m, []).append(name)
   lines = []
   for m, names in sorted(groups.items(), reverse=True):
     ex = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from satracker_jax.model_io import init_variables
+from satracker_jax import model_io
 from satracker_jax.train import sharding as sharding_lib
 
 # What a training batch carries into the step (`sample_index` stays on the host: int64).
@@ -41,7 +41,8 @@ def init_rng(config):
 
 
 def abstract_state(model, config, tx) -> Any:
-  return jax.eval_shape(lambda: create_state(init_variables(model, config.model, init_rng(config)), tx))
+  return jax.eval_shape(lambda: create_state(
+      model_io.init_variables(model, config.model, init_rng(config)), tx))
 
 
 def with_shardings(abstract_tree, shardings):
@@ -51,15 +52,19 @@ def with_shardings(abstract_tree, shardings):
 
 
 def create_sharded_state(model, config, tx, shardings, variables=None):
-  """Initialises directly into the target layout: no host ever holds the full fsdp state.
+  """Places the state directly in the target layout: each device (each process) receives only
+  its shards of the parameters, and the optimizer state is made where it lives.
 
-  With `variables` (e.g. after `init_from`) the given weights are placed instead of a fresh init.
+  The parameters are drawn on the host (`model_io.host_variables`, seed `config.seed`: the same
+  numbers in every process, nothing compiled) unless `variables` are given (e.g. `init_from`).
   """
   if variables is None:
-    init = jax.jit(lambda rng: create_state(init_variables(model, config.model, rng), tx),
-                   out_shardings=shardings)
-    return init(init_rng(config))
-  return jax.jit(lambda v: create_state(v, tx), out_shardings=shardings)(variables)
+    variables = model_io.host_variables(model, config.model, int(config.seed))
+  parts = {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
+  placed = jax.tree.map(
+      lambda x, s: jax.make_array_from_callback(np.shape(x), s, lambda index: np.asarray(x[index])),
+      jax.device_get(parts), {k: shardings[k] for k in parts})
+  return jax.jit(lambda v: create_state(v, tx), out_shardings=shardings, donate_argnums=0)(placed)
 
 
 def device_batch(local_batch: dict, mesh) -> dict:

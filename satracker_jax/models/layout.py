@@ -1,0 +1,136 @@
+"""Stored layout of the repeated blocks, and the per-block names used at the edges.
+
+Stored (what the model, the optimizer and checkpoints hold): the ViT blocks as one tree
+`vit_blocks/...` and the BERT layers as `bert_layers/...`, every leaf with a leading layer axis
+(big_vision's / MaxText's `nn.scan` layout), and the self-attention projections fused:
+`vit_blocks/attn/qkv/{kernel [L, C, 3C], bias [L, 3C]}` (outputs ordered q | k | v).
+
+Per-block (what people and other code bases name): `vit_block_{i}/attn/{query,key,value}/...`,
+`bert_layer_{j}/attention/{query,key,value}/...`, one tree per block. `satracker convert` writes
+these names (the PyTorch checkpoints are per block), lr rules and layer decay are read on them,
+and checkpoints or params files of the per-block layout (satracker-jax before the stacked layout)
+load through `to_stacked`, once, in memory.
+
+Row i of `vit_blocks` is ViT block i; row j of `bert_layers` is BERT layer j (models/config.py
+requires the stages to use layers 0..n-1). The functions work on flat `{"a/b/c": array}` dicts of
+numpy or jax arrays (or zero-stride numpy stand-ins of a shape), nothing else.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, Mapping
+
+import numpy as np
+
+# Stored stack name -> per-block name prefix (with the row index).
+STACKS = {"vit_blocks": "vit_block_{}", "bert_layers": "bert_layer_{}"}
+# The fused self-attention of each stack: stored `<attn>/qkv/<leaf>` <-> per-block q, k, v.
+FUSED_ATTENTION = {"vit_blocks": "attn", "bert_layers": "attention"}
+QKV = ("query", "key", "value")
+_PER_BLOCK = re.compile(r"^(vit_block|bert_layer)_(\d+)/(.+)$")
+_BLOCK_PREFIX = re.compile(r"^(vit_block|bert_layer)_\d+(/|$)")
+_STACK_OF = {"vit_block": "vit_blocks", "bert_layer": "bert_layers"}
+
+
+class LayoutError(ValueError):
+  """A per-block tree that does not stack (a block or one of q/k/v missing, shapes that differ)."""
+
+
+def is_per_block(names) -> bool:
+  """Whether flat names (or a tree's top-level keys) are in the per-block layout."""
+  return any(_BLOCK_PREFIX.match(n) for n in names)
+
+
+def row_names(name: str, rows: int) -> list[str]:
+  """The per-block name of each row of a stored stacked leaf ("vit_blocks/attn/qkv/kernel", 12 ->
+  ["vit_block_0/attn/qkv/kernel", ...]); a leaf outside the stacks -> [name]. The fused qkv keeps
+  its stored name (one leaf per row): this is the name lr rules and layer decay are matched on."""
+  top, _, rest = name.partition("/")
+  if top not in STACKS:
+    return [name]
+  return [f"{STACKS[top].format(i)}/{rest}" for i in range(rows)]
+
+
+def is_stacked(name: str) -> bool:
+  return name.partition("/")[0] in STACKS
+
+
+def to_per_block(flat: Mapping[str, Any]) -> dict[str, Any]:
+  """Stored flat names -> per-block flat names (rows sliced out, qkv split in three)."""
+  out = {}
+  for name, value in flat.items():
+    top, _, rest = name.partition("/")
+    if top not in STACKS:
+      out[name] = value
+      continue
+    fused = f"{FUSED_ATTENTION[top]}/qkv/"
+    for i in range(value.shape[0]):
+      row = value[i]
+      prefix = STACKS[top].format(i)
+      if rest.startswith(fused):
+        leaf = rest[len(fused):]
+        third = row.shape[-1] // 3
+        for k, part in enumerate(QKV):
+          out[f"{prefix}/{FUSED_ATTENTION[top]}/{part}/{leaf}"] = row[..., k * third:(k + 1) * third]
+      else:
+        out[f"{prefix}/{rest}"] = row
+  return out
+
+
+def to_stacked(flat: Mapping[str, Any], where: str = "parameters") -> dict[str, np.ndarray]:
+  """Per-block flat names -> stored flat names (numpy: q, k, v concatenated, rows stacked).
+
+  Every stack must hold blocks 0..n-1 with the same leaves; a gap or a missing q/k/v is a
+  LayoutError naming it. Names already stored, or outside the stacks, pass through.
+  """
+  out: dict[str, Any] = {}
+  rows: dict[str, dict[int, dict[str, Any]]] = {}
+  for name, value in flat.items():
+    m = _PER_BLOCK.match(name)
+    if not m:
+      out[name] = value
+      continue
+    stack = _STACK_OF[m.group(1)]
+    rows.setdefault(stack, {}).setdefault(int(m.group(2)), {})[m.group(3)] = value
+  for stack, blocks in rows.items():
+    n = max(blocks) + 1
+    missing = sorted(set(range(n)) - set(blocks))
+    if missing:
+      raise LayoutError(f"{where}: {STACKS[stack].format(missing[0])} is missing while "
+                        f"{STACKS[stack].format(n - 1)} exists (blocks must be 0..{n - 1})")
+    fused_rows = [_fuse_qkv(blocks[i], FUSED_ATTENTION[stack], f"{where}: {STACKS[stack].format(i)}")
+                  for i in range(n)]
+    leaves = sorted(fused_rows[0])
+    for i, row in enumerate(fused_rows):
+      if sorted(row) != leaves:
+        diff = sorted(set(row) ^ set(leaves))[0]
+        raise LayoutError(f"{where}: {STACKS[stack].format(i)}/{diff} is not in every block")
+    for leaf in leaves:
+      values = [np.asarray(row[leaf]) for row in fused_rows]
+      shapes = {v.shape for v in values}
+      if len(shapes) > 1:
+        raise LayoutError(f"{where}: {STACKS[stack].format('*')}/{leaf} has shapes {sorted(shapes)}")
+      out[f"{stack}/{leaf}"] = np.stack(values)
+  return out
+
+
+def _fuse_qkv(block: dict[str, Any], attn: str, where: str) -> dict[str, Any]:
+  parts = {}
+  for name, value in block.items():
+    head, _, leaf = name.rpartition("/")
+    if head in (f"{attn}/{p}" for p in QKV):
+      parts.setdefault(leaf, {})[head.rpartition("/")[2]] = value
+    else:
+      parts.setdefault(None, {})[name] = value
+  fused = dict(parts.pop(None, {}))
+  for leaf, qkv in parts.items():
+    if set(qkv) != set(QKV):
+      raise LayoutError(f"{where}/{attn}: {leaf} of {sorted(set(QKV) - set(qkv))} is missing")
+    fused[f"{attn}/qkv/{leaf}"] = np.concatenate([np.asarray(qkv[p]) for p in QKV], axis=-1)
+  return fused
+
+
+def shapes_to_per_block(shapes: Mapping[str, tuple]) -> dict[str, tuple]:
+  """{stored name: shape} -> {per-block name: shape}, without touching any data."""
+  stand_ins = {k: np.broadcast_to(np.float32(0), tuple(v)) for k, v in shapes.items()}
+  return {k: tuple(v.shape) for k, v in to_per_block(stand_ins).items()}
