@@ -1,15 +1,23 @@
 # Two commands do all the set-up on a fresh machine: `make demo` and `make test`.
+# On an accelerator host: `make env ACCEL=cuda` (CUDA 12 jaxlib; cuda13 for CUDA 13 drivers) or
+# `make env ACCEL=tpu` (TPU VM); the default installs the CPU jaxlib. TensorFlow (the `tf` extra,
+# the tf.data input pipeline) is always installed here; a host without it: README "Installing".
 PYTHON ?= python3
+ACCEL ?=
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+# One stamp per accelerator choice: `make env ACCEL=cuda` after a CPU install installs again.
+STAMP := $(VENV)/.installed$(if $(ACCEL),-$(ACCEL))
+comma := ,
+EXTRAS := test,tf$(if $(ACCEL),$(comma)$(ACCEL))
 
 .PHONY: env test demo clean
 
 $(STAMP): setup.py
+	@case "$(ACCEL)" in ""|cuda|cuda13|tpu) ;; *) echo "ACCEL=$(ACCEL): expected cuda, cuda13 or tpu (or nothing: CPU)" >&2; exit 2;; esac
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[$(EXTRAS)]'
 	touch $(STAMP)
 
 env: $(STAMP)

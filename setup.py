@@ -3,7 +3,9 @@ from setuptools import find_packages, setup
 
 # Why each dependency is here is explained in README.md ("Dependencies").
 INSTALL_REQUIRES = [
-    "jax>=0.7.0,<0.11",
+    # 0.11.2: the build on the GPU machines the README's GPU figures come from. A plain install
+    # brings the CPU jaxlib; `.[cuda]` / `.[cuda13]` / `.[tpu]` add the accelerator build.
+    "jax>=0.7.0,<0.12",
     "flax>=0.11.0,<0.13",
     "optax>=0.2.4,<0.3",
     "orbax-checkpoint>=0.11.0,<0.13",
@@ -14,10 +16,6 @@ INSTALL_REQUIRES = [
     "matplotlib>=3.8,<4",
     "tqdm>=4.66,<5",
     "safetensors>=0.4,<0.9",
-    # The input pipeline (data_pipelines/ only); the model, train step, tracker and metrics
-    # import without TensorFlow.
-    "tensorflow-cpu>=2.18,<2.22",
-    "tensorflow-datasets>=4.9.6,<4.10",
     # Training curves (tf.summary writes event files when TensorFlow is present; the JSONL log
     # is always written, so training on a machine without TensorFlow loses nothing but the UI).
     "tensorboard>=2.18,<2.22",
@@ -28,6 +26,19 @@ INSTALL_REQUIRES = [
 ]
 
 EXTRAS = {
+    # The tf.data input pipeline (data_pipelines/ only; `make env` always installs it). The model,
+    # train step, tracker and metrics import without TensorFlow: a host where it cannot be
+    # installed installs without this extra and trains with `--config.data.backend=numpy`.
+    "tf": ["tensorflow-cpu>=2.18,<2.22", "tensorflow-datasets>=4.9.6,<4.10"],
+    # The JAX build for an accelerator (`make env ACCEL=cuda|cuda13|tpu`): JAX's own extras, which
+    # pin jaxlib and the plugin to the jax version chosen above. cuda = CUDA 12 wheels (driver >=
+    # 525); cuda13 = CUDA 13 wheels (driver >= 580); tpu = libtpu (TPU VMs).
+    "cuda": ["jax[cuda12]"],
+    "cuda13": ["jax[cuda13]"],
+    "tpu": ["jax[tpu]"],
+    # gs:// paths without TensorFlow: etils.epath then goes through fsspec, which needs gcsfs
+    # (with TensorFlow installed, tf.io.gfile serves them). Orbax's arrays use TensorStore's driver.
+    "gcs": ["gcsfs>=2024.2"],
     "test": [
         "pytest>=8.0,<10",
         "pytest-timeout>=2.3,<3",

@@ -121,6 +121,9 @@ def get_config(arg=None):
 
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 32  # global batch
+  # "" = whatever devices the installed JAX has (logged); "gpu" / "tpu" / "cpu": stop at start-up
+  # when JAX cannot see that platform (a CPU-only jaxlib on a GPU node: `make env ACCEL=cuda`)
+  c.train.platform = ""
   c.train.total_steps = 300 * 1000
   c.train.log_every = 50
   c.train.checkpoint_every = 2000

@@ -4,6 +4,7 @@
 # without a cluster.
 #
 #   launch/local_two_process.sh [WORKDIR] [--config.key=value ...]
+#   DRY_RUN=1 launch/local_two_process.sh ...   # print the two commands instead of running them
 #
 # Defaults: configs/synthetic.py:runlocal, 1 CPU device per process, mesh data=1 x fsdp=2.
 set -euo pipefail
@@ -16,9 +17,14 @@ export JAX_PLATFORMS=cpu
 export XLA_FLAGS="--xla_force_host_platform_device_count=$DEVICES_PER_PROCESS"
 pids=()
 for i in 0 1; do
-  .venv/bin/satracker train --config "$CONFIG" --workdir "$WORKDIR" \
-    --coordinator "127.0.0.1:$PORT" --num-processes 2 --process-id "$i" --cpu-collectives gloo \
-    --config.train.mesh.data=-1 --config.train.mesh.fsdp=2 "$@" &
+  cmd=(.venv/bin/satracker train --config "$CONFIG" --workdir "$WORKDIR"
+       --coordinator "127.0.0.1:$PORT" --num-processes 2 --process-id "$i" --cpu-collectives gloo
+       --config.train.mesh.data=-1 --config.train.mesh.fsdp=2 "$@")
+  if [[ -n ${DRY_RUN:-} ]]; then
+    echo "JAX_PLATFORMS=$JAX_PLATFORMS XLA_FLAGS=$XLA_FLAGS $(printf '%q ' "${cmd[@]}")"
+    continue
+  fi
+  "${cmd[@]}" &
   pids+=($!)
 done
 status=0

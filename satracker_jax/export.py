@@ -1,4 +1,5 @@
-"""The tracker's device step serialised with `jax.export` (StableHLO) (`satracker export`).
+"""A trained model for shipping (`satracker export`): the tracker's device step as StableHLO
+(`--format stablehlo`, the default) or the model alone as an Orbax folder (`--format orbax`).
 
     exported, meta, leaves = export_step(config, variables, batch_size=1, weights="baked")
     save_exported(path, exported, meta, leaves);  step = load_exported(path)
@@ -20,9 +21,19 @@ in the export (they are plain numpy; see `satracker_jax/tracker.py`).
 
 `load_exported(FILE)` deserialises and runs the step without this package's model code (jax and
 numpy only).
+
+    save_model_folder(out, config, variables)     # --format orbax
+
+writes the model alone: params and batch_stats as an Orbax checkpoint (`out/variables`, each array
+written as it lies: a sharded array by the processes that hold its shards) and the config
+(`out/satracker_model.json`, written last: a folder without it is not a model). No optimizer state,
+no step, no data position. `model_io.load_variables(out)` restores it onto one device whatever
+device count wrote it, so `eval`, `track`, `export` and `train.init_from` read it like a workdir.
+Either format may be written to a bucket URL (gs://...).
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 from typing import Sequence
@@ -30,6 +41,7 @@ from typing import Sequence
 import jax
 import numpy as np
 
+from satracker_jax import config_utils, model_io, paths
 from satracker_jax import tracker as tracker_lib
 
 FORMAT = "satracker-step/1"
@@ -84,18 +96,36 @@ def export_step(config, variables, batch_size: int = 1, weights: str = "baked",
 
 
 def save_exported(path: str, exported, meta: dict, leaves=None) -> list[str]:
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  with open(path, "wb") as f:
-    f.write(exported.serialize())
+  paths.ensure_dir(paths.resolve(path).parent, "--out folder")
+  paths.resolve(path).write_bytes(bytes(exported.serialize()))
   written = [path]
   if leaves is not None:
-    np.savez(weights_path(path), **{f"w{i:05d}": np.asarray(l) for i, l in enumerate(leaves)})
+    buffer = io.BytesIO()
+    np.savez(buffer, **{f"w{i:05d}": np.asarray(l) for i, l in enumerate(leaves)})
+    paths.resolve(weights_path(path)).write_bytes(buffer.getvalue())
     written.append(weights_path(path))
-  with open(sidecar_path(path), "w") as f:
-    json.dump(meta, f, indent=2, default=list)
-    f.write("\n")
+  paths.resolve(sidecar_path(path)).write_text(json.dumps(meta, indent=2, default=list) + "\n")
   written.append(sidecar_path(path))
   return written
+
+
+def save_model_folder(out: str, config, variables: dict) -> list[str]:
+  """The model alone as an Orbax folder (module docstring); returns the paths written."""
+  import orbax.checkpoint as ocp  # noqa: PLC0415
+
+  model_io.check_variables(config, variables, "the model to export")
+  folder = paths.ensure_dir(out, "--out")
+  model_file = folder / model_io.MODEL_FILE
+  if model_file.exists():
+    model_file.unlink()  # the folder is not a model again until the new variables are complete
+  items = {part: variables.get(part, {}) for part in model_io.VARIABLE_PARTS}
+  with ocp.StandardCheckpointer() as checkpointer:
+    checkpointer.save(folder / model_io.VARIABLES_DIR, items, force=True)
+    checkpointer.wait_until_finished()
+  if jax.process_index() == 0:
+    model_file.write_text(json.dumps({"format": model_io.MODEL_FORMAT,
+                                      "config": config_utils.config_to_json(config)}, indent=2) + "\n")
+  return [os.fspath(folder / model_io.VARIABLES_DIR), os.fspath(model_file)]
 
 
 class ExportedStep:
@@ -122,15 +152,13 @@ class ExportedStep:
 
 
 def load_exported(path: str) -> ExportedStep:
-  with open(sidecar_path(path)) as f:
-    meta = json.load(f)
+  meta = json.loads(paths.resolve(sidecar_path(path)).read_text())
   if meta.get("format") != FORMAT:
     raise ValueError(f"{sidecar_path(path)}: not a {FORMAT} sidecar (format={meta.get('format')!r})")
-  with open(path, "rb") as f:
-    exported = jax.export.deserialize(bytearray(f.read()))
+  exported = jax.export.deserialize(bytearray(paths.resolve(path).read_bytes()))
   leaves = None
   if meta["weights"] == "inputs":
-    with np.load(weights_path(path)) as data:
+    with np.load(io.BytesIO(paths.resolve(weights_path(path)).read_bytes())) as data:
       leaves = [data[f"w{i:05d}"] for i in range(meta["num_weights"])]
     leaves = [jax.device_put(l) for l in leaves]
   return ExportedStep(exported, meta, leaves)

@@ -8,10 +8,13 @@ trainer itself reach the model's variables through this module, never through ea
     check_variables(config, variables, "where")    # ValueError naming the first mismatched entry
     config, variables = load_variables(path)       # a trained model, ready for inference
 
-`load_variables` reads three kinds of source (`describe_source` says which a path is):
+`load_variables` reads four kinds of source (`describe_source` says which a path is), local or at
+a bucket URL (gs://...; paths go through `satracker_jax.paths`, i.e. etils.epath, as Orbax's do):
 - a training workdir or its `checkpoints/` folder (Orbax; the latest step unless `step=`): only
   params and batch_stats are read, the optimizer moments (2x the params) stay on disk, and the
   checkpoint's own config is returned;
+- a model folder written by `satracker export --format orbax` (`export.save_model_folder`):
+  MODEL_FILE (format + config) and an Orbax checkpoint of params and batch_stats in VARIABLES_DIR;
 - a params file written by `save_variables` (`.npz` with every variable and the config as JSON);
 - the output of `satracker convert` (a folder holding `params.npz`, or that file): pretrained
   backbone weights only, so it needs `config=` and every other parameter keeps a fresh
@@ -24,6 +27,7 @@ missing / extra / wrong-shaped parameter.
 from __future__ import annotations
 
 import concurrent.futures
+import io
 import json
 import os
 import zlib
@@ -35,13 +39,15 @@ import ml_collections
 import numpy as np
 from flax import linen as nn
 
-from satracker_jax import config_utils, utils
+from satracker_jax import config_utils, paths, utils
 from satracker_jax.models import build_model, initializers
 
 # The items of a training checkpoint (train/checkpoint.py writes them; inference reads two).
 STATE_ITEM, CONFIG_ITEM, DATA_ITEM = "state", "config", "data"
 VARIABLE_PARTS = ("params", "batch_stats")
 PARAMS_FILE_FORMAT = "satracker-variables/1"
+# A model folder (`satracker export --format orbax`): MODEL_FILE, then VARIABLES_DIR (Orbax).
+MODEL_FILE, MODEL_FORMAT, VARIABLES_DIR = "satracker_model.json", "satracker-model/1", "variables"
 _CONFIG_KEY = "__config_json__"
 
 
@@ -146,24 +152,38 @@ def check_variables(config, variables: dict, where: str) -> None:
 # -- sources -------------------------------------------------------------------------------------
 def checkpoint_dir(path: str) -> str:
   """A workdir or a checkpoints dir -> the checkpoints dir."""
-  path = os.path.abspath(path)
-  sub = os.path.join(path, "checkpoints")
-  return sub if os.path.isdir(sub) else path
+  root = paths.resolve(path)
+  sub = root / "checkpoints"
+  return os.fspath(sub if sub.is_dir() else root)
+
+
+def _load_npz(path: str):
+  """np.load of a local file, or of an object read whole from a bucket."""
+  if paths.is_url(path):
+    return np.load(io.BytesIO(paths.resolve(path).read_bytes()), allow_pickle=False)
+  return np.load(path, allow_pickle=False)
 
 
 def describe_source(path: str) -> str:
-  """'params_file' | 'converted' | 'checkpoint' for a path `load_variables` can read."""
-  if not os.path.exists(path):
+  """'params_file' | 'converted' | 'model_folder' | 'checkpoint' for a path `load_variables` reads."""
+  root = paths.resolve(path)
+  try:
+    exists, is_dir = root.exists(), root.is_dir()
+  except Exception as e:  # noqa: BLE001 - a bucket that cannot be reached: say so in one line
+    raise FileNotFoundError(f"{path}: cannot read it ({paths.one_line(e)})") from None
+  if not exists:
     raise FileNotFoundError(f"{path}: no such file or folder (expected a training workdir, an Orbax "
-                            "checkpoints folder, a params .npz or a `satracker convert` output)")
-  if os.path.isfile(path):
-    if not path.endswith(".npz"):
+                            "checkpoints folder, a model folder from `satracker export --format "
+                            "orbax`, a params .npz or a `satracker convert` output)")
+  if not is_dir:
+    if not str(path).endswith(".npz"):
       raise ValueError(f"{path}: not a model file (expected a .npz params file or a folder)")
-    with np.load(path, allow_pickle=False) as data:
+    with _load_npz(str(path)) as data:
       return "params_file" if _CONFIG_KEY in data.files else "converted"
+  if (root / MODEL_FILE).exists():
+    return "model_folder"
   from satracker_jax import convert  # noqa: PLC0415  (numpy-only at import)
-  if os.path.isfile(os.path.join(path, convert.PARAMS_FILE)) and not os.path.isdir(
-      os.path.join(path, "checkpoints")):
+  if (root / convert.PARAMS_FILE).is_file() and not (root / "checkpoints").is_dir():
     return "converted"
   return "checkpoint"
 
@@ -174,6 +194,8 @@ def load_variables(path: str, config: Optional[ml_collections.ConfigDict] = None
   kind = describe_source(path)
   if kind == "params_file":
     return _load_params_file(path, config)
+  if kind == "model_folder":
+    return _load_model_folder(path, config)
   if kind == "converted":
     return _load_converted(path, config)
   return _load_checkpoint(path, config, step)
@@ -217,9 +239,12 @@ def save_variables(path: str, config, variables: dict) -> str:
       arrays[f"{part}/{name}"] = np.asarray(value)
   meta = {"format": PARAMS_FILE_FORMAT, "config": config_utils.config_to_json(config)}
   arrays[_CONFIG_KEY] = np.frombuffer(json.dumps(meta).encode("utf-8"), np.uint8)
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  np.savez(path, **arrays)
-  return path
+  target = paths.resolve(path)
+  paths.ensure_dir(target.parent, "params file folder")
+  buffer = io.BytesIO()
+  np.savez(buffer, **arrays)
+  target.write_bytes(buffer.getvalue())
+  return os.fspath(target) if paths.is_url(path) else path
 
 
 def _unflatten(flat: dict) -> dict:
@@ -241,7 +266,7 @@ def _checked_config(source_config, config, variables_or_abstract, where: str):
 
 
 def _load_params_file(path: str, config):
-  with np.load(path, allow_pickle=False) as data:
+  with _load_npz(path) as data:
     meta = json.loads(bytes(data[_CONFIG_KEY]).decode("utf-8"))
     if meta.get("format") != PARAMS_FILE_FORMAT:
       raise ValueError(f"{path}: unknown params file format {meta.get('format')!r}")
@@ -261,6 +286,43 @@ def _load_converted(path: str, config):
   variables = jax.device_get(random_variables(config, seed=int(config.get("seed", 0))))
   params, _ = convert.load_pretrained(variables["params"], path)
   return config, jax.device_put({"params": params, "batch_stats": variables["batch_stats"]})
+
+
+def _single_device_target(abstract):
+  """(target tree, restore args) that place every variable on the default device, whatever the
+  device count or sharding it was saved from."""
+  import orbax.checkpoint as ocp  # noqa: PLC0415
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), abstract)
+  return target, jax.tree.map(lambda a: ocp.ArrayRestoreArgs(sharding=device), abstract)
+
+
+def read_model_file(path: str) -> dict:
+  """The MODEL_FILE of a model folder: {"format", "config" (JSON dict)}, format checked."""
+  where = paths.join(path, MODEL_FILE)
+  meta = json.loads(paths.resolve(where).read_text())
+  if meta.get("format") != MODEL_FORMAT:
+    raise ValueError(f"{where}: unknown model folder format {meta.get('format')!r} "
+                     f"(expected {MODEL_FORMAT!r})")
+  return meta
+
+
+def _load_model_folder(path: str, config):
+  import orbax.checkpoint as ocp  # noqa: PLC0415
+
+  source_config = config_utils.config_from_json(read_model_file(path)["config"])
+  directory = paths.join(path, VARIABLES_DIR)
+  with ocp.PyTreeCheckpointer() as checkpointer:
+    meta = checkpointer.metadata(directory)
+    meta = getattr(meta, "item_metadata", meta)
+    saved = meta.tree if hasattr(meta, "tree") else meta
+    saved = {part: saved.get(part, {}) for part in VARIABLE_PARTS}
+    check_variables(source_config, saved, path)
+    config = _checked_config(source_config, config, saved, path)
+    target, restore_args = _single_device_target(abstract_variables(config))
+    restored = checkpointer.restore(directory, args=ocp.args.PyTreeRestore(
+        item=target, restore_args=restore_args))
+  return config, {"params": restored["params"], "batch_stats": restored.get("batch_stats", {})}
 
 
 def _load_checkpoint(path: str, config, step):
@@ -290,10 +352,7 @@ def _load_checkpoint(path: str, config, step):
     else:
       where += " (checked against the given config)"
     check_variables(config, saved, where)
-    abstract = abstract_variables(config)
-    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), abstract)
-    restore_args = jax.tree.map(lambda a: ocp.ArrayRestoreArgs(sharding=device), abstract)
+    target, restore_args = _single_device_target(abstract_variables(config))
     restored = manager.restore(step, args=ocp.args.Composite(**{STATE_ITEM: ocp.args.PyTreeRestore(
         item=target, restore_args=restore_args, partial_restore=True)}))[STATE_ITEM]
   finally:

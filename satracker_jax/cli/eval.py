@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 from satracker_jax.cli import common
 from satracker_jax.cli.analyze import DATASETS, TOOLKIT_HELP, TOOLKITS
@@ -30,7 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--dataset", required=True, choices=DATASETS)
   parser.add_argument("--root", required=True, help="dataset root folder")
   parser.add_argument("--split", default="test")
-  parser.add_argument("--out", required=True, help="raw results + metrics.json go here")
+  parser.add_argument("--out", required=True,
+                      help="raw results + metrics.json go here (a folder or a bucket URL, gs://...)")
   parser.add_argument("--parallel", type=int, default=0,
                       help="sequences tracked at once (batched, spread over the local devices); "
                            "default: config.eval.parallel or the device count, the larger")
@@ -52,21 +54,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args, overrides) -> int:
   from data_pipelines.readers import load_dataset  # noqa: PLC0415  (numpy-only readers)
+  from satracker_jax import paths  # noqa: PLC0415
   from satracker_jax.evaluation import runner  # noqa: PLC0415
+  try:  # before anything is loaded: a bucket that cannot be written fails now, in one line
+    paths.ensure_dir(args.out, "--out")
+  except paths.OutputPathError as e:
+    print(f"satracker eval: {e}", file=sys.stderr)
+    return 2
   config, variables = common.load_model(args, overrides)
   sequences = load_dataset(args.dataset, args.root, args.split)
   if args.limit:
     sequences = sequences[:args.limit]
-  source = os.path.abspath(args.checkpoint) if args.checkpoint else "random weights"
-  try:
-    runner.evaluate(config, variables, sequences, args.out, parallel=args.parallel,
-                    progress=not args.no_progress, dataset=args.dataset, name=args.name,
-                    workers=args.workers, reduced_decode=not args.full_decode,
-                    model_info={"source": source, "config": args.config or None},
-                    protocol=args.protocol, mask_text=args.mask_text, toolkit=args.toolkit)
-  except runner.EvaluationFailed as e:
-    print(f"\n{e}\nThe other {e.summary.sequences - len(e.failed)} sequences were tracked and "
-          f"scored; run again to retry the failed ones after fixing their files.")
-    return 1
-  print(f"wrote {os.path.join(args.out, 'metrics.json')}")
+  source = os.fspath(paths.resolve(args.checkpoint)) if args.checkpoint else "random weights"
+  # A bucket --out: tracked into a local folder (what the bucket holds copied down first, so
+  # results of the same model are kept), copied up at the end, also after a failed sequence.
+  with paths.staged_output(args.out) as out:
+    try:
+      runner.evaluate(config, variables, sequences, out, parallel=args.parallel,
+                      progress=not args.no_progress, dataset=args.dataset, name=args.name,
+                      workers=args.workers, reduced_decode=not args.full_decode,
+                      model_info={"source": source, "config": args.config or None},
+                      protocol=args.protocol, mask_text=args.mask_text, toolkit=args.toolkit)
+    except runner.EvaluationFailed as e:
+      print(f"\n{e}\nThe other {e.summary.sequences - len(e.failed)} sequences were tracked and "
+            f"scored; run again to retry the failed ones after fixing their files.")
+      return 1
+  print(f"wrote {paths.join(args.out, 'metrics.json')}")
   return 0

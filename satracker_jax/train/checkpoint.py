@@ -5,20 +5,21 @@ behind it (evaluation is a separate, slow tracking run): it is the lowest expone
 average of the training loss (`train_loss_ema`, decay 0.98 per step, saved as the checkpoint's
 metric), a proxy that at least prefers a converged checkpoint over one taken after a loss spike.
 
+WORKDIR may be a bucket URL (`gs://…`): Orbax writes there directly (`satracker_jax.paths`).
+
 Restores go through an abstract tree that carries the *target* shardings, so a checkpoint written
 on 8 devices restores onto 1, 2 or 64. Reading a checkpoint for inference (params and batch_stats
 only) is `satracker_jax.model_io.load_variables`: inference never imports this module.
 """
 from __future__ import annotations
 
-import os
 from typing import Any, Optional
 
 import ml_collections
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as ocm
 
-from satracker_jax import config_utils, model_io
+from satracker_jax import config_utils, model_io, paths
 from satracker_jax.model_io import CONFIG_ITEM, DATA_ITEM, STATE_ITEM
 
 BEST_METRIC = "train_loss_ema"
@@ -53,7 +54,7 @@ class Checkpointer:
   """The train loop's view: save / restore / wait, with the no-NaN rule enforced on save."""
 
   def __init__(self, workdir: str, config: ml_collections.ConfigDict):
-    self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+    self.directory = paths.join(workdir, "checkpoints")
     self.config = config
     self.manager = make_manager(
         self.directory, keep=config.train.keep_checkpoints, keep_best=config.train.keep_best,

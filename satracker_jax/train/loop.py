@@ -12,15 +12,17 @@ deterministic kernels at a cost we have not measured (no GPU was available; laun
 from __future__ import annotations
 
 import copy
+import hashlib
 import os
 import signal
+import tempfile
 import time
 from typing import Any, Callable, Iterator, Optional
 
 import jax
 import numpy as np
 
-from satracker_jax import compile_cache, model_io
+from satracker_jax import compile_cache, model_io, paths
 from satracker_jax.train import checkpoint as ckpt_lib
 from satracker_jax.train import metrics_writer as mw
 from satracker_jax.train import optimizer as optim_lib
@@ -94,16 +96,26 @@ def default_dataset_fn(config, workdir: str) -> Callable[..., Iterator[dict]]:
       process_count=process_count, batch_size=batch_size)
 
 
+def synthetic_root_for(workdir: str) -> str:
+  """WORKDIR/synthetic; for a bucket workdir a local folder instead (the generator and the readers
+  write and read plain files), one per workdir URL and process: the videos are a function of the
+  config, so every host generates the same ones for itself."""
+  if not paths.is_url(workdir):
+    return paths.join(workdir, "synthetic")
+  tag = hashlib.sha1(str(workdir).encode()).hexdigest()[:12]
+  return os.path.join(tempfile.gettempdir(), "satracker-synthetic", tag, f"p{jax.process_index()}")
+
+
 def _maybe_generate_synthetic(config, workdir: str) -> None:
-  """A synthetic data set with an empty root is generated into WORKDIR/synthetic, once per
-  generation fingerprint (`data_pipelines.synthetic_store`: another seed, count or size
+  """A synthetic data set with an empty root is generated into `synthetic_root_for(workdir)`, once
+  per generation fingerprint (`data_pipelines.synthetic_store`: another seed, count or size
   generates again instead of silently reusing the old videos)."""
   datasets = config.data.get("datasets", {})
   if "synthetic" not in datasets or datasets["synthetic"].get("root", ""):
     return
-  root = os.path.join(os.path.abspath(workdir), "synthetic")
+  root = synthetic_root_for(workdir)
   config.data.datasets.synthetic.root = root  # our private copy (prepare_config)
-  if jax.process_index() == 0:
+  if jax.process_index() == 0 or paths.is_url(workdir):
     from data_pipelines import synthetic_store  # noqa: PLC0415
     _, generated = synthetic_store.ensure_generated(config, root)
     if generated:

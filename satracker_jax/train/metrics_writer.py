@@ -3,7 +3,9 @@
 Only process 0 writes files; every process may print (multi-host logs then show that all workers
 see the same global loss). The event files are written with the `tensorboard` package's protos and
 record framing (no TensorFlow: training runs on machines without it, and nothing outside
-`data_pipelines/` imports it).
+`data_pipelines/` imports it). A workdir may be a bucket URL: files go through `satracker_jax.paths`
+(etils.epath); objects cannot be appended to, so there metrics.jsonl is rewritten whole, at most
+every `URL_REWRITE_EVERY_S` seconds and at the end.
 """
 from __future__ import annotations
 
@@ -12,6 +14,10 @@ import os
 import sys
 import time
 from typing import Mapping
+
+from satracker_jax import paths
+
+URL_REWRITE_EVERY_S = 30.0
 
 
 class EventWriter:
@@ -22,9 +28,9 @@ class EventWriter:
     from tensorboard.compat.proto import event_pb2, summary_pb2  # noqa: PLC0415
     from tensorboard.summary.writer.record_writer import RecordWriter  # noqa: PLC0415
     self._event_pb2, self._summary_pb2 = event_pb2, summary_pb2
-    os.makedirs(logdir, exist_ok=True)
+    directory = paths.ensure_dir(logdir, "TensorBoard folder")
     name = f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}.{os.getpid()}"
-    self._writer = RecordWriter(open(os.path.join(logdir, name), "wb"))
+    self._writer = RecordWriter((directory / name).open("wb"))
     self._write(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2"))
 
   def _write(self, event) -> None:
@@ -46,10 +52,11 @@ class MetricsWriter:
     self._jsonl = None
     self._tb = None
     if is_main:
-      os.makedirs(workdir, exist_ok=True)
-      self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", buffering=1)
+      directory = paths.ensure_dir(workdir, "workdir")
+      jsonl = directory / "metrics.jsonl"
+      self._jsonl = _RewrittenObject(jsonl) if paths.is_url(workdir) else open(jsonl, "a", buffering=1)
       if tensorboard:
-        self._tb = EventWriter(os.path.join(workdir, "tensorboard"))
+        self._tb = EventWriter(paths.join(workdir, "tensorboard"))
 
   def write(self, step: int, scalars: Mapping[str, float]) -> None:
     if not self.is_main:
@@ -64,6 +71,32 @@ class MetricsWriter:
       self._jsonl.close()
     if self._tb is not None:
       self._tb.close()
+
+
+class _RewrittenObject:
+  """A text object in a bucket that grows like a file opened with "a": the whole text is written
+  again at most every URL_REWRITE_EVERY_S seconds (the first write at once) and at close."""
+
+  def __init__(self, path):
+    self._path = path
+    self._text = path.read_text() if path.exists() else ""
+    self._written_at = float("-inf")
+    self._dirty = False
+
+  def write(self, text: str) -> None:
+    self._text += text
+    self._dirty = True
+    if time.monotonic() - self._written_at >= URL_REWRITE_EVERY_S:
+      self.flush()
+
+  def flush(self) -> None:
+    if self._dirty:
+      self._path.write_text(self._text)
+      self._dirty = False
+      self._written_at = time.monotonic()
+
+  def close(self) -> None:
+    self.flush()
 
 
 def format_eta(seconds: float) -> str:
