@@ -3,8 +3,8 @@ times) the project reads: data sets' ground truth (`data_pipelines/readers.py`),
 results and their time files (`evaluation/results_io.py`), and `satracker track`'s frame folders
 and `--box` argument (`track_video.py`). numpy only, so `data_pipelines/` may import it.
 
-    boxes = read_rows("groundtruth.txt", 4, blank_lines_absent=True)   # [N, 4] float64, NaN = absent
-    box = parse_row("10,20,30,40", 4, where="--box")                   # [4] float64
+    boxes = read_rows("groundtruth.txt", 4, blank_lines_absent=True)  # [N, 4] float64, NaN: absent
+    box = parse_row("10,20,30,40", 4, where="--box")                  # [4] float64
 
 The format, the same for every caller: values separated by commas, tabs or any white space, mixed
 freely (pytracking / OSTrack write tabs, LaSOT commas, OTB either, with or without a space after
@@ -32,7 +32,8 @@ def split_fields(line: str) -> list[str]:
   return [t for t in _SEPARATORS.split(line.strip()) if t]
 
 
-def parse_row(text: str, columns: int, where: str, error: type[Exception] = ValueError) -> np.ndarray:
+def parse_row(text: str, columns: int, where: str,
+              error: type[Exception] = ValueError) -> np.ndarray:
   """[columns] float64 from one line; `error(f"{where}: ...")` when it holds another number of
   values or something that is not a number (NaN and inf are numbers: the caller decides)."""
   fields = split_fields(text)

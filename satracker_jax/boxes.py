@@ -177,11 +177,13 @@ class CropSpan(NamedTuple):
   @property
   def empty(self) -> bool:
     """The crop misses the image: all padding."""
-    return self.x_hi <= self.x_lo or self.y_hi <= self.y_lo or self.sx1 <= self.sx0 or self.sy1 <= self.sy0
+    return (self.x_hi <= self.x_lo or self.y_hi <= self.y_lo or self.sx1 <= self.sx0
+            or self.sy1 <= self.sy0)
 
   def covers(self, out_size: int) -> bool:
     """The image fills the whole crop: no padding."""
-    return not self.empty and (self.x_lo, self.y_lo, self.x_hi, self.y_hi) == (0, 0, out_size, out_size)
+    visible = (self.x_lo, self.y_lo, self.x_hi, self.y_hi)
+    return not self.empty and visible == (0, 0, out_size, out_size)
 
 
 def crop_span(params: CropParams, width: float, height: float, pixel_width: int | None = None,
