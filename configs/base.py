@@ -100,7 +100,9 @@ def get_config(arg=None):
   c.data.search_scale_jitter = 0.25
   c.data.brightness_jitter = 0.2
   c.data.grayscale_prob = 0.05
-  c.data.flip_prob = 0.5  # only applied when the sentence's left/right words can be swapped
+  # Horizontal flip of the sample (any sentence: its left/right words, if any, are swapped with it;
+  # data_pipelines/processing.py step 5).
+  c.data.flip_prob = 0.5
   # Training protocols (UVLTrack's mix): nl_bb = box + sentence, bb = sentence dropped,
   # nl = grounding sample (whole frame, blank template; satracker_jax/grounding.py).
   c.data.protocols = ml_collections.ConfigDict(dict(nl_bb=1.0, bb=0.0, nl=0.0))
@@ -108,7 +110,7 @@ def get_config(arg=None):
   # to the tracker's crops, ~15% more CPU; data_pipelines/crop_window.py states the differences).
   c.data.jpeg_dct_oversample = 1.0
   # Who makes the pixels: "tf" (tf.data graph, data_pipelines/sampler.py) or "numpy" (Pillow on
-  # threads, data_pipelines/numpy_sampler.py: the same batches, for machines without TensorFlow).
+  # threads or `processes`, data_pipelines/numpy_sampler.py: the same batches, no TensorFlow).
   c.data.backend = "tf"
   c.data.threads = 0  # > 0: a private tf.data thread pool of that size (bench data's scaling rows)
   c.data.num_parallel_calls = -1  # samples made at once; -1: tf.data.AUTOTUNE / numpy: one per core

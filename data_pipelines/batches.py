@@ -2,8 +2,9 @@
 
 `data.backend` picks who makes the pixels of the samples `processing.SampleMaker` plans:
   "tf"     sampler.py: a tf.data graph (the default; needs TensorFlow);
-  "numpy"  numpy_sampler.py: Pillow and numpy on a Python thread pool (machines without
-           TensorFlow, e.g. GPU hosts where its wheels cannot be installed).
+  "numpy"  numpy_sampler.py: Pillow and numpy on a thread pool, or in worker processes with
+           `data.processes` > 0 (machines without TensorFlow, e.g. GPU hosts where its wheels
+           cannot be installed).
 Both hand out the same `SampleIterator`: numpy batch dicts with BATCH_KEYS (plus the debug fields),
 the same global-index layout, replacement statistics and resume index (docs/INTERFACES.md).
 """
@@ -126,7 +127,8 @@ class SampleIterator:
     _LIVE_ITERATORS.add(self)
 
   def close(self) -> None:
-    """Stops the background threads (also done at exit)."""
+    """Stops whatever makes the batches: tf.data's threads, the numpy backend's threads or worker
+    processes (also done at exit)."""
     self._it = None
     if self._on_close is not None:
       on_close, self._on_close = self._on_close, None

@@ -13,9 +13,11 @@ into the numbers `ingraph.render_crop` needs, so the graph does pixel work only:
   affine    scale and translation (y, x) of `tf.raw_ops.ScaleAndTranslate` mapping `place` onto
             the decoded window.
 
-The geometry is `satracker_jax.boxes.crop_image`'s, line for line (`_visible` below): the same
-output rectangle, the same source span for it, and a triangle ("bilinear") filter whose support
-widens with the shrink factor, which is what Pillow's BILINEAR resize with a box does.
+The geometry is `satracker_jax.boxes.crop_span`, the function `boxes.crop_image` uses: the same
+output rectangle, the same source span for it, the same source pixels read. It is computed here,
+in Python, once per planned crop, and the graph gets only the resulting numbers: TensorFlow needs
+no twin of the formula, so the two cannot drift apart. The filter is a triangle ("bilinear") one
+whose support widens with the shrink factor, which is what Pillow's BILINEAR resize with a box does.
 `ScaleAndTranslate(kernel_type="triangle", antialias=True)` computes the same taps and
 normalised weights (taps outside the image are dropped and the rest renormalised, as Pillow does).
 
@@ -49,10 +51,9 @@ tests/test_ingraph_crop.py:
 """
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
-from satracker_jax.boxes import CropParams
+from satracker_jax.boxes import CropParams, crop_span
 
 JPEG_RATIOS = (1, 2, 4, 8)
 FULL_DECODE = len(JPEG_RATIOS)  # decoder of non-JPEG frames: decode all, then slice the window
@@ -65,16 +66,6 @@ class CropWindow(NamedTuple):
   window: tuple[int, int, int, int]         # y, x, h, w in decoded (1/ratio) pixels
   place: tuple[int, int, int, int]          # y, x, h, w of the resampled part in the output
   affine: tuple[float, float, float, float]  # scale y, scale x, translation y, translation x
-
-
-def _visible(origin: float, size: float, scale: float, out: int, limit: int):
-  # `boxes.crop_image`'s `visible`: output pixel range covering the image, and its source span.
-  lo = int(round((max(origin, 0.0) - origin) * scale))
-  hi = int(round((min(origin + size, float(limit)) - origin) * scale))
-  lo, hi = max(lo, 0), min(hi, out)
-  src_lo = min(max(origin + lo / scale, 0.0), float(limit))
-  src_hi = min(max(origin + hi / scale, 0.0), float(limit))
-  return lo, hi, src_lo, src_hi
 
 
 def dct_ratio(params: CropParams, oversample: float = 1.0) -> int:
@@ -91,14 +82,8 @@ def plan_crop(params: CropParams, width: int, height: int, jpeg: bool = False,
   """The decode window, output placement and resampling of the `params` crop of a frame.
 
   JPEG frames are decoded at DCT scale `dct_ratio(params, dct_oversample)` (0: full scale)."""
-  out = int(params.out_size)
-  scale = out / params.size  # output pixels per source pixel
-  x_lo, x_hi, sx0, sx1 = _visible(params.x0, params.size, scale, out, width)
-  y_lo, y_hi, sy0, sy1 = _visible(params.y0, params.size, scale, out, height)
-  # The source pixels the filter reads (crop_image's margin covers its support).
-  margin = int(math.ceil(max(1.0, 1.0 / scale))) + 1
-  ix0, iy0 = max(int(math.floor(sx0)) - margin, 0), max(int(math.floor(sy0)) - margin, 0)
-  ix1, iy1 = min(int(math.ceil(sx1)) + margin, width), min(int(math.ceil(sy1)) + margin, height)
+  span = crop_span(params, width, height)
+  x_lo, y_lo, x_hi, y_hi, sx0, sy0, sx1, sy1, ix0, iy0, ix1, iy1 = span
   ratio, edge = 1, 0
   if jpeg:
     ratio = dct_ratio(params, dct_oversample)
@@ -110,7 +95,7 @@ def plan_crop(params: CropParams, width: int, height: int, jpeg: bool = False,
   decoder = JPEG_RATIOS.index(ratio) if jpeg else FULL_DECODE
   window = (jy0, jx0, jy1 - jy0, jx1 - jx0)
   place = (y_lo, x_lo, max(y_hi - y_lo, 0), max(x_hi - x_lo, 0))
-  if place[2] == 0 or place[3] == 0 or sx1 <= sx0 or sy1 <= sy0:
+  if span.empty:
     return CropWindow(decoder, ratio, window, (0, 0, 0, 0), (1.0, 1.0, 0.0, 0.0))
   # Output pixel i of `place` samples source sx0 + (i + 0.5) * (sx1 - sx0) / w, i.e. decoded
   # coordinate (that) / ratio - jx0; ScaleAndTranslate samples (i + 0.5 - t) / s.

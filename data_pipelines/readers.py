@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
 import json
 import math
 import os
@@ -62,6 +61,7 @@ import numpy as np
 
 from data_pipelines import otb_sequences
 from data_pipelines.lasot_split import lasot_test_sequences
+from satracker_jax import box_files
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png")
 DATASETS = ("lasot", "tnl2k", "otb", "otb99_lang", "got10k", "synthetic")
@@ -107,44 +107,11 @@ class Sequence:
 
 
 def read_boxes(path: str) -> np.ndarray:
-  """[N, 4] float64 from a groundtruth file; empty / NaN lines become NaN rows."""
+  """[N, 4] float64 from a groundtruth file; empty / NaN lines become NaN rows
+  (`satracker_jax.box_files`, the one box-file parser)."""
   if not os.path.isfile(path):
     raise DatasetError(f"{path}: groundtruth file missing")
-  with open(path, "rb") as f:
-    text = f.read().decode("utf-8-sig", errors="replace")
-  lines = text.splitlines()
-  # A stray blank line at the end of a file is formatting, not an absent last frame.
-  while lines and not lines[-1].strip():
-    lines.pop()
-  regular = _parse_regular(lines)
-  if regular is not None:
-    return regular
-  boxes = np.full((len(lines), 4), np.nan, np.float64)
-  for i, line in enumerate(lines):
-    fields = [t for t in re.split(r"[,\s]+", line.strip()) if t]
-    if not fields:
-      continue
-    if len(fields) != 4:
-      raise DatasetError(f"{path}:{i + 1}: expected 4 numbers x,y,w,h, got {line.strip()!r}")
-    try:
-      boxes[i] = [float(t) for t in fields]
-    except ValueError:
-      raise DatasetError(f"{path}:{i + 1}: not a number in {line.strip()!r}") from None
-  return boxes
-
-
-def _parse_regular(lines: list[str]) -> Optional[np.ndarray]:
-  """[N, 4] through numpy's C parser when every line holds 4 numbers (separators mixed freely);
-  None sends files with empty lines or bad rows to the line-by-line parser, which maps empty lines
-  to absent frames and names the bad line. LaSOT's test ground truth has 685,360 lines."""
-  text = re.sub(r"^,+|,+$", "", re.sub(r"[,\t \f\v]+", ",", "\n".join(lines)), flags=re.MULTILINE)
-  if not text or "\n\n" in text or text.startswith("\n") or text.endswith("\n"):
-    return None
-  try:
-    boxes = np.loadtxt(io.StringIO(text), delimiter=",", dtype=np.float64, ndmin=2, comments=None)
-  except ValueError:
-    return None
-  return boxes if boxes.shape == (len(lines), 4) else None
+  return box_files.read_rows(path, 4, blank_lines_absent=True, error=DatasetError)
 
 
 def box_visible(boxes: np.ndarray) -> np.ndarray:

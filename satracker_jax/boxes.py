@@ -14,7 +14,9 @@ corner rounded to whole pixels, then resized to `out_size`. Coordinates are cont
 covers [i, i + 1). Whoever crops pads the parts outside the image. `map_box_to_crop` and
 `map_box_back` are exact inverses w.r.t. the pixels actually cropped; OSTrack's own mapping
 ignores the rounding of the corner (and uses (out-1)/2 as the centre), so it can differ from ours by
-up to half a source pixel.
+up to half a source pixel. Which output pixels show the image and which source pixels fill them is
+`crop_span`, the one place that says so: `crop_image`, the evaluation's reduced-scale crop and
+the training pipeline's crop plan all use it.
 """
 from __future__ import annotations
 
@@ -156,25 +158,53 @@ def clip_box_xywh(box_xywh, width: float, height: float, min_size: float = 0.0) 
   return np.stack([x0, y0, np.maximum(x1 - x0, min_size), np.maximum(y1 - y0, min_size)], axis=-1)
 
 
-def crop_image(frame: np.ndarray, params: CropParams, pad_value=None) -> np.ndarray:
-  """The square `params` crop of a uint8 HxWx3 frame, resized to out_size x out_size (bilinear).
+class CropSpan(NamedTuple):
+  """Where a square crop meets the image (`crop_span`): the output pixels that show it, the
+  source span resampled onto them, and the whole source pixels the resampling reads."""
+  x_lo: int    # output columns [x_lo, x_hi) and rows [y_lo, y_hi) cover the image;
+  y_lo: int    # the rest of the out_size x out_size crop is padding
+  x_hi: int
+  y_hi: int
+  sx0: float   # the continuous source span (inside the image) resampled onto those pixels
+  sy0: float
+  sx1: float
+  sy1: float
+  ix0: int     # the whole source pixels [ix0, ix1) x [iy0, iy1) the bilinear filter reads:
+  iy0: int     # the span plus a margin for the filter's support, clipped to the pixels there are
+  ix1: int
+  iy1: int
 
-  Only the part inside the image is resampled (a crop of a large box near the border can be
-  mostly padding; building the padded square first would cost its full area). Parts outside the
-  image get `pad_value` (default: the frame's mean colour).
+  @property
+  def empty(self) -> bool:
+    """The crop misses the image: all padding."""
+    return (self.x_hi <= self.x_lo or self.y_hi <= self.y_lo or self.sx1 <= self.sx0
+            or self.sy1 <= self.sy0)
+
+  def covers(self, out_size: int) -> bool:
+    """The image fills the whole crop: no padding."""
+    visible = (self.x_lo, self.y_lo, self.x_hi, self.y_hi)
+    return not self.empty and visible == (0, 0, out_size, out_size)
+
+
+def crop_span(params: CropParams, width: float, height: float, pixel_width: int | None = None,
+              pixel_height: int | None = None) -> CropSpan:
+  """The crop geometry: which part of the `params` crop shows an image `width` x `height` source
+  pixels large, and from where. The one home of this arithmetic: `crop_image`, the evaluation's
+  reduced-scale crop (evaluation/decode.py) and the training pipeline's in-graph crop
+  (data_pipelines/crop_window.py) all take their numbers from here, so they crop the same pixels.
+  TensorFlow gets no twin of it: crop_window.py computes the span in Python when it plans a
+  sample and hands the graph plain numbers (window, placement, affine).
+
+  The visible rectangle is rounded to whole output pixels and its source span follows from the
+  rounded edges, so the resampling maps exactly those output pixels onto exactly that span.
+  `width`/`height` may be fractional (a 1/k-scale decode's frame ends at W/k); `pixel_width`/
+  `pixel_height` (default: the same) are the pixels the image actually has, which bound the
+  read region.
   """
-  h, w = frame.shape[:2]
-  out = params.out_size
-  if pad_value is None:
-    # Every 4th pixel each way: the padding colour need not be exact, and a full-frame mean
-    # costs as much as the crop itself on HD frames.
-    pad_value = frame[::4, ::4].reshape(-1, 3).mean(axis=0)
-  crop = np.empty((out, out, 3), np.uint8)
-  crop[...] = np.clip(np.round(pad_value), 0, 255).astype(np.uint8)
+  out = int(params.out_size)
   scale = out / params.size  # output pixels per source pixel
 
   def visible(origin, limit):
-    # Output pixel range covering the image, rounded to whole output pixels, and its source span.
     lo = int(round((max(origin, 0.0) - origin) * scale))
     hi = int(round((min(origin + params.size, float(limit)) - origin) * scale))
     lo, hi = max(lo, 0), min(hi, out)
@@ -182,16 +212,62 @@ def crop_image(frame: np.ndarray, params: CropParams, pad_value=None) -> np.ndar
     src_hi = min(max(origin + hi / scale, 0.0), float(limit))
     return lo, hi, src_lo, src_hi
 
-  x_lo, x_hi, sx0, sx1 = visible(params.x0, w)
-  y_lo, y_hi, sy0, sy1 = visible(params.y0, h)
-  if x_hi <= x_lo or y_hi <= y_lo or sx1 <= sx0 or sy1 <= sy0:
-    return crop
-  # Hand Pillow only the source pixels the resampling filter reads (plus a margin for its
-  # support), not the whole frame.
-  margin = int(np.ceil(max(1.0, 1.0 / scale))) + 1
-  ix0, iy0 = max(int(np.floor(sx0)) - margin, 0), max(int(np.floor(sy0)) - margin, 0)
-  ix1, iy1 = min(int(np.ceil(sx1)) + margin, w), min(int(np.ceil(sy1)) + margin, h)
-  region = Image.fromarray(np.ascontiguousarray(frame[iy0:iy1, ix0:ix1])).resize(
-      (x_hi - x_lo, y_hi - y_lo), Image.BILINEAR, box=(sx0 - ix0, sy0 - iy0, sx1 - ix0, sy1 - iy0))
-  crop[y_lo:y_hi, x_lo:x_hi] = np.asarray(region)
+  x_lo, x_hi, sx0, sx1 = visible(params.x0, width)
+  y_lo, y_hi, sy0, sy1 = visible(params.y0, height)
+  pixel_width = width if pixel_width is None else pixel_width
+  pixel_height = height if pixel_height is None else pixel_height
+  margin = int(math.ceil(max(1.0, 1.0 / scale))) + 1
+  ix0, iy0 = max(int(math.floor(sx0)) - margin, 0), max(int(math.floor(sy0)) - margin, 0)
+  ix1 = min(int(math.ceil(sx1)) + margin, pixel_width)
+  iy1 = min(int(math.ceil(sy1)) + margin, pixel_height)
+  return CropSpan(x_lo, y_lo, x_hi, y_hi, sx0, sy0, sx1, sy1, ix0, iy0, ix1, iy1)
+
+
+def render_crop(span: CropSpan, out_size: int, read_region, pad_value) -> np.ndarray:
+  """uint8 [out, out, 3]: the `span` part resampled (Pillow BILINEAR with a box), the rest
+  padded with `pad_value()` (called only when the crop leaves the image).
+
+  `read_region((ix0, iy0, ix1, iy1))` returns those source pixels as an RGB Pillow image. Pillow's
+  filter weights depend on the box's float offsets, so resampling the same region with the same
+  relative box is what makes every caller's crops agree bit for bit. The array is read-only when
+  the image fills the crop (no copy is made).
+  """
+  out = int(out_size)
+  if not span.covers(out):
+    crop = np.empty((out, out, 3), np.uint8)
+    crop[...] = np.clip(np.round(pad_value()), 0, 255).astype(np.uint8)
+    if span.empty:
+      return crop
+  region = read_region((span.ix0, span.iy0, span.ix1, span.iy1)).resize(
+      (span.x_hi - span.x_lo, span.y_hi - span.y_lo), Image.BILINEAR,
+      box=(span.sx0 - span.ix0, span.sy0 - span.iy0, span.sx1 - span.ix0, span.sy1 - span.iy0))
+  if span.covers(out):
+    return np.asarray(region)
+  crop[span.y_lo:span.y_hi, span.x_lo:span.x_hi] = np.asarray(region)
   return crop
+
+
+def crop_image(frame: np.ndarray, params: CropParams, pad_value=None) -> np.ndarray:
+  """The square `params` crop of a uint8 HxWx3 frame, resized to out_size x out_size (bilinear);
+  a new array the caller owns.
+
+  Only the part inside the image is resampled (a crop of a large box near the border can be
+  mostly padding; building the padded square first would cost its full area), and only the source
+  pixels the filter reads are handed to Pillow, not the whole frame. Parts outside the image get
+  `pad_value` (default: the frame's mean colour).
+  """
+  h, w = frame.shape[:2]
+
+  def pad():
+    if pad_value is not None:
+      return pad_value
+    # Every 4th pixel each way: the padding colour need not be exact, and a full-frame mean
+    # costs as much as the crop itself on HD frames.
+    return frame[::4, ::4].reshape(-1, 3).mean(axis=0)
+
+  def read_region(box):
+    x0, y0, x1, y1 = box
+    return Image.fromarray(np.ascontiguousarray(frame[y0:y1, x0:x1]))
+
+  crop = render_crop(crop_span(params, w, h), params.out_size, read_region, pad)
+  return crop if crop.flags.writeable else crop.copy()

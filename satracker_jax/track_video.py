@@ -17,6 +17,7 @@ from typing import Iterable
 import numpy as np
 from PIL import Image
 
+from satracker_jax import box_files
 from satracker_jax import tracker as tracker_lib
 from satracker_jax import visualize
 from satracker_jax.evaluation import results_io
@@ -32,13 +33,17 @@ def _first_line(path: str) -> str:
   return ""
 
 
+def _valid(box) -> bool:
+  return box.shape == (4,) and bool(np.isfinite(box).all()) and box[2] > 0 and box[3] > 0
+
+
 def parse_box(text: str, where: str) -> np.ndarray:
-  fields = [v for v in text.replace("\t", ",").replace(" ", ",").split(",") if v]
+  """A box given as text (`--box`): x,y,w,h with w,h > 0, separated as in box files."""
   try:
-    box = np.array([float(v) for v in fields], np.float64)
+    box = box_files.parse_row(text, 4, where)
   except ValueError:
     box = np.zeros(0)
-  if box.shape != (4,) or not np.isfinite(box).all() or box[2] <= 0 or box[3] <= 0:
+  if not _valid(box):
     raise ValueError(f"{where}: expected a box x,y,w,h with w,h > 0, got {text!r}")
   return box
 
@@ -59,8 +64,12 @@ def read_frame_folder(path: str) -> tuple[list[str], np.ndarray | None, str | No
   for name in ("groundtruth.txt", "groundtruth_rect.txt"):
     gt_path = os.path.join(path, name)
     if os.path.isfile(gt_path):
-      box = parse_box(_first_line(gt_path), gt_path)
-      gts = _read_gt(gt_path)
+      # Read as the data set readers read it (blank line = target absent), by the same parser.
+      gts = box_files.read_rows(gt_path, 4, blank_lines_absent=True)
+      if not len(gts) or not _valid(gts[0]):
+        raise ValueError(f"{gt_path}:1: expected a box x,y,w,h with w,h > 0, got "
+                         f"{gts[0].tolist() if len(gts) else 'an empty file'}")
+      box = gts[0].copy()
       break
   for name in ("language.txt", "nlp.txt"):
     lang_path = os.path.join(path, name)
@@ -68,18 +77,6 @@ def read_frame_folder(path: str) -> tuple[list[str], np.ndarray | None, str | No
       sentence = _first_line(lang_path).lower() or None
       break
   return frames, box, sentence, gts
-
-
-def _read_gt(path: str) -> np.ndarray | None:
-  rows = []
-  with open(path) as f:
-    for line in f:
-      fields = [v for v in line.strip().replace("\t", ",").replace(" ", ",").split(",") if v]
-      try:
-        rows.append([float(v) for v in fields] if len(fields) == 4 else [np.nan] * 4)
-      except ValueError:
-        rows.append([np.nan] * 4)
-  return np.asarray(rows, np.float64) if rows else None
 
 
 def _shrink(image: np.ndarray, max_side: int) -> np.ndarray:

@@ -75,3 +75,43 @@ def test_crop_map_vectorised():
 
 def test_clip_box():
   np.testing.assert_allclose(boxes.clip_box_xywh([-5, 10, 20, 100], 100, 50), [0, 10, 15, 40])
+
+
+def test_crop_span_rounds_the_visible_part_to_output_pixels():
+  # Side 40 -> 20 output pixels (2 source pixels each); the crop starts 10 px left of the image.
+  span = boxes.crop_span(boxes.CropParams(x0=-10.0, y0=5.0, size=40.0, out_size=20), 100, 30)
+  # Columns 5.. show source x >= 0; rows show y in [5, 30): 12.5 output rows, rounded to 12.
+  assert (span.x_lo, span.x_hi, span.y_lo, span.y_hi) == (5, 20, 0, 12)
+  # The source span follows from the rounded edges, so those pixels map exactly onto it.
+  assert (span.sx0, span.sx1, span.sy0, span.sy1) == (0.0, 30.0, 5.0, 29.0)
+  # The filter reads the span plus a margin (2 px at a 2x shrink), clipped to the image.
+  assert (span.ix0, span.ix1, span.iy0, span.iy1) == (0, 33, 2, 30)
+  assert not span.empty and not span.covers(20)
+  inside = boxes.crop_span(boxes.CropParams(x0=10.0, y0=0.0, size=20.0, out_size=10), 100, 30)
+  assert inside.covers(10) and (inside.sx0, inside.sx1) == (10.0, 30.0)
+  missed = boxes.crop_span(boxes.CropParams(x0=200.0, y0=0.0, size=20.0, out_size=10), 100, 30)
+  assert missed.empty and not missed.covers(10)
+  # A 101-pixel-wide frame decoded at 1/2 scale: its content ends at 50.5 (W/k), the decoded
+  # image has 51 pixels. 10.5 visible output columns round (half to even) to 10; the read region
+  # (span + 2 px margin = 52) is bounded by the pixels there are, not by the content's extent.
+  half = boxes.crop_span(boxes.CropParams(x0=40.0, y0=0.0, size=20.0, out_size=20), 50.5, 15.0,
+                         pixel_width=51, pixel_height=15)
+  assert (half.x_hi, half.sx1, half.ix1) == (10, 50.0, 51)
+
+
+def test_crop_image_pads_only_what_lies_outside():
+  frame = np.full((30, 100, 3), 200, np.uint8)
+  calls = []
+  inside = boxes.crop_image(frame, boxes.CropParams(10.0, 0.0, 20.0, 10), pad_value=[9, 9, 9])
+  assert (inside == 200).all() and inside.flags.writeable  # the caller owns it
+  missed = boxes.crop_image(frame, boxes.CropParams(200.0, 0.0, 20.0, 10), pad_value=[9, 9, 9])
+  assert (missed == 9).all()
+  # crop_span's example above: columns 5.. and rows ..12 show the image, the rest is padding.
+  edge = boxes.crop_image(frame, boxes.CropParams(-10.0, 5.0, 40.0, 20), pad_value=[9, 9, 9])
+  assert (edge[:12, 5:] == 200).all()
+  assert (edge[:, :5] == 9).all() and (edge[12:] == 9).all()
+  # render_crop asks for the padding colour only when the crop leaves the image.
+  span = boxes.crop_span(boxes.CropParams(10.0, 0.0, 20.0, 10), 100, 30)
+  read = lambda box: boxes.Image.fromarray(np.ascontiguousarray(frame[box[1]:box[3], box[0]:box[2]]))
+  boxes.render_crop(span, 10, read, lambda: calls.append(1))
+  assert calls == []

@@ -119,7 +119,7 @@ def test_structural_errors_name_the_file(tmp_path):
   with pytest.raises(readers.DatasetError, match=r"groundtruth.txt: 2 boxes but .*imgs"):
     readers.load_dataset("tnl2k", root, "test", use_cache=False)
   _write(os.path.join(d, "groundtruth.txt"), "1,1,4,4\n1,1,4\n1,1,4,4\n")
-  with pytest.raises(readers.DatasetError, match=r"groundtruth.txt:2: expected 4 numbers"):
+  with pytest.raises(readers.DatasetError, match=r"groundtruth.txt:2: expected 4 values"):
     readers.load_dataset("tnl2k", root, "test", use_cache=False)
 
 

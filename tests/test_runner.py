@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from satracker_jax import config_utils
+from satracker_jax.evaluation import provenance as provenance_lib
 from satracker_jax.evaluation import results_io, runner
 
 from test_tracker import FakeTokenizer, make_sequence
@@ -177,7 +178,7 @@ def test_results_are_retracked_when_model_config_or_data_change(setup, capsys):
   config, variables, sequences, kwargs, tmp_path = setup
   out = str(tmp_path / "results")
   runner.evaluate(config, variables, sequences, out, write_report=False, **kwargs)
-  with open(os.path.join(out, runner.PROVENANCE_FILE)) as f:
+  with open(os.path.join(out, provenance_lib.PROVENANCE_FILE)) as f:
     record = json.load(f)["sequences"]
   assert set(record) == {"seq_a", "seq_b"} and set(record["seq_a"]) == {"model", "config", "data", "protocol"}
 
@@ -214,13 +215,13 @@ def test_results_are_retracked_when_model_config_or_data_change(setup, capsys):
 def test_fingerprint_variables_sees_every_leaf():
   base = {"params": {"a": np.arange(10000, dtype=np.float32).reshape(100, 100),
                      "b": np.zeros(3, np.float32)}}
-  fp = runner.fingerprint_variables(base)
-  assert fp == runner.fingerprint_variables(jax_tree_copy(base))
+  fp = provenance_lib.fingerprint_variables(base)
+  assert fp == provenance_lib.fingerprint_variables(jax_tree_copy(base))
   changed = jax_tree_copy(base)
   changed["params"]["b"][1] = 1e-3
-  assert runner.fingerprint_variables(changed) != fp
+  assert provenance_lib.fingerprint_variables(changed) != fp
   reshaped = {"params": {"a": base["params"]["a"].reshape(10000, 1), "b": base["params"]["b"]}}
-  assert runner.fingerprint_variables(reshaped) != fp
+  assert provenance_lib.fingerprint_variables(reshaped) != fp
 
 
 def jax_tree_copy(tree):
@@ -276,7 +277,7 @@ def test_a_bad_frame_fails_its_sequence_and_the_others_finish(setup, capsys):
   # seq_b was tracked and scored alone; nothing of the failed ones was written or scored.
   assert info.value.metrics["satracker"]["num_sequences"] == 1
   assert sorted(os.listdir(out)) == sorted(
-      ["seq_b.txt", "seq_b_time.txt", runner.PROVENANCE_FILE, runner.SUMMARY_FILE, "metrics.json",
+      ["seq_b.txt", "seq_b_time.txt", provenance_lib.PROVENANCE_FILE, runner.SUMMARY_FILE, "metrics.json",
        "per_sequence.csv", "results.md", "success.png", "precision.png", "norm_precision.png"])
   with open(os.path.join(out, runner.SUMMARY_FILE)) as f:
     assert set(json.load(f)["failed"]) == {"seq_a", "seq_c"}
@@ -353,7 +354,7 @@ def test_protocols_end_to_end(setup):
                               **kwargs)["satracker"]
     with open(os.path.join(out, "metrics.json")) as f:
       assert json.load(f)["satracker"]["protocol"] == protocol
-    with open(os.path.join(out, runner.PROVENANCE_FILE)) as f:
+    with open(os.path.join(out, provenance_lib.PROVENANCE_FILE)) as f:
       assert {v["protocol"] for v in json.load(f)["sequences"].values()} == {
           protocol + ("+masked_text" if mask else "")}
     results[(protocol, mask)] = metrics
@@ -387,7 +388,7 @@ def test_eval_verb_toolkit_rescores_without_retracking(setup, monkeypatch, capsy
 
   def metrics_and_provenance():
     with open(os.path.join(out, "metrics.json")) as f, \
-         open(os.path.join(out, runner.PROVENANCE_FILE)) as g:
+         open(os.path.join(out, provenance_lib.PROVENANCE_FILE)) as g:
       return json.load(f)["satracker"], json.load(g)
 
   assert eval_verb.run(parser.parse_args(base), []) == 0

@@ -37,7 +37,7 @@ import numpy as np
 
 from satracker_jax import boxes as box_lib
 from satracker_jax import config_utils, model_io, utils
-from satracker_jax.bench.track import _FixedTokenizer
+from satracker_jax.bench.track import FixedTokenizer
 
 
 class NoOpNet:
@@ -113,7 +113,7 @@ def _track(config, variables, sequences, out_dir, **kwargs) -> dict:
   from satracker_jax.evaluation import runner  # noqa: PLC0415
   shutil.rmtree(out_dir, ignore_errors=True)
   summary = runner.track_sequences(config, variables, sequences, out_dir, progress=False,
-                                   tokenizer=_FixedTokenizer(config.model.max_text_len), **kwargs)
+                                   tokenizer=FixedTokenizer(config.model.max_text_len), **kwargs)
   if summary.failed:
     raise RuntimeError(f"benchmark sequences failed: {summary.failed}")
   cores = os.cpu_count() or 1

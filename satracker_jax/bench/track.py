@@ -26,8 +26,9 @@ from satracker_jax import tracker as tracker_lib
 WARMUP = 3
 
 
-class _FixedTokenizer:
-  """Speed does not depend on the words; avoids needing a vocabulary file for a benchmark."""
+class FixedTokenizer:
+  """Speed does not depend on the words; avoids needing a vocabulary file for a benchmark (the
+  tracker's and the evaluation's, bench/eval.py)."""
 
   def __init__(self, max_len: int):
     self.ids = np.zeros(max_len, np.int32)
@@ -101,7 +102,7 @@ def run(config_spec: str = "configs/tiny.py", overrides=(), *, frames: int = 100
   height, width = (int(v) for v in frame_size)
   num_calls = int(frames)
   variables = model_io.random_variables(config)
-  tok = _FixedTokenizer(config.model.max_text_len)
+  tok = FixedTokenizer(config.model.max_text_len)
   video, box = _frames(height, width, 16)
   runs = [_bench_tracker(config, variables, tok, video, box, num_calls, 1)]
   if parallel > 1:

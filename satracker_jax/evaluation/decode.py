@@ -79,53 +79,18 @@ class DecodedFrame:
     return self._pad
 
   def crop(self, params: box_lib.CropParams) -> np.ndarray:
+    """`boxes.crop_image` of the frame, cropped straight from the decoded Pillow image: the same
+    geometry (`boxes.crop_span`, in decoded pixels; the content spans W/k x H/k of them) and the
+    same resampling (`boxes.render_crop`), without converting the frame to an array first."""
     k = float(self.scale)
     scaled = box_lib.CropParams(params.x0 / k, params.y0 / k, params.size / k, params.out_size)
-    return crop_pil(self.image, scaled, self.width / k, self.height / k, self.pad_value)
+    span = box_lib.crop_span(scaled, self.width / k, self.height / k, self.image.width,
+                             self.image.height)
+    return box_lib.render_crop(span, params.out_size, self.image.crop, self.pad_value)
 
   def to_array(self) -> np.ndarray:
     """The decoded pixels as uint8 [h, w, 3] (at this frame's scale)."""
     return np.asarray(self.image)
-
-
-def crop_pil(image: Image.Image, params: box_lib.CropParams, width: float, height: float,
-             pad_value) -> np.ndarray:
-  """`boxes.crop_image` on a Pillow image whose content spans `width` x `height` (in its own
-  pixels): the same visible-part arithmetic and the same bilinear resize, without converting the
-  frame to an array first. `pad_value()` is called only when the crop leaves the image."""
-  out = params.out_size
-  scale = out / params.size  # output pixels per source pixel
-
-  def visible(origin, limit):
-    lo = int(round((max(origin, 0.0) - origin) * scale))
-    hi = int(round((min(origin + params.size, float(limit)) - origin) * scale))
-    lo, hi = max(lo, 0), min(hi, out)
-    src_lo = min(max(origin + lo / scale, 0.0), float(limit))
-    src_hi = min(max(origin + hi / scale, 0.0), float(limit))
-    return lo, hi, src_lo, src_hi
-
-  x_lo, x_hi, sx0, sx1 = visible(params.x0, width)
-  y_lo, y_hi, sy0, sy1 = visible(params.y0, height)
-  empty = x_hi <= x_lo or y_hi <= y_lo or sx1 <= sx0 or sy1 <= sy0
-  if empty or (x_lo, y_lo, x_hi, y_hi) != (0, 0, out, out):
-    crop = np.empty((out, out, 3), np.uint8)
-    crop[...] = np.clip(np.round(pad_value()), 0, 255).astype(np.uint8)
-    if empty:
-      return crop
-  else:
-    crop = None
-  # Resample the same source region with the same relative box as crop_image does: Pillow's filter
-  # weights depend on the box's float offsets, so this is what makes the two agree bit for bit.
-  margin = int(np.ceil(max(1.0, 1.0 / scale))) + 1
-  ix0, iy0 = max(int(np.floor(sx0)) - margin, 0), max(int(np.floor(sy0)) - margin, 0)
-  ix1 = min(int(np.ceil(sx1)) + margin, image.width)
-  iy1 = min(int(np.ceil(sy1)) + margin, image.height)
-  region = image.crop((ix0, iy0, ix1, iy1)).resize(
-      (x_hi - x_lo, y_hi - y_lo), Image.BILINEAR, box=(sx0 - ix0, sy0 - iy0, sx1 - ix0, sy1 - iy0))
-  if crop is None:
-    return np.asarray(region)
-  crop[y_lo:y_hi, x_lo:x_hi] = np.asarray(region)
-  return crop
 
 
 def decode_frame(path: str, scale: int = 1) -> DecodedFrame:

@@ -9,20 +9,24 @@ fractions), plots, `per_sequence.csv` and `results.md` via `evaluation.analyze`,
 table. Also `<out>/provenance.json` (what produced each result) and `<out>/eval_summary.json`
 (this run: tracked / skipped / failed sequences, bad sentences, frames/s).
 
+This module holds the two entry points and the per-run bookkeeping; each job of the run has its own
+module: `provenance.py` (what produced each result, when to re-track), `frame_reader.py` (the
+decode-ahead reader), `scheduler.py` (sequences through the tracker's slots and waves).
+
 The pipeline. Offline evaluation knows every frame in advance, so a pool of `workers` threads
 (default: all cores) decodes each sequence's frames `depth` ahead while the tracker steps; Pillow
-decodes and resizes without the GIL. A frame is decoded at the coarsest JPEG scale its crop
-allows (`decode.decode_scale`: 1/2 when the search crop shrinks the frame >= 2x, ...) and is
-cropped straight from the decoded Pillow image: ~1.8 ms of CPU per 720p frame instead of ~4.5 ms
-for a full decode to an array and `boxes.crop_image` (`satracker bench eval`). The scale a frame is
-decoded at is chosen ahead from the latest box; when the box it is finally cropped around asks
-for another scale, that frame is decoded again (counted as `redecodes`), so every result is a
-function of the frames and the model alone: the same for any number of workers, slots or devices.
+decodes and resizes without the GIL. A frame is decoded at the coarsest JPEG scale its crop allows
+(`decode.decode_scale`: 1/2 when the search crop shrinks the frame >= 2x, ...) and is cropped
+straight from the decoded Pillow image: ~1.8 ms of CPU per 720p frame instead of ~4.5 ms for a full
+decode to an array and `boxes.crop_image` (`satracker bench eval`). The scale a frame is decoded at
+is chosen ahead from the latest box; when the box it is finally cropped around asks for another
+scale, that frame is decoded again (counted as `redecodes`), so every result is a function of the
+frames and the model alone: the same for any number of workers, slots or devices (frame_reader.py).
 `parallel` sequences are tracked at once by a `BatchedTracker` whose slots are spread over the
-local devices (`devices`, default all), so a host with 8 GPUs steps on all 8; a slot that
-finishes its sequence takes the next one. On accelerators the slots form two `waves` sharing one
-compiled step: the host gathers and crops one wave's frames (in a thread pool) while the device
-steps the other's, so the device does not wait for the host's per-frame Python.
+local devices (`devices`, default all), so a host with 8 GPUs steps on all 8; a slot that finishes
+its sequence takes the next one. On accelerators the slots form two `waves` sharing one compiled
+step: the host gathers and crops one wave's frames (in a thread pool) while the device steps the
+other's, so the device does not wait for the host's per-frame Python (scheduler.py).
 `reduced_decode=False` decodes every frame at full size: then the crops are exactly those
 `Tracker` makes from `visualize.load_frame` arrays.
 
@@ -30,7 +34,8 @@ Results are never stale. `provenance.json` records, per sequence, the fingerprin
 (`fingerprint_variables`, or `model_fingerprint` given by the caller), of the config parts that
 change tracking (`config_fingerprint`) and of the sequence's data (`sequence_fingerprint`). A
 sequence is skipped only when its result files are complete and all three are identical; otherwise
-its old files are deleted and it is tracked again. An interrupted run resumes where it stopped.
+its old files are deleted and it is tracked again (provenance.py). An interrupted run resumes
+where it stopped.
 
 Bad input loses nothing. A frame that is missing or cannot be decoded fails its sequence (the
 message names the file); the other sequences are finished and scored, a summary is printed, and
@@ -51,37 +56,33 @@ some sentences need motion (synthetic `direction` videos, `Sequence.single_frame
 
 Per-frame times: frame 0 is the `init` time; a batched call's wall time (decode waits, crops and
 the device step) is shared equally by the frames it tracked, so the times add up to the run's
-wall time.
+wall time (scheduler.py).
 """
 from __future__ import annotations
 
-import collections
 import concurrent.futures
 import dataclasses
-import hashlib
-import json
 import os
 import sys
 import time
-from typing import Callable, Optional
+from typing import Optional
 
 import jax
 import numpy as np
-from tqdm import tqdm
 
-from satracker_jax import config_utils
 from satracker_jax import tracker as tracker_lib
 from satracker_jax.evaluation import analyze as analyze_lib
 from satracker_jax.evaluation import results_io
-from satracker_jax.evaluation.decode import FrameError, decode_frame, decode_scale
+from satracker_jax.evaluation.frame_reader import DecodeStats
+from satracker_jax.evaluation.provenance import (PROVENANCE_FILE, config_fingerprint,
+                                                 fingerprint_variables, read_provenance,
+                                                 results_complete, sequence_fingerprint,
+                                                 write_json)
+from satracker_jax.evaluation.scheduler import Progress, run_slots
 
-PROVENANCE_FILE = "provenance.json"
 SUMMARY_FILE = "eval_summary.json"
 GROUNDING_FILE = "grounding.json"
 PROTOCOLS = ("nl_bb", "bb", "nl")
-# Part of the config fingerprint: bump when the frame pipeline's pixels change (results re-track).
-PIPELINE_VERSION = 1
-FINGERPRINT_SAMPLES = 4096  # values hashed per variable leaf (evenly strided)
 MAX_DEPTH = 16
 
 
@@ -130,104 +131,6 @@ class TrackingSummary:
     return d
 
 
-# -- provenance ------------------------------------------------------------------------------------
-def _sha(*parts) -> str:
-  h = hashlib.sha1()
-  for p in parts:
-    h.update(p if isinstance(p, bytes) else str(p).encode())
-    h.update(b"\0")
-  return h.hexdigest()[:16]
-
-
-def fingerprint_variables(variables) -> str:
-  """A cheap identity of a model's weights: every leaf's path, shape and dtype, plus up to
-  `FINGERPRINT_SAMPLES` evenly strided values of it (sliced on the device, so a 240 M-parameter
-  model is not copied to the host). Training moves every leaf, so two checkpoints differ here."""
-  h = hashlib.sha1()
-  for path, leaf in sorted(jax.tree_util.tree_flatten_with_path(variables)[0],
-                           key=lambda kv: jax.tree_util.keystr(kv[0])):
-    size = int(np.prod(np.shape(leaf)))
-    stride = max(1, size // FINGERPRINT_SAMPLES)
-    flat = leaf.reshape(-1) if hasattr(leaf, "reshape") else np.asarray(leaf).reshape(-1)
-    sample = np.asarray(flat[::stride])
-    h.update(f"{jax.tree_util.keystr(path)}|{np.shape(leaf)}|{sample.dtype}|".encode())
-    h.update(np.ascontiguousarray(sample).tobytes())
-  return h.hexdigest()[:16]
-
-
-def config_fingerprint(config, reduced_decode: bool = True) -> str:
-  """The config parts that change what the tracker outputs (model, tracker, text, crop factors)
-  and the frame pipeline's version; not data roots, training or logging settings."""
-  as_json = config_utils.config_to_json(config)
-  text = dict(as_json.get("text", {}))
-  vocab = text.get("vocab_file", "")
-  if vocab and os.path.isfile(vocab):
-    with open(vocab, "rb") as f:  # the vocabulary's content, wherever it lives
-      text["vocab_file"] = hashlib.sha1(f.read()).hexdigest()
-  relevant = {
-      "model": as_json.get("model"), "tracker": as_json.get("tracker"), "text": text,
-      "factors": [float(config.data.template_factor), float(config.data.search_factor)],
-      "pipeline": {"version": PIPELINE_VERSION, "reduced_decode": bool(reduced_decode)},
-  }
-  return _sha(json.dumps(relevant, sort_keys=True, default=str))
-
-
-def _stat(path: str) -> str:
-  try:
-    st = os.stat(path)
-  except OSError:
-    return "missing"
-  return f"{st.st_size}:{st.st_mtime_ns}"
-
-
-def sequence_fingerprint(sequence, sentence: Optional[str] = None) -> str:
-  """The data a sequence's result depends on: its frame count and names, every ground-truth box,
-  the sentence tracked with (default `sequence.sentence`), and the size + mtime of its first,
-  middle and last frame (cheap on LaSOT's 685 k frames, and a regenerated or replaced video
-  changes them)."""
-  frames = list(sequence.frames)
-  probes = [frames[i] for i in sorted({0, len(frames) // 2, len(frames) - 1})] if frames else []
-  return _sha(sequence.dataset, sequence.name, len(frames),
-              "|".join(os.path.basename(f) for f in probes),
-              np.ascontiguousarray(np.asarray(sequence.boxes, np.float64)).tobytes(),
-              sequence.sentence if sentence is None else sentence,
-              "|".join(_stat(f) for f in probes))
-
-
-def read_provenance(out_dir: str) -> dict:
-  """`{"sequences": {name: {"model", "config", "data"}}, ...}` of a results folder ({} if none)."""
-  path = os.path.join(out_dir, PROVENANCE_FILE)
-  try:
-    with open(path) as f:
-      record = json.load(f)
-  except FileNotFoundError:
-    return {"sequences": {}}
-  except (OSError, ValueError):
-    print(f"WARNING: {path} is unreadable; every sequence will be tracked again", file=sys.stderr)
-    return {"sequences": {}}
-  record.setdefault("sequences", {})
-  return record
-
-
-def _write_json(path: str, data: dict) -> None:
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(data, f, indent=1, sort_keys=True)
-    f.write("\n")
-  os.replace(tmp, path)  # atomic: an interrupted run never leaves half a record
-
-
-def _complete(out_dir: str, sequence) -> bool:
-  """The time file (written last) exists and the box file has one box per frame."""
-  if not os.path.isfile(results_io.times_path(out_dir, sequence.name)):
-    return False
-  try:
-    boxes = results_io.read_boxes(results_io.results_path(out_dir, sequence.name))
-  except (OSError, ValueError):
-    return False
-  return len(boxes) == len(sequence.frames)
-
-
 # -- sentences -------------------------------------------------------------------------------------
 def sentence_for_eval(sequence) -> tuple[str, str]:
   """(sentence to track with, warning or ""). A language file that is not UTF-8 is decoded with
@@ -255,210 +158,6 @@ def sentence_for_eval(sequence) -> tuple[str, str]:
   if not problem:  # readable now (the file changed since the data set was indexed)
     return sentence, ""
   return sentence, f"{path}: {problem}; tracking with it decoded with replacement: {sentence!r}"
-
-
-# -- frames ----------------------------------------------------------------------------------------
-@dataclasses.dataclass
-class _DecodeStats:
-  scales: collections.Counter = dataclasses.field(default_factory=collections.Counter)
-  redecodes: int = 0
-
-
-class _FrameReader:
-  """One sequence's frames, decoded ahead in the pool at the scale each crop is expected to need.
-
-  `get(i, scale)` returns frame i decoded at exactly `scale`: when the guess made at prefetch
-  time differs, the frame is decoded again here, so results never depend on timing."""
-
-  def __init__(self, paths, pool, depth: int, reduced: bool, stats: _DecodeStats):
-    self.paths, self.pool, self.depth, self.reduced, self.stats = paths, pool, depth, reduced, stats
-    self.pending: collections.deque = collections.deque()
-    self.next = 0
-
-  def prefetch(self, scale_of: Callable[[int], int]) -> None:
-    while len(self.pending) < self.depth and self.next < len(self.paths):
-      scale = scale_of(self.next) if self.reduced else 1
-      self.pending.append((self.next, scale, self.pool.submit(decode_frame, self.paths[self.next],
-                                                               scale)))
-      self.next += 1
-
-  def get(self, index: int, scale: int):
-    scale = scale if self.reduced else 1
-    if not self.pending:
-      self.prefetch(lambda i: scale)
-    i, requested, future = self.pending.popleft()
-    assert i == index, (i, index)
-    frame = future.result()  # FrameError names the file
-    if requested != scale:
-      self.stats.redecodes += 1
-      frame = decode_frame(self.paths[index], scale)
-    self.stats.scales[frame.scale] += 1
-    return frame
-
-  def close(self) -> None:
-    for _, _, future in self.pending:
-      future.cancel()
-    self.pending.clear()
-
-
-class _Progress:
-  """A tqdm bar over frames with the run's frames/s."""
-
-  def __init__(self, total: int, enabled: bool):
-    self.bar = tqdm(total=total, unit="frame", disable=not enabled, dynamic_ncols=True, file=sys.stdout)
-    self.start = time.perf_counter()
-    self.frames = 0
-
-  def update(self, frames: int, sequence: str):
-    self.frames += frames
-    self.bar.update(frames)
-    elapsed = time.perf_counter() - self.start
-    if elapsed > 0:
-      self.bar.set_postfix(fps=f"{self.frames / elapsed:.1f}", seq=sequence[:24], refresh=False)
-
-  def close(self):
-    self.bar.close()
-
-
-def _init_box(sequence) -> np.ndarray:
-  box = np.asarray(sequence.boxes[0], np.float64)
-  if not np.isfinite(box).all() or box[2] <= 0 or box[3] <= 0:
-    raise ValueError(f"sequence {sequence.name}: the first frame's ground-truth box {box.tolist()} "
-                     "is not a valid x,y,w,h; the tracker needs it to start")
-  return box
-
-
-@dataclasses.dataclass
-class _Slot:
-  seq: object
-  reader: _FrameReader
-  boxes: list
-  times: list
-
-
-def _run_slots(trackers: list, work: list, pool, depth: int, reduced: bool, stats: _DecodeStats,
-               progress: _Progress, on_done, on_fail, protocol: str = "nl_bb") -> None:
-  """Tracks `work` ([(sequence, sentence)]) through the slots of `trackers` (see the module doc).
-
-  With several trackers (waves), each is submitted as soon as its previous call is collected, so
-  the host gathers and crops one wave's frames while the device steps the other's."""
-  first = trackers[0]
-
-  def template_scale(box) -> int:
-    return decode_scale(first.template_params(box).size, first.template_size)
-
-  def search_scale(box) -> int:
-    scale = decode_scale(first.search_params_at(box).size, first.search_size)
-    if first.template_update:  # the same frame may re-crop the template
-      scale = min(scale, template_scale(box))
-    return scale
-
-  def hint(box, first_frame: bool):
-    return lambda i: template_scale(box) if (first_frame and i == 0) else search_scale(box)
-
-  queue = collections.deque(work)
-  upcoming: collections.deque = collections.deque()
-  total_slots = sum(t.num_slots for t in trackers)
-
-  def refill():
-    # The next sequences' first frames are decoded while the current ones finish.
-    while queue and len(upcoming) < total_slots:
-      seq, sentence = queue.popleft()
-      reader = _FrameReader(seq.frames, pool, depth, reduced, stats)
-      box = np.asarray(seq.boxes[0], np.float64)
-      if protocol == "nl":
-        reader.prefetch(lambda i: 1 if i == 0 else search_scale(box))
-      elif np.isfinite(box).all() and box[2] > 0 and box[3] > 0:
-        reader.prefetch(hint(box, first_frame=True))
-      upcoming.append((seq, sentence, reader))
-
-  def start(tracker, slot: int) -> Optional[_Slot]:
-    while True:
-      refill()
-      if not upcoming:
-        tracker.release(slot)
-        return None
-      seq, sentence, reader = upcoming.popleft()
-      t0 = time.perf_counter()
-      try:
-        if not seq.frames:
-          raise ValueError(f"sequence {seq.name}: no frames to track (annotations only?)")
-        if protocol == "nl":
-          # Grounding sees the whole frame: decoded at full size (once per sequence).
-          frame = reader.get(0, 1)
-          box, _ = tracker.ground(slot, frame, sentence, allow_empty=True)
-          tracker.init(slot, frame, box, sentence)
-        else:
-          box = _init_box(seq)
-          tracker.init(slot, reader.get(0, template_scale(box)), box, sentence)
-      except (FrameError, ValueError) as e:
-        reader.close()
-        on_fail(seq, str(e))
-        continue
-      state = _Slot(seq, reader, [box], [time.perf_counter() - t0])
-      progress.update(1, seq.name)
-      if len(seq.frames) == 1:
-        reader.close()
-        on_done(seq, state.boxes, state.times)
-        continue
-      reader.prefetch(hint(box, first_frame=False))
-      return state
-
-  def submit(tracker, slots):
-    """Each live slot's next frame (a slot whose frame fails takes the next sequence), then the
-    crops and the step; None when the wave has nothing left."""
-    frames = [None] * tracker.num_slots
-    for i in range(tracker.num_slots):
-      while slots[i] is not None:
-        state = slots[i]
-        try:
-          frames[i] = state.reader.get(len(state.boxes), search_scale(tracker.box_of(i)))
-          break
-        except FrameError as e:
-          state.reader.close()
-          on_fail(state.seq, str(e))
-          slots[i] = start(tracker, i)
-    if all(f is None for f in frames):
-      return None
-    return tracker.submit(frames)
-
-  def collect(tracker, slots, pending) -> list:
-    """Advances the wave's slots by `pending`'s results; returns the states that got a frame."""
-    results = tracker.collect(pending)
-    advanced = []
-    for i, result in enumerate(results):
-      if result is None:
-        continue
-      state = slots[i]
-      state.boxes.append(result[0])
-      advanced.append(state)
-      progress.update(1, state.seq.name)
-      if len(state.boxes) == len(state.seq.frames):
-        state.reader.close()
-        slots[i] = start(tracker, i)
-      else:
-        state.reader.prefetch(hint(result[0], first_frame=False))
-    return advanced
-
-  waves = [[start(t, i) for i in range(t.num_slots)] for t in trackers]
-  pending = [None] * len(trackers)
-  live = [True] * len(trackers)
-  while any(live):
-    t0 = time.perf_counter()
-    advanced = []
-    for w, (tracker, slots) in enumerate(zip(trackers, waves)):
-      if not live[w]:
-        continue
-      if pending[w] is not None:
-        advanced += collect(tracker, slots, pending[w])
-      pending[w] = submit(tracker, slots)
-      live[w] = pending[w] is not None
-    # This round's wall time (decode waits, crops, steps) shared by the frames it advanced.
-    share = (time.perf_counter() - t0) / max(len(advanced), 1)
-    for state in advanced:
-      state.times.append(share)
-      if len(state.boxes) == len(state.seq.frames):
-        on_done(state.seq, state.boxes, state.times)
 
 
 def track_sequences(config, variables, sequences, out_dir: str, parallel: int = 1,
@@ -509,7 +208,7 @@ def track_sequences(config, variables, sequences, out_dir: str, parallel: int = 
     record["model_info"] = model_info
   work = []
   for s in sequences:
-    if _complete(out_dir, s) and record["sequences"].get(s.name) == expected[s.name]:
+    if results_complete(out_dir, s) and record["sequences"].get(s.name) == expected[s.name]:
       summary.skipped.append(s.name)
       continue
     # Whatever is there was made by another model, config or data (or is incomplete): it must not
@@ -519,7 +218,7 @@ def track_sequences(config, variables, sequences, out_dir: str, parallel: int = 
       if os.path.exists(path):
         os.remove(path)
     work.append((s, sentences[s.name]))
-  _write_json(os.path.join(out_dir, PROVENANCE_FILE), record)
+  write_json(os.path.join(out_dir, PROVENANCE_FILE), record)
   if summary.skipped:
     print(f"{len(summary.skipped)} of {len(sequences)} sequences already have results from this "
           f"model, config and data in {out_dir}; skipping them ({len(work)} to track)")
@@ -529,12 +228,12 @@ def track_sequences(config, variables, sequences, out_dir: str, parallel: int = 
   if int(parallel) <= 0:  # one slot per device at least, so every device has work
     parallel = max(int(config.get("eval", {}).get("parallel", 1)), len(devices))
   parallel = max(1, min(int(parallel), len(work)))
-  stats = _DecodeStats()
+  stats = DecodeStats()
 
   def on_done(seq, boxes, times):
     results_io.write_results(out_dir, seq.name, np.stack(boxes), times)
     record["sequences"][seq.name] = expected[seq.name]
-    _write_json(os.path.join(out_dir, PROVENANCE_FILE), record)
+    write_json(os.path.join(out_dir, PROVENANCE_FILE), record)
     summary.tracked.append(seq.name)
     summary.frames += len(boxes)
 
@@ -558,7 +257,7 @@ def track_sequences(config, variables, sequences, out_dir: str, parallel: int = 
   crop_pool = (concurrent.futures.ThreadPoolExecutor(min(workers, parallel),
                                                      thread_name_prefix="crop")
                if on_accelerator and parallel > 1 and workers > 1 else None)
-  bar = _Progress(sum(len(s.frames) for s, _ in work), progress)
+  bar = Progress(sum(len(s.frames) for s, _ in work), progress)
   try:
     trackers = [tracker_lib.BatchedTracker(config, variables, wave_slots, apply_fn=apply_fn,
                                            tokenizer=tokenizer, devices=devices,
@@ -575,7 +274,7 @@ def track_sequences(config, variables, sequences, out_dir: str, parallel: int = 
             f"({'from the compilation cache' if summary.compile['cached'] else 'compiled'})", flush=True)
     bar.start = start = time.perf_counter()
     cpu_start = time.process_time()
-    _run_slots(trackers, work, decode_pool, depth, reduced_decode, stats, bar, on_done, on_fail,
+    run_slots(trackers, work, decode_pool, depth, reduced_decode, stats, bar, on_done, on_fail,
                protocol=protocol)
     summary.seconds = time.perf_counter() - start
     summary.cpu_seconds = time.process_time() - cpu_start
@@ -640,7 +339,7 @@ def evaluate(config, variables, sequences, out_dir: str, parallel: int = 1, prog
                             tokenizer=tokenizer, reduced_decode=reduced_decode,
                             model_fingerprint=model_fingerprint, model_info=model_info,
                             waves=waves, protocol=protocol, mask_text=mask_text)
-  _write_json(os.path.join(out_dir, SUMMARY_FILE), summary.to_json())
+  write_json(os.path.join(out_dir, SUMMARY_FILE), summary.to_json())
   scored = [s for s in sequences if s.name not in summary.failed]
   metrics = {}
   if scored:
@@ -652,7 +351,7 @@ def evaluate(config, variables, sequences, out_dir: str, parallel: int = 1, prog
         entry["protocol"], entry["mask_text"] = protocol, bool(mask_text)
     if protocol == "nl":
       grounded = grounding_scores(scored, out_dir)
-      _write_json(os.path.join(out_dir, GROUNDING_FILE), grounded)
+      write_json(os.path.join(out_dir, GROUNDING_FILE), grounded)
       for r in reports:
         r.metrics[name].update(
             grounding_accuracy=grounded["accuracy"],
@@ -666,7 +365,7 @@ def evaluate(config, variables, sequences, out_dir: str, parallel: int = 1, prog
       print(f"{line} ({tag})")
     record = read_provenance(out_dir)
     record["toolkit"], record["toolkits"] = report.toolkit, [r.toolkit for r in reports]
-    _write_json(os.path.join(out_dir, PROVENANCE_FILE), record)
+    write_json(os.path.join(out_dir, PROVENANCE_FILE), record)
     if write_report:
       analyze_lib.write_report(reports, out_dir, title=f"{dataset} ({tag})")
     print(f"protocol: {tag}")

@@ -200,8 +200,8 @@ def train(config, workdir: str, *, model=None, loss_fn: Optional[Callable] = Non
   and the final sharded `state`).
 
   `model` / `loss_fn(out, batch)` / `dataset_fn(start_index, process_index, process_count,
-  batch_size)` default to the real SATracker, its losses and the tf.data sampler; tests and
-  benchmarks swap them.
+  batch_size)` default to the real SATracker, its losses and the sampler `data.backend` picks
+  (tf.data or numpy, `default_dataset_fn`); tests and benchmarks swap them.
   """
   config = prepare_config(config)
   tc = config.train
