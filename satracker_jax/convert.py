@@ -367,17 +367,6 @@ def _place_like(value: np.ndarray, like):
   return value
 
 
-def _unflatten(flat: Mapping[str, Any]) -> dict:
-  tree: dict = {}
-  for name, value in flat.items():
-    node = tree
-    *parents, leaf = name.split("/")
-    for p in parents:
-      node = node.setdefault(p, {})
-    node[leaf] = value
-  return tree
-
-
 def load_pretrained(params, convert_dir: str) -> tuple[dict, dict]:
   """Merges `convert_dir/params.npz` into `params` (the `variables["params"]` tree).
 
@@ -428,7 +417,7 @@ def load_pretrained(params, convert_dir: str) -> tuple[dict, dict]:
       vocab = os.path.join(os.path.dirname(path), saved["vocab_file"])
   report = {"loaded": sorted(loaded), "new": sorted(set(per_block) - set(loaded)), "resampled": resampled,
             "vocab_file": vocab}
-  return _unflatten(stored), report
+  return weights_io.unflatten(stored), report
 
 
 def _shape_only(leaf) -> np.ndarray:

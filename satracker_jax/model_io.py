@@ -40,7 +40,7 @@ import numpy as np
 from flax import linen as nn
 
 from satracker_jax import config_utils, paths, utils
-from satracker_jax.models import build_model, initializers
+from satracker_jax.models import build_model, initializers, layout
 
 # The items of a training checkpoint (train/checkpoint.py writes them; inference reads two).
 STATE_ITEM, CONFIG_ITEM, DATA_ITEM = "state", "config", "data"
@@ -247,15 +247,17 @@ def save_variables(path: str, config, variables: dict) -> str:
   return os.fspath(target) if paths.is_url(path) else path
 
 
-def _unflatten(flat: dict) -> dict:
-  tree: dict = {}
-  for name, value in flat.items():
-    node = tree
-    *parents, leaf = name.split("/")
-    for p in parents:
-      node = node.setdefault(p, {})
-    node[leaf] = value
-  return tree
+def _upgrade_layout(variables: dict, where: str) -> dict:
+  """Variables of the per-block layout (satracker-jax before the stacked blocks) -> the stored
+  layout, in memory (models/layout.py); variables already stored pass through unchanged."""
+  from satracker_jax import weights_io  # noqa: PLC0415
+  params = variables.get("params", {})
+  if not layout.is_per_block(params):
+    return variables
+  flat = weights_io.flatten(jax.device_get(params), sep="/")
+  print(f"{where}: per-block parameter layout (vit_block_i / bert_layer_j) mapped to the stacked "
+        "layout in memory; `satracker export --format orbax` writes it in the new layout")
+  return dict(variables, params=weights_io.unflatten(layout.to_stacked(flat, where)))
 
 
 def _checked_config(source_config, config, variables_or_abstract, where: str):
@@ -271,8 +273,9 @@ def _load_params_file(path: str, config):
     if meta.get("format") != PARAMS_FILE_FORMAT:
       raise ValueError(f"{path}: unknown params file format {meta.get('format')!r}")
     flat = {name: data[name] for name in data.files if name != _CONFIG_KEY}
-  tree = _unflatten(flat)
-  variables = {part: tree.get(part, {}) for part in VARIABLE_PARTS}
+  from satracker_jax import weights_io  # noqa: PLC0415
+  tree = weights_io.unflatten(flat)
+  variables = _upgrade_layout({part: tree.get(part, {}) for part in VARIABLE_PARTS}, path)
   source_config = config_utils.config_from_json(meta["config"])
   check_variables(source_config, variables, path)
   config = _checked_config(source_config, config, variables, path)
@@ -351,10 +354,18 @@ def _load_checkpoint(path: str, config, step):
       config = saved_config
     else:
       where += " (checked against the given config)"
-    check_variables(config, saved, where)
-    target, restore_args = _single_device_target(abstract_variables(config))
+    legacy = layout.is_per_block(saved["params"])
+    if not legacy:
+      check_variables(config, saved, where)
+    # A checkpoint of the per-block layout restores as it was saved, then maps (_upgrade_layout).
+    abstract = saved if legacy else abstract_variables(config)
+    target, restore_args = _single_device_target(abstract)
     restored = manager.restore(step, args=ocp.args.Composite(**{STATE_ITEM: ocp.args.PyTreeRestore(
         item=target, restore_args=restore_args, partial_restore=True)}))[STATE_ITEM]
   finally:
     manager.close()
-  return config, {"params": restored["params"], "batch_stats": restored.get("batch_stats", {})}
+  variables = {"params": restored["params"], "batch_stats": restored.get("batch_stats", {})}
+  if legacy:
+    variables = jax.device_put(_upgrade_layout(variables, where))
+    check_variables(config, variables, where)
+  return config, variables

@@ -76,6 +76,18 @@ def flatten(tree: Mapping, sep: str = ".", prefix: str = "") -> dict[str, Any]:
   return out
 
 
+def unflatten(flat: Mapping[str, Any], sep: str = "/") -> dict:
+  """{"a/b/c": leaf} -> nested dicts (the inverse of `flatten`)."""
+  tree: dict = {}
+  for name, value in flat.items():
+    node = tree
+    *parents, leaf = name.split(sep)
+    for p in parents:
+      node = node.setdefault(p, {})
+    node[leaf] = value
+  return tree
+
+
 def unwrap_state_dict(obj: Any, path: str = "<checkpoint>") -> dict[str, np.ndarray]:
   """Finds the weight dict inside a loaded checkpoint and returns it flat, arrays only."""
   if not isinstance(obj, Mapping):

@@ -224,11 +224,11 @@ def test_load_pretrained_resamples_pos_embed_and_rejects_foreign_names(tmp_path)
   new_params, report = convert.load_pretrained(params, str(tmp_path / "out"))
   assert report["resampled"] == ["pos_embed_search"]
   assert new_params["pos_embed_search"].shape == (1, 36, VIT_DIM)
-  assert not np.any(new_params["vit_block_0"]["attn"]["query"]["kernel"] == 0)
+  assert not np.any(new_params["vit_blocks"]["attn"]["qkv"]["kernel"] == 0)  # every row, q, k and v
   assert all(n.startswith(("bert_", "tem_", "sam_", "dm_", "box_head")) for n in report["new"])
 
-  del params["vit_block_1"]
-  with pytest.raises(ValueError, match="vit_block_1/"):
+  del params["vit_blocks"]
+  with pytest.raises(ValueError, match="vit_block_0/"):
     convert.load_pretrained(params, str(tmp_path / "out"))
   with pytest.raises(FileNotFoundError, match="satracker convert"):
     convert.load_pretrained(params, str(tmp_path / "nowhere"))
@@ -246,9 +246,11 @@ def test_load_pretrained_keeps_sharding(tmp_path):
       fresh_variables(model, random_inputs(np.random.default_rng(0), cfg), np.random.default_rng(1))["params"],
       replicated)
   new_params, _ = convert.load_pretrained(params, str(tmp_path / "out"))
-  leaf = new_params["vit_block_0"]["mlp"]["fc1"]["kernel"]
-  assert isinstance(leaf, jax.Array) and leaf.sharding == params["vit_block_0"]["mlp"]["fc1"]["kernel"].sharding
-  np.testing.assert_array_equal(np.asarray(leaf), vit["blocks.0.mlp.fc1.weight"].T)
+  leaf = new_params["vit_blocks"]["mlp"]["fc1"]["kernel"]
+  assert isinstance(leaf, jax.Array) and leaf.sharding == params["vit_blocks"]["mlp"]["fc1"]["kernel"].sharding
+  np.testing.assert_array_equal(np.asarray(leaf)[0], vit["blocks.0.mlp.fc1.weight"].T)
+  np.testing.assert_array_equal(np.asarray(new_params["vit_blocks"]["attn"]["qkv"]["kernel"])[1],
+                                vit["blocks.1.attn.qkv.weight"].T)  # timm's fused qkv, transposed
   np.testing.assert_array_equal(np.asarray(new_params["tem_0"]["search_attn"]["query"]["kernel"]),
                                 np.asarray(params["tem_0"]["search_attn"]["query"]["kernel"]))
 

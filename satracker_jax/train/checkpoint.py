@@ -21,6 +21,7 @@ from orbax.checkpoint import checkpoint_managers as ocm
 
 from satracker_jax import config_utils, model_io, paths
 from satracker_jax.model_io import CONFIG_ITEM, DATA_ITEM, STATE_ITEM
+from satracker_jax.models import layout
 
 BEST_METRIC = "train_loss_ema"
 
@@ -80,8 +81,13 @@ class Checkpointer:
 
   def restore(self, step: int, target_state: Any) -> tuple[Any, dict, dict]:
     """-> (state laid out as `target_state`'s shardings, data position, saved config dict)."""
-    model_io.check_compatible(target_state, self.state_metadata(step),
-                              f"checkpoint {self.directory}/{step}")
+    saved = self.state_metadata(step)
+    if layout.is_per_block(saved.get("params", {})):
+      raise ValueError(
+          f"checkpoint {self.directory}/{step} has the per-block parameter layout of satracker-jax "
+          "before the stacked blocks, so its optimizer state cannot resume this run; continue it as a "
+          f"warm start in a new workdir (--config.train.init_from={self.directory}), which maps the weights")
+    model_io.check_compatible(target_state, saved, f"checkpoint {self.directory}/{step}")
     restored = self.manager.restore(step, args=ocp.args.Composite(**{
         STATE_ITEM: ocp.args.StandardRestore(target_state),
         CONFIG_ITEM: ocp.args.JsonRestore(),

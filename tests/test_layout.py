@@ -1,0 +1,93 @@
+"""The stored parameter layout (stacked blocks, fused qkv) and the per-block names at its edges."""
+import jax
+import numpy as np
+import pytest
+
+from satracker_jax import model_io, weights_io
+from satracker_jax.models import layout
+
+
+def _per_block(rng, blocks=3, dim=4):
+  flat = {}
+  for i in range(blocks):
+    for part in ("query", "key", "value"):
+      flat[f"vit_block_{i}/attn/{part}/kernel"] = rng.standard_normal((dim, dim)).astype(np.float32)
+      flat[f"vit_block_{i}/attn/{part}/bias"] = rng.standard_normal(dim).astype(np.float32)
+    flat[f"vit_block_{i}/norm1/scale"] = rng.standard_normal(dim).astype(np.float32)
+  flat["bert_layer_0/attention/query/kernel"] = np.ones((2, 2), np.float32)
+  flat["bert_layer_0/attention/key/kernel"] = 2 * np.ones((2, 2), np.float32)
+  flat["bert_layer_0/attention/value/kernel"] = 3 * np.ones((2, 2), np.float32)
+  flat["vit_norm/scale"] = np.ones(dim, np.float32)
+  return flat
+
+
+def test_per_block_and_stacked_round_trip_with_fused_qkv():
+  flat = _per_block(np.random.default_rng(0))
+  stored = layout.to_stacked(flat)
+  assert stored["vit_blocks/attn/qkv/kernel"].shape == (3, 4, 12)
+  assert stored["bert_layers/attention/qkv/kernel"].shape == (1, 2, 6)
+  # q | k | v along the output axis, row i = block i.
+  np.testing.assert_array_equal(stored["vit_blocks/attn/qkv/kernel"][2][:, 4:8], flat["vit_block_2/attn/key/kernel"])
+  np.testing.assert_array_equal(stored["bert_layers/attention/qkv/kernel"][0][:, 4:], 3.0)
+  back = layout.to_per_block(stored)
+  assert set(back) == set(flat)
+  for k in flat:
+    np.testing.assert_array_equal(back[k], flat[k])
+  assert layout.is_per_block(flat) and not layout.is_per_block(stored)
+  assert layout.row_names("vit_blocks/attn/qkv/kernel", 2) == ["vit_block_0/attn/qkv/kernel",
+                                                                "vit_block_1/attn/qkv/kernel"]
+
+
+def test_per_block_gaps_and_missing_projections_are_named():
+  flat = _per_block(np.random.default_rng(1))
+  gap = {k: v for k, v in flat.items() if not k.startswith("vit_block_1/")}
+  with pytest.raises(layout.LayoutError, match="vit_block_1 is missing"):
+    layout.to_stacked(gap, "old.npz")
+  no_value = {k: v for k, v in flat.items() if k != "vit_block_0/attn/value/bias"}
+  with pytest.raises(layout.LayoutError, match=r"old.npz: vit_block_0/attn: bias of \['value'\] is missing"):
+    layout.to_stacked(no_value, "old.npz")
+
+
+def test_a_params_file_of_the_per_block_layout_loads_through_the_mapping(tiny_config, tiny_variables, tmp_path,
+                                                                         capsys):
+  """A model saved before the stacked layout (per-block names, separate q/k/v) loads as the same
+  model: the file written here is today's variables in yesterday's names."""
+  path = model_io.save_variables(str(tmp_path / "new.npz"), tiny_config, tiny_variables)
+  with np.load(path) as data:
+    arrays = dict(data)
+  params = {k[len("params/"):]: v for k, v in arrays.items() if k.startswith("params/")}
+  old = {f"params/{k}": v for k, v in layout.to_per_block(params).items()}
+  assert "params/vit_block_3/attn/query/kernel" in old and "params/vit_blocks/attn/qkv/kernel" not in old
+  rest = {k: v for k, v in arrays.items() if not k.startswith("params/")}
+  np.savez(tmp_path / "old.npz", **old, **rest)
+  _, loaded = model_io.load_variables(str(tmp_path / "old.npz"))
+  assert "per-block parameter layout" in capsys.readouterr().out
+  want = weights_io.flatten(jax.device_get(tiny_variables), sep="/")
+  got = weights_io.flatten(jax.device_get(loaded), sep="/")
+  assert set(got) == set(want)
+  for k in want:
+    np.testing.assert_array_equal(got[k], want[k])
+
+
+def test_a_training_checkpoint_of_the_per_block_layout_loads_for_inference_and_refuses_resume(
+    tiny_config, tiny_variables, tmp_path):
+  """Orbax checkpoints written before the stacked layout: eval / track / init_from read their weights
+  through the mapping; resuming the run (whose optimizer state has the old tree) is one clear error."""
+  from satracker_jax.train import checkpoint as ckpt_lib
+  stored = weights_io.flatten(jax.device_get(tiny_variables["params"]), sep="/")
+  old_params = weights_io.unflatten(layout.to_per_block(stored))
+  config = tiny_config.copy_and_resolve_references()
+  config.train.async_checkpointing = False
+  ckpt = ckpt_lib.Checkpointer(str(tmp_path), config)
+  state = {"step": np.int32(7), "params": old_params, "batch_stats": jax.device_get(tiny_variables["batch_stats"]),
+           "opt_state": {"mu": old_params}}
+  ckpt.save(7, state, {"next_sample_index": 56}, 1.0, True)
+  ckpt.wait()
+  _, loaded = model_io.load_variables(str(tmp_path))
+  got = weights_io.flatten(jax.device_get(loaded["params"]), sep="/")
+  assert set(got) == set(stored)
+  for k in stored:
+    np.testing.assert_array_equal(got[k], stored[k])
+  with pytest.raises(ValueError, match=r"per-block parameter layout.*train.init_from="):
+    ckpt.restore(7, state)
+  ckpt.close()
