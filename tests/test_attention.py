@@ -89,3 +89,37 @@ def test_attention_impl_is_a_validated_config_field(tiny_config):
   m.attention_impl = "flash"
   with pytest.raises(ValueError, match="attention_impl"):
     build_model(m)
+
+
+@pytest.mark.skipif(jax.default_backend() != "gpu",
+                    reason="cuDNN attention needs an NVIDIA GPU (this run has none); on CPU the XLA path "
+                           "is what runs and the test above covers it")
+def test_cudnn_attention_with_padding_masks_in_bf16_runs_cudnn_and_matches_the_reference():
+  """Every masked attention of the model (BERT, TEM, SAM) in bf16 runs cuDNN's fused kernel (its
+  custom call is in the compiled step, nothing fell back to XLA) and matches the f32 reference."""
+  q, k, v, mask = _qkv_gpu()
+  bf = lambda x: x.astype(jnp.bfloat16)
+  vit._CUDNN_FALLBACKS.clear()
+  fn = jax.jit(lambda q, k, v, m: vit.dot_product_attention(q, k, v, m, implementation="cudnn"))
+  hlo = fn.lower(bf(q), bf(k), bf(v), mask).compile().as_text()
+  assert "cudnn" in hlo.lower() and not vit._CUDNN_FALLBACKS, vit._CUDNN_FALLBACKS
+  out = fn(bf(q), bf(k), bf(v), mask).astype(jnp.float32)
+  ref = einsum_attention(q, k, v, mask)
+  assert float(jnp.linalg.norm(out - ref) / jnp.linalg.norm(ref)) < 2e-2
+  assert float(jnp.max(jnp.abs(out[1]))) == 0.0  # every key masked: zero
+  loss = lambda q: jnp.sum(jnp.sin(vit.dot_product_attention(q, bf(k), bf(v), mask, "cudnn").astype(jnp.float32)))
+  g = jax.grad(loss)(bf(q)).astype(jnp.float32)
+  g_ref = jax.grad(lambda q: jnp.sum(jnp.sin(einsum_attention(q, k, v, mask))))(q)
+  assert float(jnp.linalg.norm(g - g_ref) / jnp.linalg.norm(g_ref)) < 5e-2
+
+
+def _qkv_gpu():
+  """The TEM search attention's shapes: 40 queries, 64 template + 40 text keys, 8 heads of 64."""
+  rng = np.random.default_rng(3)
+  b, t, s, n, h = 3, 40, 104, 8, 64
+  q, k, v = (jnp.asarray(rng.standard_normal(shape), jnp.float32) for shape in
+             ((b, t, n, h), (b, s, n, h), (b, s, n, h)))
+  mask = np.ones((b, s), np.int32)
+  mask[0, rng.choice(s, 50, replace=False)] = 0
+  mask[1] = 0
+  return q, k, v, jnp.asarray(mask)

@@ -1,22 +1,21 @@
 """`satracker bench train --config C --json FILE [--batch N] [--steps N] [--bf16] [--peak-flops F]`.
 
 Times the real jitted train step (the one `satracker train` runs: same sharding, donation, optimizer)
-on in-memory random batches, so neither TensorFlow nor a data set is needed. MFU = FLOPs per step
-from XLA's cost analysis of the compiled step / step time / peak FLOP/s of the devices. Cost
-analysis counts the partitioned (per-device) module, so per-device FLOPs are compared with one
-device's peak. Peaks are dense bf16; an f32 run is therefore reported against the bf16 peak too.
+on in-memory random batches, so neither TensorFlow nor a data set is needed. Reports what makes a
+step cheap or dear to build: parameter leaves, fusions in the compiled step (kernels), the host
+initialisation time, the compile time and whether it came from the compilation cache.
 
-XLA's cost analysis counts the body of a loop once, not once per trip. Two loops are in the step:
-gradient accumulation (a `lax.scan` over k micro-batches) and, with `model.scan_layers`, the scans
-over ViT blocks / BERT layers. The FLOPs are therefore counted on the same step lowered (traced to
-HLO, not compiled) with neither loop, i.e. `grad_accum_steps=1` and `scan_layers=False` at the same
-global batch: the same arithmetic over the same samples, with one optimizer update (accumulation
-adds only k gradient-tree additions). The pre-compilation count agrees with the compiled one to
-0.5% on base (483.9 vs 486.1 GFLOPs at batch 2, one CPU device). Per device = global / devices.
+MFU = matmul FLOPs per step (bench/flops.py: dot_general and convolutions of forward and backward,
+counted on the step's jaxpr with loops multiplied out, the same on every platform) / step time /
+peak FLOP/s of the device. Per device = global / devices. Peaks are dense bf16; an f32 run is
+therefore reported against the bf16 peak too. XLA's own count of the compiled step is kept as
+`xla_counted_flops_per_device` where the backend has one (it counts a loop body once; `step_flops`
+lowers a loop-free variant for `bench scale`).
 """
 from __future__ import annotations
 
 import copy
+import re
 import time
 
 import numpy as np
@@ -61,6 +60,12 @@ def xla_flops(stage) -> float | None:
   return float(cost["flops"]) if cost and cost.get("flops") is not None else None
 
 
+def count_fusions(compiled) -> int:
+  """Fusion instructions in a compiled program's HLO (each is one kernel launch on a GPU, before
+  XLA's command buffers; on CPU one generated loop nest or library call)."""
+  return len(re.findall(r"= [^=]*? fusion\(", compiled.as_text()))
+
+
 def step_flops(lower_step, config, num_devices: int) -> float | None:
   """FLOPs per device of one train step, loops unrolled (see the module docstring).
 
@@ -81,7 +86,8 @@ def run(config_spec: str = "configs/tiny.py", overrides=(), *, batch: int = 0, s
   """
   import jax  # noqa: PLC0415
 
-  from satracker_jax import config_utils, model_io, utils  # noqa: PLC0415
+  from satracker_jax import compile_cache, config_utils, model_io, utils  # noqa: PLC0415
+  from satracker_jax.bench.flops import function_flops  # noqa: PLC0415
   from satracker_jax.train import loop  # noqa: PLC0415
   from satracker_jax.train import optimizer as optim_lib  # noqa: PLC0415
   from satracker_jax.train import sharding as sharding_lib  # noqa: PLC0415
@@ -101,7 +107,10 @@ def run(config_spec: str = "configs/tiny.py", overrides=(), *, batch: int = 0, s
       lambda: model_io.init_variables(model, config.model, state_lib.init_rng(config)))
   tx, schedule = optim_lib.build_optimizer(config, abstract_vars["params"])
   state_sh = sharding_lib.state_shardings(state_lib.abstract_state(model, config, tx), mesh)
+  t0 = time.perf_counter()
   state = state_lib.create_sharded_state(model, config, tx, state_sh)
+  jax.block_until_ready(state)
+  init_s = time.perf_counter() - t0
   device_batch = state_lib.device_batch(random_batch(config.model, batch_size), mesh)
   accum = int(config.train.get("grad_accum_steps", 1) or 1)
 
@@ -109,12 +118,15 @@ def run(config_spec: str = "configs/tiny.py", overrides=(), *, batch: int = 0, s
     return state_lib.jit_train_step(state_lib.make_train_step(mdl, tx, schedule, loss_fn, cfg),
                                     state_sh, mesh, tuple(device_batch))
 
-  t0 = time.perf_counter()
-  compiled = jit_step(config).lower(state, device_batch).compile()
-  compile_s = time.perf_counter() - t0
+  with compile_cache.CompileWatch("train step") as watch:
+    compiled = jit_step(config).lower(state, device_batch).compile()
+  compile_s = watch.seconds
   raw_flops = xla_flops(compiled)
-  flops = step_flops(lambda cfg: jit_step(cfg, loop.default_model(cfg)).lower(state, device_batch), config,
-                     mesh.devices.size)
+  fusions = count_fusions(compiled)
+  flat = copy.deepcopy(config)
+  flat.train.grad_accum_steps = 1
+  flops = function_flops(state_lib.make_train_step(model, tx, schedule, loss_fn, flat), state,
+                         device_batch) / mesh.devices.size
 
   for _ in range(warmup):
     state, metrics = compiled(state, device_batch)
@@ -134,7 +146,10 @@ def run(config_spec: str = "configs/tiny.py", overrides=(), *, batch: int = 0, s
       "attention_impl": config.model.attention_impl, "remat": config.model.remat,
       "mesh": {k: int(v) for k, v in mesh.shape.items()},
       "params_m": state_lib.param_count(abstract_vars["params"]) / 1e6,
-      "compile_s": compile_s, "step_s": step_s, "samples_per_s": batch_size / step_s,
+      "dtype": config.model.dtype, "compute_dtype": loop.default_model(config).config.resolved_dtype,
+      "param_leaves": len(jax.tree.leaves(abstract_vars["params"])), "fusions": fusions,
+      "init_s": init_s, "compile_s": compile_s, "compile": watch.as_dict(),
+      "step_s": step_s, "samples_per_s": batch_size / step_s,
       "flops_per_step_per_device": flops, "xla_counted_flops_per_device": raw_flops,
       "tflops_per_s_per_device": flops / step_s / 1e12 if flops else None,
       "peak_flops_per_device": peak, "mfu": mfu,
@@ -143,11 +158,13 @@ def run(config_spec: str = "configs/tiny.py", overrides=(), *, batch: int = 0, s
   rows = [
       ("config", config_spec), ("device", f"{info['device_kind']} x{info['num_devices']}"),
       ("mesh", str(result["mesh"])), ("params (M)", round(result["params_m"], 2)),
-      ("batch", batch_size), ("bf16", result["bf16"]), ("grad accum steps", accum),
+      ("batch", batch_size), ("compute dtype", result["compute_dtype"]), ("grad accum steps", accum),
+      ("parameter leaves", result["param_leaves"]), ("fusions in the compiled step", fusions),
+      ("init (s)", round(init_s, 2)),
       ("attention", config.model.attention_impl), ("remat", config.model.remat),
-      ("compile (s)", round(compile_s, 2)),
+      ("compile (s)", f"{compile_s:.2f} ({'cached' if watch.cached else 'not cached'})"),
       ("step (ms)", round(step_s * 1e3, 2)), ("samples/s", round(result["samples_per_s"], 2)),
-      ("GFLOPs/step/device", round(flops / 1e9, 2) if flops else "n/a"),
+      ("matmul GFLOPs/step/device", round(flops / 1e9, 2) if flops else "n/a"),
       ("MFU", f"{mfu:.1%}" if mfu is not None else "n/a (no peak for this device; --peak-flops)"),
   ]
   print(utils.format_table(["train step", "value"], rows))

@@ -41,6 +41,18 @@ def build_parser() -> argparse.ArgumentParser:
   return parser
 
 
+def add_compile_cache_options(parser: argparse.ArgumentParser, suppress: bool = False) -> None:
+  """--compile-cache / --no-compile-cache (every verb; `suppress`: for sub-verbs, whose parser
+  must not overwrite what the verb's own parser read)."""
+  default = (lambda v: argparse.SUPPRESS) if suppress else (lambda v: v)
+  group = parser.add_argument_group("compilation cache (every verb)")
+  group.add_argument("--compile-cache", default=default(None), metavar="DIR",
+                     help="persistent XLA compilation cache (default: $SATRACKER_COMPILE_CACHE or "
+                          "~/.cache/satracker-jax/xla): a second run of the same config compiles nothing")
+  group.add_argument("--no-compile-cache", action="store_true", default=default(False),
+                     help="compile everything afresh")
+
+
 def main(argv=None) -> int:
   argv = list(sys.argv[1:] if argv is None else argv)
   parser = build_parser()
@@ -61,11 +73,7 @@ def main(argv=None) -> int:
     raise
   verb_parser = argparse.ArgumentParser(prog=f"satracker {verb}", description=help_text)
   module.add_arguments(verb_parser)
-  cache = verb_parser.add_argument_group("compilation cache (every verb)")
-  cache.add_argument("--compile-cache", default=None, metavar="DIR",
-                     help="persistent XLA compilation cache (default: $SATRACKER_COMPILE_CACHE or "
-                          "~/.cache/satracker-jax/xla): a second run of the same config compiles nothing")
-  cache.add_argument("--no-compile-cache", action="store_true", help="compile everything afresh")
+  add_compile_cache_options(verb_parser)
   try:
     rest, overrides = config_utils.split_config_overrides(argv[1:])
     args = verb_parser.parse_args(rest)

@@ -97,6 +97,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default="configs/tiny.py", help="config file[:arg]")
     p.add_argument("--json", default="", help="write the results here")
     add(p)
+    from satracker_jax.cli import add_compile_cache_options  # noqa: PLC0415
+    add_compile_cache_options(p, suppress=True)
 
 
 def run(args, overrides) -> int:

@@ -148,8 +148,11 @@ class SynchronousBackbone(nn.Module):
                              attention_impl=impl, parent=None)
     bert_layer = bert.BertLayer(t_cfg.dim, t_cfg.heads, t_cfg.intermediate, t_cfg.ln_eps, dtype=dtype,
                                 attention_impl=impl, parent=None)
-    vit_blocks = self.param("vit_blocks", stacked_init(vit_block, v_cfg.depth, jnp.zeros((1, 1, v_cfg.dim))))
-    bert_layers = self.param("bert_layers", stacked_init(
+    # `variable("params", ...)` rather than `param`: Flax's `param` re-traces its initialiser at every
+    # apply to check shapes, here a whole block's init per stack and call.
+    stack = lambda name, init: self.variable("params", name, lambda: init(self.make_rng("params"))).value
+    vit_blocks = stack("vit_blocks", stacked_init(vit_block, v_cfg.depth, jnp.zeros((1, 1, v_cfg.dim))))
+    bert_layers = stack("bert_layers", stacked_init(
         bert_layer, cfg.num_text_layers, jnp.zeros((1, 1, t_cfg.dim)), jnp.ones((1, 1), jnp.int32)))
     vit_fn = lambda p, v: shard_batch(vit_block.apply({"params": p}, v))
     bert_fn = lambda p, t: shard_batch(bert_layer.apply({"params": p}, t, text_mask))

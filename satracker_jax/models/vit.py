@@ -40,11 +40,35 @@ def dot_product_attention(query, key, value, key_mask=None, implementation: str 
   if impl == "cudnn" and (jax.default_backend() != "gpu" or query.dtype not in (jnp.bfloat16, jnp.float16)):
     impl = "xla"
   mask = None if key_mask is None else key_mask.astype(bool)[:, None, None, :]
-  y = jax.nn.dot_product_attention(query, key, value, mask=mask, implementation=impl)
+  if impl == "cudnn":
+    y = _cudnn_attention(query, key, value, mask)
+  else:
+    y = jax.nn.dot_product_attention(query, key, value, mask=mask, implementation="xla")
   if key_mask is not None:
     any_key = jnp.any(key_mask.astype(bool), axis=-1)[:, None, None, None]
     y = jnp.where(any_key, y, jnp.zeros((), y.dtype))
   return y
+
+
+def _cudnn_attention(query, key, value, mask):
+  """cuDNN's fused attention; the key mask given as a [B, 1, T, S] bias, the only mask shape its
+  kernel takes (a [B, 1, 1, S] mask fails its shape check: every masked attention fell back).
+  A shape cuDNN has no kernel for (head dim not a multiple of 8, odd sequence lengths with a mask
+  in training) raises while tracing: that attention then runs on XLA, said once per shape."""
+  if mask is not None:
+    mask = jnp.broadcast_to(mask, (query.shape[0], 1, query.shape[1], key.shape[1]))
+  try:
+    return jax.nn.dot_product_attention(query, key, value, mask=mask, implementation="cudnn")
+  except (NotImplementedError, ValueError) as e:
+    shapes = (query.shape, key.shape, None if mask is None else mask.shape)
+    if shapes not in _CUDNN_FALLBACKS:
+      _CUDNN_FALLBACKS.add(shapes)
+      print(f"attention_impl=cudnn: no cuDNN kernel for q {query.shape}, k {key.shape} "
+            f"({type(e).__name__}: {str(e)[:120]}); this attention runs on XLA")
+    return jax.nn.dot_product_attention(query, key, value, mask=mask, implementation="xla")
+
+
+_CUDNN_FALLBACKS: set = set()
 
 
 class Attention(nn.Module):
