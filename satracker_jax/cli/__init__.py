@@ -26,7 +26,7 @@ VERBS = {
     "track": "track one video or frame folder and draw the boxes",
     "convert": "convert MAE/OSTrack ViT and BERT weights for init_from",
     "export": "serialise the tracker step with jax.export (StableHLO)",
-    "bench": "benchmarks: data | train | track | eval | scale (table + JSON)",
+    "bench": "benchmarks: data | train | track | eval | accel | scale (table + JSON)",
     "demo": "synthetic data -> train tiny -> evaluate -> report",
 }
 

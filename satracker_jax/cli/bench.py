@@ -58,6 +58,17 @@ def _eval_arguments(p: argparse.ArgumentParser) -> None:
   p.add_argument("--checkpoint", default="", help="a trained model for the end-to-end run")
 
 
+def _accel_arguments(p: argparse.ArgumentParser) -> None:
+  from satracker_jax.bench.accel import PARTS  # noqa: PLC0415
+  p.add_argument("--out", default="accel_report", help="folder for accel.json and accel.md (written after each part)")
+  p.add_argument("--small", action="store_true", help="tiny shapes and few steps (CPU smoke run)")
+  p.add_argument("--parts", default=",".join(PARTS), help="comma list of parts to run, in order")
+  p.add_argument("--train-batches", default="32,64,128", help="train step batch sizes")
+  p.add_argument("--track-slots", type=int, default=64, help="batched tracker size")
+  p.add_argument("--language-batches", default="64,256,1024", help="language recipe batch sizes")
+  p.add_argument("--part-timeout", type=float, default=600.0, help="seconds before a part's process is stopped")
+
+
 def _wxh(text: str) -> tuple[int, int]:
   w, h = text.lower().split("x")
   return int(w), int(h)
@@ -84,6 +95,13 @@ BENCHES = {
              lambda a: dict(frame_size=_wxh(a.frame_size), sequences=a.sequences, frames=a.frames,
                             parallel=a.parallel, workers=a.workers, data_root=a.data_root,
                             model=not a.no_model, checkpoint=a.checkpoint)),
+    "accel": ("the accelerator report: compile cold/cached, train MFU, kernels, tracker, eval, data, language",
+              _accel_arguments,
+              lambda a: dict(out=a.out, small=a.small, parts=tuple(a.parts.split(",")),
+                             train_batches=tuple(int(b) for b in a.train_batches.split(",")),
+                             track_slots=a.track_slots,
+                             language_batches=tuple(int(b) for b in a.language_batches.split(",")),
+                             timeout=a.part_timeout)),
     "scale": ("compile-only train step for N fake devices: memory, FLOPs, collectives", _scale_arguments,
               lambda a: dict(devices=a.devices, mesh=a.mesh, batch=a.batch, remat=a.remat,
                              memory_gib=a.memory_gib)),

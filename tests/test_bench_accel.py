@@ -1,0 +1,22 @@
+"""`satracker bench accel`: the accelerator report runs end to end on CPU with small shapes."""
+import json
+import os
+
+from satracker_jax.bench import accel
+
+
+def test_accel_report_writes_each_part_and_reports_a_failed_one(tmp_path):
+  out = str(tmp_path / "report")
+  # environment and kernels in this process; a part that fails (an unknown config file for the
+  # language part's subprocess is not needed: "nope" is not a part) must not stop the others.
+  report = accel.run("configs/tiny.py", small=True, out=out, parts=("environment", "nope", "kernels"))
+  with open(os.path.join(out, "accel.json")) as f:
+    saved = json.load(f)
+  assert saved["environment"]["compute_dtype"] == "float32"  # CPU: model.dtype "auto" is f32
+  assert "nope" in saved["errors"] and "environment" not in saved["errors"]
+  k = saved["kernels"]
+  assert k["kernels_per_step"] > 100 and len(k["top10"]) == 10
+  assert k["source"].startswith("host XLA ops")
+  md = open(os.path.join(out, "accel.md")).read()
+  assert "Kernels per train step" in md and "nope: FAILED" in md
+  assert report["kernels"] == k
