@@ -272,3 +272,54 @@ def test_config_check_accepts_data_processes_with_numpy():
                                                           f"data.processes={processes}"])
     assert config.data.processes == processes
   config_utils.validate_data(config_utils.load_config("configs/tiny.py"))  # tf, processes 0
+
+
+def test_minus_one_means_one_per_usable_cpu_not_per_node_cpu(tmp_path, textured, monkeypatch, caplog):
+  # 8 SLURM tasks on a 64-CPU node, each bound to 2 CPUs: 2 threads / worker processes each.
+  monkeypatch.setattr(os, "cpu_count", lambda: 64)
+  monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {4, 5}, raising=False)
+  monkeypatch.setattr(batches, "_CPUS_LOGGED", False, raising=False)
+  config = _config(tmp_path, textured, num_parallel_calls=-1)
+  maker = batches.build_sample_maker(config)
+  with caplog.at_level("INFO", logger="data_pipelines.batches"):
+    for processes in (0, -1):
+      config.data.processes = processes
+      it = numpy_sampler.make_dataset(config, sample_maker=maker)  # no worker starts before next()
+      assert it._on_close.__self__._pool._max_workers == 2
+      it.close()
+  lines = [r.getMessage() for r in caplog.records if "CPUs usable" in r.getMessage()]
+  assert lines == ["input workers: 2 CPUs usable by this process (os.sched_getaffinity; the node has 64)"]
+
+
+def test_a_bug_in_the_decode_step_raises_instead_of_counting_a_corrupt_frame(tmp_path, textured,
+                                                                            monkeypatch):
+  config = _config(tmp_path, textured)
+  maker = batches.build_sample_maker(config)
+
+  def buggy_decode(*args):
+    raise TypeError("a bug in the decode step")
+
+  monkeypatch.setattr(numpy_sampler, "decode_window", buggy_decode)
+  it = numpy_sampler.make_dataset(config, sample_maker=maker)
+  try:
+    with pytest.raises(TypeError, match="a bug in the decode step"):
+      next(it)
+  finally:
+    it.close()
+  assert maker.error is None
+
+
+@pytest.mark.parametrize("module", [numpy_sampler, sampler], ids=["numpy", "tf"])
+def test_file_names_that_are_not_utf8_are_sampled(tmp_path, module):
+  # POSIX file names are bytes; Python lists a non-UTF-8 one with surrogate escapes.
+  root = str(tmp_path / "tnl2k")
+  _write_tnl2k(root, 2, 3, np.random.default_rng(2), size=(96, 72), ext=".jpg")
+  os.rename(os.path.join(root, "seq1"), os.path.join(os.fsencode(root), b"seq\xff\xfe"))
+  config = _config(tmp_path, root)
+  it = module.make_dataset(config, batch_size=8, debug=True)
+  try:
+    batch = next(it)
+  finally:
+    it.close()
+  assert set(batch["debug_sequence"].tolist()) == {0, 1} and not batch["replaced"].any()
+  assert it.stats()["replaced"] == 0
