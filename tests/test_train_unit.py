@@ -286,3 +286,23 @@ def test_metrics_are_fetched_once_per_log_window_not_every_step(tmp_path, monkey
     for key in ("loss", "train_loss_ema", "replaced_total"):
       assert runs[4]["logged"][step][key] == runs[1]["logged"][step][key], (step, key)
   assert runs[4]["loss_ema"] == runs[1]["loss_ema"]
+
+
+def test_a_save_cut_short_leaves_no_tmp_folder_after_the_next_start(tmp_path):
+  # What a SIGKILL during an (async) save leaves: Orbax's temporary step folder, as large as a
+  # checkpoint. The next start of training removes it (before its first save); finished
+  # checkpoints stay.
+  from satracker_jax.train import loop
+  config = config_utils.load_config("configs/tiny.py")
+  config.model.template_size, config.model.search_size, config.model.max_text_len = 16, 32, 8
+  config.train.update(batch_size=4, total_steps=2, checkpoint_every=2, tensorboard=False)
+  run = lambda: loop.train(config, str(tmp_path), model=th.standin_model(), loss_fn=th.standin_loss,
+                           dataset_fn=th.standin_dataset(0))
+  run()
+  root = tmp_path / "checkpoints"
+  cut = root / "3.orbax-checkpoint-tmp-1754000000000000" / "state"
+  cut.mkdir(parents=True)
+  (cut / "ocdbt.process_0").write_bytes(b"\0" * (1 << 20))
+  config.train.total_steps = 4
+  run()
+  assert sorted(os.listdir(root)) == ["2", "4"]
