@@ -365,9 +365,12 @@ def _run_slots(trackers: list, work: list, pool, depth: int, reduced: bool, stat
       seq, sentence = queue.popleft()
       reader = _FrameReader(seq.frames, pool, depth, reduced, stats)
       box = np.asarray(seq.boxes[0], np.float64)
+      valid = np.isfinite(box).all() and box[2] > 0 and box[3] > 0
       if protocol == "nl":
-        reader.prefetch(lambda i: 1 if i == 0 else search_scale(box))
-      elif np.isfinite(box).all() and box[2] > 0 and box[3] > 0:
+        # The GT box only guesses later frames' scales (a wrong guess is decoded again); `nl`
+        # needs no valid one: frame 0 is grounded.
+        reader.prefetch(lambda i: 1 if i == 0 or not valid else search_scale(box))
+      elif valid:
         reader.prefetch(hint(box, first_frame=True))
       upcoming.append((seq, sentence, reader))
 
@@ -598,7 +601,9 @@ def grounding_scores(sequences, out_dir: str) -> dict:
   for seq in sequences:
     box = results_io.read_boxes(results_io.results_path(out_dir, seq.name))[0]
     gt = np.asarray(seq.boxes[0], np.float64)
-    iou = float(metrics_lib.iou_overlap(box[None], gt[None])[0])
+    # An invalid GT box (absent, NaN) scores IoU -1, never a hit (pytracking's invalid frames).
+    valid = np.isfinite(gt).all() and gt[2] > 0 and gt[3] > 0
+    iou = float(metrics_lib.iou_overlap(box[None], gt[None])[0]) if valid else -1.0
     per[seq.name] = {"box": [float(v) for v in box], "iou": iou,
                      "single_frame": bool(getattr(seq, "single_frame", True))}
   hits = [v["iou"] > 0.5 for v in per.values()]
