@@ -13,6 +13,7 @@ from __future__ import annotations
 import atexit
 import importlib
 import logging
+import os
 import weakref
 from typing import Callable, Iterator, Optional
 
@@ -40,6 +41,27 @@ def backend_module(config):
   if name not in BACKENDS:
     raise ValueError(f"data.backend={name!r}: expected one of {sorted(BACKENDS)}")
   return importlib.import_module(BACKENDS[name])
+
+
+_CPUS_LOGGED = False
+
+
+def usable_cpus() -> int:
+  """The CPUs this process may run on (its affinity mask: what SLURM, taskset or a cgroup cpuset
+  give it), which "-1 = one per core" means. Not os.cpu_count(): that counts every CPU of the node,
+  so 8 SLURM tasks per node would each start one worker per node CPU. Logged once per process."""
+  global _CPUS_LOGGED
+  node = os.cpu_count() or 1
+  try:
+    usable, source = len(os.sched_getaffinity(0)), "os.sched_getaffinity"
+  except (AttributeError, OSError):  # no affinity API (macOS, Windows): the whole machine
+    usable, source = node, "os.cpu_count"
+  usable = max(usable, 1)
+  if not _CPUS_LOGGED:
+    _CPUS_LOGGED = True
+    log.info("input workers: %d CPUs usable by this process (%s; the node has %d)", usable,
+             source, node)
+  return usable
 
 
 def load_datasets(config) -> list[tuple[str, float, list]]:

@@ -27,9 +27,16 @@ Only the pixel work differs, done here as in `ingraph.py`, step for step:
 Samples are made on `data.num_parallel_calls` threads (-1: one per core; Pillow's decoder and
 resize and numpy release the GIL, the planning does not, so threads give about one core's worth of
 samples), or, with `data.processes` > 0, in that many spawned worker processes (-1: one per core),
-which scale with the cores: what a GPU host needs. `data.prefetch` batches ahead. Results are
-taken in index order and each sample depends on its index only, so the bytes do not depend on the
-thread or process count or timing.
+which scale with the cores: what a GPU host needs. "One per core" counts the cores this process
+may use (`batches.usable_cpus`: its affinity), not the node's. `data.prefetch` batches ahead.
+Results are taken in index order and each sample depends on its index only, so the bytes do not
+depend on the thread or process count or timing.
+
+Worker processes belong to the trainer: SLURM, GCE preemption and Ctrl-C signal the whole process
+group, and a worker killed by that SIGTERM would break the pool before the trainer could save. So
+workers ignore SIGINT and SIGTERM (they are started with both blocked, then ignore them: no window
+at start-up), exit within a second when the trainer dies (even by SIGKILL: they watch their parent
+pid), and `close()` (the train loop's `finally`) ends them.
 """
 from __future__ import annotations
 
@@ -37,6 +44,11 @@ import collections
 import concurrent.futures
 import multiprocessing
 import os
+import signal
+import struct
+import threading
+import time
+import zlib
 from typing import Optional
 
 import numpy as np
@@ -55,11 +67,20 @@ class DecodeError(ValueError):
   """The file decoded, but not to the size its header promised."""
 
 
+# What Pillow raises for a broken, truncated or hostile file (OSError covers "image file is
+# truncated" and UnidentifiedImageError; SyntaxError, struct.error and EOFError come from the
+# format plugins' header parsing; ValueError from bad tile geometry, DecodeError included). Anything
+# else (TypeError, IndexError, NameError, ...) is a bug in this code and must raise, not be counted
+# as a corrupt frame.
+BROKEN_FILE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error,
+                      Image.DecompressionBombError)
+
+
 def decode_window(path, decoder: int, window, frame_hw) -> np.ndarray:
   """uint8 [h, w, 3]: the plan's window of the frame at `path` (raises if it does not decode)."""
   height, width = (int(v) for v in frame_hw)
   decoder = int(decoder)
-  with Image.open(path.decode() if isinstance(path, bytes) else path) as img:
+  with Image.open(os.fsdecode(path)) as img:  # file names need not be UTF-8
     if decoder < crop_window.FULL_DECODE:
       ratio = crop_window.JPEG_RATIOS[decoder]
       if not isinstance(img, JpegImagePlugin.JpegImageFile):  # MPO (camera JPEGs) included
@@ -151,7 +172,7 @@ class _SampleFactory:
         continue  # bad draw: the next attempt re-draws (its plan records the reason)
       try:
         regions = {name: self._decode(plan, name) for name in _CROPS}
-      except Exception:  # noqa: BLE001  Pillow's errors for broken files are of many types
+      except BROKEN_FILE_ERRORS:
         continue  # the next attempt's plan counts this one as a corrupt frame
       return self._finish(plan, regions)
     raise AssertionError("unreachable: attempt MAX_ATTEMPTS is the exhausted marker")
@@ -188,11 +209,28 @@ class _SampleFactory:
 
 # The sample factory of a worker process (`data.processes` > 0), set once by its initializer.
 _WORKER_MAKE = None
+_TRAINER_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_PARENT_POLL_S = 0.5
 
 
-def _init_worker(make: _SampleFactory) -> None:
+def _exit_when_orphaned(trainer: int) -> None:
+  # A SIGKILLed trainer runs no cleanup; its workers are re-parented (to init or a subreaper).
+  # The trainer's pid comes from the trainer: a worker still starting up when it died sees
+  # another parent from the first check on.
+  while os.getppid() == trainer:
+    time.sleep(_PARENT_POLL_S)
+  os._exit(0)
+
+
+def _init_worker(make: _SampleFactory, trainer: int) -> None:
   global _WORKER_MAKE
   _WORKER_MAKE = make
+  for sig in _TRAINER_SIGNALS:  # the trainer decides: it saves, then closes us
+    signal.signal(sig, signal.SIG_IGN)
+  # Started with them blocked (`_Batches._fill`): ignored now, so unblocking discards any pending.
+  signal.pthread_sigmask(signal.SIG_UNBLOCK, _TRAINER_SIGNALS)
+  threading.Thread(target=_exit_when_orphaned, args=(trainer,), daemon=True,
+                   name="exit_when_orphaned").start()
 
 
 def _make_in_worker(ks) -> list:
@@ -211,10 +249,11 @@ class _Batches:
   def __init__(self, make, first: int, batch_size: int, global_batch: int, workers: int,
                prefetch: int, processes: int = 0):
     self._first, self._batch_size, self._global_batch = first, batch_size, global_batch
+    self._processes = processes
     if processes > 0:
       self._pool = concurrent.futures.ProcessPoolExecutor(
           processes, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
-          initargs=(make,))
+          initargs=(make, os.getpid()))
       self._call = _make_in_worker
       self._chunk = max(1, min(8, batch_size // processes))
       workers = processes
@@ -230,12 +269,22 @@ class _Batches:
     self._next = 0  # this process's next sample to submit (j in batches.global_index)
 
   def _fill(self) -> None:
-    while self._queued < self._ahead:
-      ks = [batches_lib.global_index(self._next + i, self._first, self._batch_size,
-                                     self._global_batch) for i in range(self._chunk)]
-      self._pending.append(self._pool.submit(self._call, ks))
-      self._queued += self._chunk
-      self._next += self._chunk
+    # Worker processes are spawned by `submit`; with SIGINT/SIGTERM blocked here they start with
+    # both blocked (the mask survives fork and exec) until `_init_worker` ignores them. A signal
+    # for this process meanwhile stays pending and is delivered when the mask is restored.
+    spawning = self._processes and len(self._pool._processes or ()) < self._processes
+    if spawning:
+      mask = signal.pthread_sigmask(signal.SIG_BLOCK, _TRAINER_SIGNALS)
+    try:
+      while self._queued < self._ahead:
+        ks = [batches_lib.global_index(self._next + i, self._first, self._batch_size,
+                                       self._global_batch) for i in range(self._chunk)]
+        self._pending.append(self._pool.submit(self._call, ks))
+        self._queued += self._chunk
+        self._next += self._chunk
+    finally:
+      if spawning:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
   def __iter__(self):
     return self
@@ -254,8 +303,14 @@ class _Batches:
 
   def close(self) -> None:
     if self._pool is not None:
-      self._pool.shutdown(wait=False, cancel_futures=True)
-      self._pool = None
+      pool, self._pool = self._pool, None
+      processes = list((getattr(pool, "_processes", None) or {}).values())
+      pool.shutdown(wait=False, cancel_futures=True)
+      # Workers ignore SIGTERM, and their samples are no longer wanted: SIGKILL, then reap.
+      for process in processes:
+        process.kill()
+      for process in processes:
+        process.join(5)
       self._pending.clear()
       self._rows.clear()
 
@@ -276,9 +331,9 @@ def make_dataset(config, start_index: int = 0, process_index: int = 0, process_c
   global_batch = batch_size * process_count
   first = int(start_index) + process_index * batch_size
   workers = int(config.data.get("num_parallel_calls", -1))
-  workers = (os.cpu_count() or 1) if workers < 0 else max(workers, 1)
+  workers = batches_lib.usable_cpus() if workers < 0 else max(workers, 1)
   processes = int(config.data.get("processes", 0))
-  processes = (os.cpu_count() or 1) if processes < 0 else processes
+  processes = batches_lib.usable_cpus() if processes < 0 else processes
   source = _Batches(_SampleFactory(maker), first, batch_size, global_batch, workers,
                     int(config.data.get("prefetch", 2)), processes)
   return SampleIterator(source, start_index, global_batch, debug, maker, on_close=source.close)

@@ -54,6 +54,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import os
 import re
 import threading
 import traceback
@@ -137,7 +138,8 @@ def _crop_fields(prefix: str, path: str, params: box_lib.CropParams, dct_oversam
   header = header or frame_header_or_failure(path)
   plan = crop_window.plan_crop(params, header.width, header.height,
                                jpeg=header.codec == frame_header.JPEG, dct_oversample=dct_oversample)
-  return {f"{prefix}_path": path.encode(), f"{prefix}_decoder": plan.decoder,
+  # os.fsencode: a file name that is not UTF-8 (listed as surrogate escapes) keeps its bytes.
+  return {f"{prefix}_path": os.fsencode(path), f"{prefix}_decoder": plan.decoder,
           f"{prefix}_window": plan.window, f"{prefix}_place": plan.place,
           f"{prefix}_affine": plan.affine, f"{prefix}_hw": (header.height, header.width),
           f"{prefix}_ratio": plan.ratio}
@@ -318,7 +320,7 @@ class SampleMaker:
       if first is not None:
         first_reason = REASON_CORRUPT_FRAME
         if attempt == 1:
-          frames = sorted({first["template_path"].decode(), first["search_path"].decode()})
+          frames = sorted({os.fsdecode(first["template_path"]), os.fsdecode(first["search_path"])})
           self._warn(k, f"{' or '.join(frames)}: cannot decode frame")
     if out is None:
       return {"ok": PLAN_BAD}

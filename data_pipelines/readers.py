@@ -45,16 +45,24 @@ count is structural.
 
 The index (names, frame naming, boxes, sentences) is cached on first read in an .npz beside the
 root (or in `cache_dir`) and rebuilt when the listing of the root or of its sequence folders
-changes (names or mtimes), or when this reader's version changes.
+changes (names or mtimes), when any annotation, flag or sentence file it read changes (size or
+mtime; a file it looked for and did not find appears), or when this reader's version changes.
+Each process writes its own temporary file and renames it over the cache (atomic: a reader sees
+the old index or the new one, never a torn one); a cache that cannot be read is rebuilt, with a
+warning.
 """
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import hashlib
 import json
+import logging
 import math
 import os
 import re
+import tempfile
+import zipfile
 from typing import Callable, Optional
 
 import numpy as np
@@ -66,15 +74,37 @@ from satracker_jax import box_files
 IMAGE_EXTS = (".jpg", ".jpeg", ".png")
 DATASETS = ("lasot", "tnl2k", "otb", "otb99_lang", "got10k", "synthetic")
 # 2: annotation-only indexes, OTB-2015, LaSOT toolkit packs, absent flags; 3: single_frame;
-# 4: TNL2K toolkit packs, sequence attributes
-READER_VERSION = 4
+# 4: TNL2K toolkit packs, sequence attributes; 5: the index records the state of every file it read
+READER_VERSION = 5
 _CACHE_PREFIX = ".satracker_index_"
 # Folder names that mark a TNL2K-layout root holding one sub-folder per split.
 SPLIT_FOLDERS = ("train", "test", "val")
 
 
+log = logging.getLogger(__name__)
+
+
 class DatasetError(ValueError):
   """A structural problem in a data set folder; the message names the file."""
+
+
+# The files a scan reads (or looks for) and their (size, mtime_ns) just before it reads them,
+# collected while `load_dataset` scans: the index cache is valid only while each is as it was.
+_FILES_READ: contextvars.ContextVar[Optional[dict]] = contextvars.ContextVar("files_read", default=None)
+
+
+def _file_state(path: str) -> list:
+  try:
+    st = os.stat(path)
+    return [st.st_size, st.st_mtime_ns]
+  except OSError:
+    return [-1, 0]  # missing: its appearance changes the data set too
+
+
+def _note_read(path: str) -> None:
+  files = _FILES_READ.get()
+  if files is not None and path not in files:
+    files[path] = _file_state(path)
 
 
 @dataclasses.dataclass
@@ -109,6 +139,7 @@ class Sequence:
 def read_boxes(path: str) -> np.ndarray:
   """[N, 4] float64 from a groundtruth file; empty / NaN lines become NaN rows
   (`satracker_jax.box_files`, the one box-file parser)."""
+  _note_read(path)
   if not os.path.isfile(path):
     raise DatasetError(f"{path}: groundtruth file missing")
   return box_files.read_rows(path, 4, blank_lines_absent=True, error=DatasetError)
@@ -124,6 +155,7 @@ def read_sentence(path: str) -> tuple[str, str]:
   `bad` is the file's path rather than True so the index keeps which file it was (evaluation
   decodes it with replacement characters and names it); "" when the sentence is fine."""
   from satracker_jax.tokenizer import decode_sentence_bytes  # noqa: PLC0415  (numpy-only module)
+  _note_read(path)
   if not os.path.isfile(path):
     return "", path
   with open(path, "rb") as f:
@@ -141,6 +173,7 @@ def _read_flags(path: str, n: int, extra_zeros: bool = False) -> np.ndarray:
   """LaSOT occlusion / out-of-view flags: 0/1 separated by commas (one line) or newlines.
   `extra_zeros`: trailing flags beyond the n frames are dropped when they are all 0 (a TNL2K
   absent file has 930 for 929 frames)."""
+  _note_read(path)
   if not os.path.isfile(path):
     return np.zeros(n, bool)  # absent flag file = no frame flagged
   with open(path, "rb") as f:
@@ -218,6 +251,7 @@ def _record(name, img_dir, spec, boxes, sentence, bad, occl=None, oov=None, abse
 
 def _lasot_test_names(root: str) -> set[str]:
   listed = os.path.join(root, "testing_set.txt")
+  _note_read(listed)
   if os.path.isfile(listed):
     with open(listed, encoding="utf-8-sig") as f:
       return {line.strip() for line in f if line.strip()}
@@ -320,6 +354,7 @@ def _scan_tnl2k_pack(root: str, split: str, frames: bool) -> list[dict]:
     raise DatasetError(f"{root}: the TNL2K toolkit's annotation pack holds the test split only; "
                        f"got --split {split!r}")
   listed = os.path.join(root, TNL2K_PACK_TEST_LIST)
+  _note_read(listed)
   if os.path.isfile(listed):
     with open(listed, encoding="utf-8-sig") as f:
       names = [line.strip() for line in f if line.strip()]
@@ -329,9 +364,11 @@ def _scan_tnl2k_pack(root: str, split: str, frames: bool) -> list[dict]:
   for name in names:
     boxes = read_boxes(os.path.join(gt_dir, f"{name}.txt"))
     absent_file = os.path.join(root, "annos", "absent", f"{name}.txt")
+    _note_read(absent_file)
     absent = _read_flags(absent_file, len(boxes), extra_zeros=True) if os.path.isfile(absent_file) else None
     att_file = os.path.join(root, "annos", "att", f"{name}_attribute.txt")
     attributes = None
+    _note_read(att_file)
     if os.path.isfile(att_file):
       with open(att_file, "rb") as f:
         fields = [t for t in re.split(rb"[,\s]+", f.read()) if t]
@@ -368,6 +405,7 @@ def _scan_synthetic(root: str, split: str, frames: bool = True) -> list[dict]:
   records = _scan_tnl2k(root, split, frames)
   for r in records:
     seq_dir = os.path.join(root, os.path.dirname(r["img_dir"]))
+    _note_read(os.path.join(seq_dir, "attributes.json"))
     try:
       with open(os.path.join(seq_dir, "attributes.json")) as f:
         r["single_frame"] = bool(json.load(f).get("single_frame", True))
@@ -437,6 +475,7 @@ def _scan_otb99_lang(root: str, split: str, frames: bool = True) -> list[dict]:
 
 
 def _got10k_class(path: str) -> tuple[str, bool]:
+  _note_read(path)
   if not os.path.isfile(path):
     return "", True
   with open(path, "rb") as f:
@@ -501,14 +540,15 @@ def _listing_dirs(name: str, root: str, split: str) -> list[str]:
 
 
 def _fingerprint(name: str, root: str, split: str, frames: bool = True) -> str:
-  h = hashlib.sha1(f"{READER_VERSION}|{name}|{split}|{'frames' if frames else 'annotations'}".encode())
+  h = hashlib.sha1(f"{READER_VERSION}|{name}|{split}|{'frames' if frames else 'annotations'}"
+                   .encode("utf-8", "surrogateescape"))
   for d in _listing_dirs(name, root, split):
     if not os.path.isdir(d):
       continue
     for entry in sorted(os.scandir(d), key=lambda e: e.name):
       if entry.name.startswith(_CACHE_PREFIX):
         continue  # our own cache file must not invalidate itself
-      h.update(f"{d}/{entry.name}:{entry.stat().st_mtime_ns}\n".encode())
+      h.update(f"{d}/{entry.name}:{entry.stat().st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
   return h.hexdigest()
 
 
@@ -516,12 +556,17 @@ def _cache_path(name: str, root: str, split: str, cache_dir: str, frames: bool =
   # Annotation-only indexes have no frame naming: a separate file, so neither evicts the other.
   kind = "" if frames else "_annotations"
   if cache_dir:
-    tag = hashlib.sha1(os.path.abspath(root).encode()).hexdigest()[:12]
+    tag = hashlib.sha1(os.fsencode(os.path.abspath(root))).hexdigest()[:12]
     return os.path.join(cache_dir, f"{_CACHE_PREFIX}{name}_{split}{kind}_{tag}.npz")
   return os.path.join(root, f"{_CACHE_PREFIX}{name}_{split}{kind}.npz")
 
 
-def _save_index(path: str, fingerprint: str, records: list[dict]) -> None:
+def _files_unchanged(root: str, states: list[list]) -> bool:
+  """Whether every file of `states` ([[path relative to root, size, mtime_ns]]) is unchanged."""
+  return all(_file_state(os.path.join(root, rel)) == [size, mtime] for rel, size, mtime in states)
+
+
+def _save_index(path: str, fingerprint: str, records: list[dict], files: list) -> None:
   meta, boxes, flags = [], [], []
   for r in records:
     m = {k: r[k] for k in ("name", "img_dir", "spec", "sentence", "bad_sentence", "single_frame")}
@@ -533,27 +578,37 @@ def _save_index(path: str, fingerprint: str, records: list[dict]) -> None:
     boxes.append(r["boxes"])
     flags.extend(r[k] for k in m["flags"])
   arrays = {
-      "meta": np.array(json.dumps({"fingerprint": fingerprint, "sequences": meta})),
+      "meta": np.array(json.dumps({"fingerprint": fingerprint, "files": files, "sequences": meta})),
       "boxes": np.concatenate(boxes) if boxes else np.zeros((0, 4)),
       "flags": np.concatenate(flags).astype(np.uint8) if flags else np.zeros(0, np.uint8),
   }
+  tmp = None
   try:
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + ".tmp.npz"  # also starts with the cache prefix, so it never changes the fingerprint
-    np.savez(tmp, **arrays)
+    # A name of its own (processes of one run index the same root at once), starting with the
+    # cache prefix, so that it never changes the fingerprint; renamed over the cache atomically.
+    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp",
+                               dir=os.path.dirname(path))
+    with os.fdopen(fd, "wb") as f:
+      np.savez(f, **arrays)
+    os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the cache from other users of the data set
     os.replace(tmp, path)
   except OSError:
     pass  # a read-only data set is fine: we just rescan next time
+  finally:
+    if tmp is not None and os.path.exists(tmp):
+      os.remove(tmp)
 
 
-def _load_index(path: str, fingerprint: str) -> Optional[list[dict]]:
+def _load_index(path: str, root: str, fingerprint: str) -> Optional[list[dict]]:
   try:
     with np.load(path, allow_pickle=False) as z:
       meta = json.loads(str(z["meta"]))
-      if meta["fingerprint"] != fingerprint:
-        return None
       boxes, flags = z["boxes"], z["flags"].astype(bool)
-  except (OSError, ValueError, KeyError):
+  except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+    log.warning("%s: index cache unreadable (%s: %s); rebuilding it", path, type(e).__name__, e)
+    return None
+  if meta.get("fingerprint") != fingerprint or not _files_unchanged(root, meta.get("files") or []):
     return None
   records, b, f = [], 0, 0
   for m in meta["sequences"]:
@@ -606,11 +661,17 @@ def load_dataset(name: str, root: str, split: str = "test", cache_dir: str = "",
   if use_cache:
     fingerprint = _fingerprint(name, root, split, frames)
     path = _cache_path(name, root, split, cache_dir, frames)
-    records = _load_index(path, fingerprint) if os.path.isfile(path) else None
+    records = _load_index(path, root, fingerprint) if os.path.isfile(path) else None
   if records is None:
-    records = _SCANNERS[name](root, split, frames)
+    files: dict = {}
+    token = _FILES_READ.set(files)
+    try:
+      records = _SCANNERS[name](root, split, frames)
+    finally:
+      _FILES_READ.reset(token)
     if use_cache:
-      _save_index(path, fingerprint, records)
+      states = [[os.path.relpath(p, root), *state] for p, state in sorted(files.items())]
+      _save_index(path, fingerprint, records, states)
   if not records:
     raise DatasetError(f"{root}: no {name} sequences found for split {split!r}")
   return [_to_sequence(name, root, r) for r in records]

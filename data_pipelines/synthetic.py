@@ -48,6 +48,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 from typing import Mapping, Optional
 
 import numpy as np
@@ -653,6 +654,55 @@ def split_of(index: int, sequences: int, test_sequences: int) -> str:
   return "test" if index >= sequences - test_sequences else "train"
 
 
+# Everything a generated folder holds: what `generate` writes, the readers' index caches and
+# synthetic_store's `.complete` stamp. `clear_generated` deletes nothing else.
+GENERATED_NAMES = ("train", "test", VOCAB_FILE, "meta.json", ".complete")
+INDEX_PREFIX = ".satracker_index_"
+
+
+def clear_generated(root: str) -> None:
+  """Deletes `root`, which must hold nothing but GENERATED_NAMES and index caches (else a
+  ValueError naming the first other file: a mistyped root never costs user data)."""
+  foreign = [n for n in sorted(os.listdir(root))
+             if n not in GENERATED_NAMES and not n.startswith(INDEX_PREFIX)]
+  if foreign:
+    raise ValueError(f"{os.path.join(root, foreign[0])}: the synthetic data root {root} holds files "
+                     f"the generator did not write; refusing to clear it for re-generation "
+                     f"(choose another root or remove them)")
+  shutil.rmtree(root)
+
+
+def _describe(meta: dict) -> str:
+  size = "x".join(str(v) for v in meta.get("size", ()))
+  return (f"seed {meta.get('seed')}, {meta.get('sequences')} videos ({meta.get('test_sequences')} "
+          f"test), {meta.get('frames')} frames of {size}, generator version "
+          f"{meta.get('generator_version')}")
+
+
+def _check_out_dir(out_dir: str, request: dict, replace: bool) -> None:
+  """Two generations never mix in one folder: one that holds anything but this very request
+  (another seed, count, size, mode mix or generator version; or files without a meta.json, e.g.
+  an interrupted run) is refused, or with `replace` cleared whole (`clear_generated`). The same
+  request again rewrites the same bytes."""
+  if not os.path.isdir(out_dir):
+    return
+  if not [n for n in os.listdir(out_dir) if not n.startswith(INDEX_PREFIX)]:
+    return
+  try:
+    with open(os.path.join(out_dir, "meta.json")) as f:
+      meta = json.load(f)
+  except (OSError, ValueError):
+    meta = None
+  if isinstance(meta, dict) and all(meta.get(k) == v for k, v in request.items()):
+    return
+  if not replace:
+    held = (f"another generation ({_describe(meta)})" if isinstance(meta, dict)
+            else "files but no meta.json (an unfinished generation, or not ours)")
+    raise ValueError(f"{out_dir} holds {held}; writing {_describe(request)} there would mix two "
+                     "data sets: choose another folder, or --force to replace it whole")
+  clear_generated(out_dir)
+
+
 def _write_one(job) -> str:
   """Renders and writes sequence i (one task of `generate`); returns its mode."""
   out_dir, seed, i, frames, width, height, probs, sequences, test_sequences = job
@@ -663,11 +713,13 @@ def _write_one(job) -> str:
 
 def generate(out_dir: str, sequences: int, seed: int = 0, frames: int = 48, size=(160, 120),
              test_sequences: int = 0, progress: bool = True,
-             modes: Optional[Mapping[str, float]] = None, workers: int = 1) -> dict:
+             modes: Optional[Mapping[str, float]] = None, workers: int = 1,
+             replace: bool = False) -> dict:
   """Writes `sequences` videos (the last `test_sequences` under test/, the rest under train/),
   vocab.txt and meta.json; returns meta.json's content. `modes`: mode probabilities (None =
   `MODES`; see `mode_probabilities`). `workers` > 1: videos rendered in that many processes (the
-  bytes do not change: each video depends on (seed, index) only)."""
+  bytes do not change: each video depends on (seed, index) only). A folder holding another
+  generation raises ValueError, or with `replace` is cleared first (`_check_out_dir`)."""
   from satracker_jax.tokenizer import write_wordpiece_vocab  # noqa: PLC0415
   width, height = parse_size(size)
   if not 0 <= test_sequences <= sequences:
@@ -675,6 +727,10 @@ def generate(out_dir: str, sequences: int, seed: int = 0, frames: int = 48, size
   if frames < 2 or width < 32 or height < 32:
     raise ValueError(f"need frames >= 2 and a frame of at least 32x32, got {frames}, {width}x{height}")
   probs = mode_probabilities(modes)  # bad weights fail before anything is written
+  request = {"generator_version": GENERATOR_VERSION, "seed": int(seed), "sequences": int(sequences),
+             "test_sequences": int(test_sequences), "frames": int(frames), "size": [width, height],
+             "mode_probabilities": probs}
+  _check_out_dir(out_dir, request, replace)
   os.makedirs(out_dir, exist_ok=True)
   jobs = [(out_dir, seed, i, frames, width, height, probs, sequences, test_sequences)
           for i in range(sequences)]
@@ -698,9 +754,7 @@ def generate(out_dir: str, sequences: int, seed: int = 0, frames: int = 48, size
     if pool is not None:
       pool.shutdown(cancel_futures=True)
   vocab_size = write_wordpiece_vocab(vocabulary_words(), os.path.join(out_dir, VOCAB_FILE))
-  meta = {"generator_version": GENERATOR_VERSION, "seed": int(seed), "sequences": int(sequences),
-          "test_sequences": int(test_sequences), "frames": int(frames), "size": [width, height],
-          "vocab_size": vocab_size, "modes": counts, "mode_probabilities": probs}
+  meta = {**request, "vocab_size": vocab_size, "modes": counts}
   with open(os.path.join(out_dir, "meta.json"), "w") as f:
     json.dump(meta, f, indent=1, sort_keys=True)
     f.write("\n")

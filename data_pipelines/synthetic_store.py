@@ -14,15 +14,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from typing import Optional
 
 from data_pipelines import synthetic
 
-COMPLETE_FILE = ".complete"
-# What `synthetic.generate` and the readers' index cache put into a root.
-_GENERATED = ("train", "test", synthetic.VOCAB_FILE, "meta.json", COMPLETE_FILE)
-_INDEX_PREFIX = ".satracker_index_"
+COMPLETE_FILE = ".complete"  # one of synthetic.GENERATED_NAMES (the only names ever cleared)
 
 
 def fingerprint(synthetic_config) -> dict:
@@ -50,16 +46,6 @@ def recorded_fingerprint(root: str) -> Optional[dict]:
   return recorded if isinstance(recorded, dict) else None
 
 
-def _clear(root: str) -> None:
-  foreign = [n for n in sorted(os.listdir(root))
-             if n not in _GENERATED and not n.startswith(_INDEX_PREFIX)]
-  if foreign:
-    raise ValueError(f"{os.path.join(root, foreign[0])}: the synthetic data root {root} holds files "
-                     f"the generator did not write; refusing to clear it for re-generation "
-                     f"(choose another root or remove them)")
-  shutil.rmtree(root)
-
-
 def ensure_generated(config, root: str, progress: bool = True) -> tuple[dict, bool]:
   """Generates `config.data.synthetic` into `root` unless it is already there, exactly.
 
@@ -70,7 +56,7 @@ def ensure_generated(config, root: str, progress: bool = True) -> tuple[dict, bo
   if recorded_fingerprint(root) == want:
     return want, False
   if os.path.isdir(root):
-    _clear(root)
+    synthetic.clear_generated(root)
   synthetic.generate_from_config(config, root, progress=progress)
   with open(os.path.join(root, COMPLETE_FILE), "w") as f:
     json.dump(want, f, indent=1, sort_keys=True)

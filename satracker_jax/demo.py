@@ -20,9 +20,11 @@ produced. Every output records what produced it and is reused only when that is 
 - WORKDIR/synthetic/.complete: the generation fingerprint (generator version, seed, count, size...;
   `data_pipelines.synthetic_store`); another one re-generates.
 - WORKDIR/runs/<run>/demo_run.json: the run identity (SHA-256 of the variant's whole config,
-  steps and seed included, plus the data fingerprint); another one trains from scratch. Why not
-  resume: the schedule depends on total_steps, so a 4-step run continued to 2,500 steps is not the
-  2,500-step model.
+  steps and seed included, the data fingerprint, and the training code's version: a hash of the
+  model, loss, train-loop and input-pipeline sources, so an update trains again); another one
+  trains from scratch. Why not resume: the schedule depends on total_steps, so a 4-step run
+  continued to 2,500 steps is not the 2,500-step model. A folder there that the demo did not stamp
+  (no demo_run.json) is not deleted: the demo stops and names it.
 - WORKDIR/runs/<run>/demo_done.json: the run identity once training reached its last step
   (training is then skipped).
 - WORKDIR/results/<run>/<protocol>/demo_model.json: the run identity plus the checkpoint step that
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
@@ -88,12 +91,42 @@ def _use_data(config, root: str) -> None:
   synthetic.resolve_vocab_file(config, root)
 
 
+# The sources a trained model is a function of besides its config and data: (package, path in it).
+TRAINING_CODE = (("satracker_jax", "models"), ("satracker_jax", "train"),
+                 ("satracker_jax", "losses.py"), ("satracker_jax", "boxes.py"),
+                 ("satracker_jax", "grounding.py"), ("satracker_jax", "tokenizer.py"),
+                 ("satracker_jax", "model_io.py"), ("satracker_jax", "config_utils.py"),
+                 ("data_pipelines", ""))
+
+
+def _training_code_files() -> list[tuple[str, str]]:
+  """[(name, absolute path)] of every .py file of TRAINING_CODE, sorted by name."""
+  files = []
+  for package, sub in TRAINING_CODE:
+    base = importlib.util.find_spec(package).submodule_search_locations[0]
+    path = os.path.join(base, sub)
+    found = [path] if os.path.isfile(path) else [
+        os.path.join(d, f) for d, _, fs in os.walk(path) for f in fs if f.endswith(".py")]
+    files += [(os.path.join(package, os.path.relpath(f, base)), f) for f in found]
+  return sorted(files)
+
+
+def training_code_version() -> str:
+  """SHA-256 (16 hex digits) of the training code's sources, names included: an update of the
+  model, the losses, the train loop or the input pipeline gives another run identity."""
+  h = hashlib.sha256()
+  for name, path in _training_code_files():
+    with open(path, "rb") as f:
+      h.update(name.encode() + b"\0" + f.read() + b"\0")
+  return h.hexdigest()[:16]
+
+
 def run_identity(config, data_fingerprint: dict) -> dict:
   """What a trained model is a function of: the whole config (before the data root is filled in,
-  so a moved workdir is still the same run) and the data it was trained on."""
+  so a moved workdir is still the same run), the data it was trained on and the training code."""
   config_json = json.dumps(config_utils.config_to_json(config), sort_keys=True)
   return {"config_sha256": hashlib.sha256(config_json.encode()).hexdigest(),
-          "data": data_fingerprint}
+          "data": data_fingerprint, "code": training_code_version()}
 
 
 def _read_json(path: str):
@@ -105,11 +138,18 @@ def _read_json(path: str):
 
 
 def _keep_only_if(directory: str, stamp: str, identity: dict, what: str, name: str) -> None:
-  """Deletes `directory` unless its `stamp` file records `identity`; then records it."""
+  """Deletes `directory` unless its `stamp` file records `identity`; then records it. A non-empty
+  folder without the stamp was not made by the demo: ConfigError naming it, nothing deleted."""
   path = os.path.join(directory, stamp)
   if os.path.isdir(directory) and _read_json(path) != identity:
-    _say(f"[{name}] {directory} holds {what} of another request; deleting it")
-    shutil.rmtree(directory)
+    if not os.path.exists(path):
+      if os.listdir(directory):
+        raise config_utils.ConfigError(
+            f"{directory}: not made by the demo (no {stamp}); refusing to delete it: move it "
+            "away or choose another --workdir")
+    else:
+      _say(f"[{name}] {directory} holds {what} of another request; deleting it")
+      shutil.rmtree(directory)
   os.makedirs(directory, exist_ok=True)
   if not os.path.exists(path):
     utils.write_json(path, identity)

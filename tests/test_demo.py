@@ -237,3 +237,46 @@ def test_bad_protocols_are_one_line_errors(tmp_path, capsys):
   err = capsys.readouterr().err
   assert "need nl_bb" in err and "--seeds 0" in err
   assert not os.path.exists(tmp_path / "w" / "synthetic")
+
+
+def test_the_run_identity_carries_the_training_code_version(tmp_path, monkeypatch):
+  # After an update of the model, losses, train loop or input pipeline, an old model must not be
+  # reused: the identity the run folders are kept by changes with the code.
+  from satracker_jax import config_utils, demo
+  config = config_utils.load_config("configs/synthetic.py:runlocal")
+  names = [name for name, _ in demo._training_code_files()]
+  for must in ("satracker_jax/models/satracker.py", "satracker_jax/train/loop.py",
+               "satracker_jax/losses.py", "data_pipelines/processing.py"):
+    assert must.replace("/", os.sep) in names
+  assert not any(n.startswith(os.path.join("satracker_jax", "cli")) for n in names)
+  before = demo.run_identity(config, {"seed": 0})
+  assert before["code"] == demo.training_code_version()
+  # The same sources with one line changed in the loss (a copy: the repository stays untouched).
+  files = demo._training_code_files()
+  edited = []
+  for name, path in files:
+    if name.endswith("losses.py"):
+      copy = tmp_path / "losses.py"
+      copy.write_bytes(open(path, "rb").read() + b"\n# a fix\n")
+      path = str(copy)
+    edited.append((name, path))
+  monkeypatch.setattr(demo, "_training_code_files", lambda: edited)
+  after = demo.run_identity(config, {"seed": 0})
+  assert after["code"] != before["code"] and after["config_sha256"] == before["config_sha256"]
+
+
+def test_a_folder_the_demo_did_not_stamp_is_never_deleted(tmp_path, capsys):
+  from satracker_jax import config_utils, demo
+  run_dir = tmp_path / "runs" / "full"
+  run_dir.mkdir(parents=True)
+  (run_dir / "my_model.npz").write_bytes(b"weights of my own")
+  with pytest.raises(config_utils.ConfigError, match=r"full: not made by the demo \(no demo_run\.json\)"):
+    demo._keep_only_if(str(run_dir), "demo_run.json", {"x": 1}, "a training run", "full")
+  assert (run_dir / "my_model.npz").read_bytes() == b"weights of my own"
+  # An empty folder is simply taken; a stamped one of another request is replaced, saying so.
+  empty = tmp_path / "runs" / "no_tem"
+  empty.mkdir()
+  demo._keep_only_if(str(empty), "demo_run.json", {"x": 1}, "a training run", "no_tem")
+  assert os.listdir(empty) == ["demo_run.json"] and "deleting" not in capsys.readouterr().out
+  demo._keep_only_if(str(empty), "demo_run.json", {"x": 2}, "a training run", "no_tem")
+  assert "holds a training run of another request; deleting it" in capsys.readouterr().out

@@ -1,6 +1,7 @@
 """Readers: tiny fixtures in every official layout read back exactly; structural errors name the file."""
 import os
 import shutil
+import time
 
 import numpy as np
 import pytest
@@ -147,6 +148,65 @@ def test_index_cache_reused_and_invalidated(tmp_path, monkeypatch):
   cache = str(tmp_path / "cache")
   readers.load_dataset("tnl2k", root, "train", cache_dir=cache)
   assert len(os.listdir(cache)) == 1
+
+
+def _two_sequences(root):
+  for name in ("a", "b"):
+    _frames(os.path.join(root, name, "imgs"), 2, width=5)
+    _write(os.path.join(root, name, "groundtruth.txt"), "1,1,4,4\n1,1,4,4\n")
+    _write(os.path.join(root, name, "language.txt"), f"seq {name}\n")
+
+
+def test_index_cache_sees_files_edited_in_place(tmp_path):
+  # An edit in place changes no folder listing; the cache must still notice it (what `analyze`
+  # scores and what training reads). Same sizes: only the mtime tells.
+  root = str(tmp_path / "tnl2k")
+  _two_sequences(root)
+  for annotations_only in (True, False):
+    assert readers.load_dataset("tnl2k", root, "train", annotations_only=annotations_only)[0].boxes[1, 0] == 1
+  time.sleep(0.05)  # past the file system's timestamp granularity
+  _write(os.path.join(root, "a", "groundtruth.txt"), "1,1,4,4\n7,1,4,4\n")
+  _write(os.path.join(root, "b", "language.txt"), "seq c\n")
+  for annotations_only in (True, False):
+    a, b = readers.load_dataset("tnl2k", root, "train", annotations_only=annotations_only)
+    assert a.boxes[1, 0] == 7 and b.sentence == "seq c"
+  # A file the reader looked for and did not find counts too: a new language file is read.
+  os.remove(os.path.join(root, "b", "language.txt"))
+  assert readers.load_dataset("tnl2k", root, "train")[1].bad_sentence
+  _write(os.path.join(root, "b", "language.txt"), "seq d\n")
+  assert readers.load_dataset("tnl2k", root, "train")[1].sentence == "seq d"
+
+
+def test_unreadable_index_cache_is_rebuilt_with_a_warning(tmp_path, caplog):
+  root = str(tmp_path / "tnl2k")
+  _two_sequences(root)
+  want = readers.load_dataset("tnl2k", root, "train")
+  cache = os.path.join(root, ".satracker_index_tnl2k_train.npz")
+  with open(cache, "r+b") as f:  # torn: what a reader saw when two processes shared a temp file
+    f.truncate(os.path.getsize(cache) // 2)
+  with caplog.at_level("WARNING", logger="data_pipelines.readers"):
+    got = readers.load_dataset("tnl2k", root, "train")
+  assert [s.name for s in got] == [s.name for s in want]
+  assert f"{cache}: index cache unreadable (BadZipFile" in caplog.text
+  caplog.clear()
+  readers.load_dataset("tnl2k", root, "train")  # rewritten whole: read without a warning
+  assert not caplog.text
+
+
+def test_index_cache_writer_leaves_other_writers_temp_files_alone(tmp_path):
+  # Every training process of a run indexes the same root at start. Another process's file in
+  # flight (here under the name all of them used to share) must be neither overwritten nor
+  # renamed over the cache; ours is written under a name of its own and leaves nothing behind.
+  root = str(tmp_path / "tnl2k")
+  _two_sequences(root)
+  cache = os.path.join(root, ".satracker_index_tnl2k_train.npz")
+  _write(cache + ".tmp.npz", "another process, half way through")
+  readers.load_dataset("tnl2k", root, "train")
+  with open(cache + ".tmp.npz") as f:
+    assert f.read() == "another process, half way through"
+  assert sorted(n for n in os.listdir(root) if n.startswith(".satracker")) == [
+      ".satracker_index_tnl2k_train.npz", ".satracker_index_tnl2k_train.npz.tmp.npz"]
+  assert [s.name for s in readers.load_dataset("tnl2k", root, "train")] == ["a", "b"]
 
 
 def test_missing_first_frame_is_content_not_structure(tmp_path):

@@ -408,3 +408,20 @@ def test_eval_verb_toolkit_rescores_without_retracking(setup, monkeypatch, capsy
   # (no absent flags, no border boxes, nothing to repair), and results.md says so.
   assert second["auc"] == pytest.approx(first["auc"], abs=1e-12)
   assert "No absent flags for 2 of 2 sequences" in open(os.path.join(out, "results.md")).read()
+
+
+@pytest.mark.parametrize("first_box", [np.nan, 0.0], ids=["nan", "zero"])
+def test_nl_tracks_a_sequence_whose_first_gt_box_is_invalid(setup, first_box):
+  # Under `nl` the tracker grounds frame 0 itself: an absent first GT box (a NaN or 0,0,0,0
+  # line) must not stop the evaluation. The grounding cannot hit it (IoU -1).
+  config, variables, sequences, kwargs, tmp_path = setup
+  kwargs = {**kwargs, "apply_fn": SentenceNet(config.model.search_size // config.model.patch_size)}
+  sequences[1].boxes[0] = first_box
+  sequences[1].visible[0] = False
+  out = str(tmp_path / "nl")
+  metrics = runner.evaluate(config, variables, sequences, out, protocol="nl", **kwargs)["satracker"]
+  assert metrics["num_sequences"] == 2 and metrics["grounding_accuracy"] == 0.5
+  with open(os.path.join(out, runner.GROUNDING_FILE)) as f:
+    grounded = json.load(f)["sequences"]
+  assert grounded["seq_b"]["iou"] == -1.0 and grounded["seq_a"]["iou"] > 0.5
+  assert len(results_io.read_boxes(results_io.results_path(out, "seq_b"))) == len(sequences[1])

@@ -1,5 +1,11 @@
 """The suite's own settings that protect every other test."""
 import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_every_test_has_a_default_timeout(pytestconfig):
@@ -11,3 +17,27 @@ def test_every_test_has_a_default_timeout(pytestconfig):
 def test_the_suite_compiles_at_llvm_level_0_unless_told_otherwise():
   # tests/conftest.py: ~40% less CPU per compile; the suite's time budget depends on it.
   assert "--xla_backend_optimization_level" in os.environ.get("XLA_FLAGS", "")
+
+
+def test_ci_runs_with_satracker_ci_set():
+  with open(os.path.join(REPO, ".ci", "run")) as f:
+    assert "export SATRACKER_CI=1" in f.read()
+
+
+@pytest.mark.parametrize("ci", [False, True], ids=["local", "ci"])
+def test_a_test_missing_the_shared_data_says_so_locally_and_fails_in_ci(tmp_path, ci):
+  env = {k: v for k, v in os.environ.items() if k != "SATRACKER_CI"}
+  env["SATRACKER_REAL_DATA"] = str(tmp_path / "absent" / "real.tar.xz")
+  env["COLUMNS"] = "400"  # summary lines are cut at the terminal width
+  if ci:
+    env["SATRACKER_CI"] = "1"
+  p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                      "tests/test_real_data.py"], cwd=REPO, env=env, capture_output=True,
+                     text=True, timeout=300)
+  summary = p.stdout[p.stdout.find("short test summary"):]
+  if ci:
+    assert p.returncode == 1 and "ERROR tests/test_real_data.py" in summary, p.stdout[-3000:]
+    assert "real.tar.xz not found" in summary and "CI (SATRACKER_CI set) needs it" in summary
+  else:
+    assert p.returncode == 0 and "SKIPPED" in summary, p.stdout[-3000:]
+    assert "real.tar.xz not found" in summary

@@ -294,3 +294,42 @@ def test_cli_arguments():
   args = parser.parse_args(["--out", "x", "--size", "64x48", "--modes", "relation=0.5,absolute=0.5"])
   assert synthetic.parse_size(args.size) == (64, 48) and args.split_test is None  # None: 10% held out
   assert synthetic.parse_modes(args.modes)["relation"] == 0.5
+
+
+def test_synth_into_another_generation_refuses_in_one_line_or_replaces_it_whole(tmp_path, capsys):
+  out = str(tmp_path / "DIR")
+  args = ["synth", "--out", out, "--sequences", "4", "--frames", "2", "--size", "48x40",
+          "--split-test", "1", "--no-progress"]
+  assert cli.main(args + ["--seed", "0"]) == 0
+  readers.load_dataset("synthetic", out, "train")  # an index cache in the folder changes nothing
+  assert cli.main(args + ["--seed", "0"]) == 0  # the same request again: the same bytes
+  files = {f: open(os.path.join(out, f), "rb").read() for f in _tree(out)}
+  capsys.readouterr()
+
+  with pytest.raises(SystemExit) as refused:  # printed as one line, exit status 1
+    cli.main(args + ["--seed", "1"])
+  err = str(refused.value)
+  assert len(err.splitlines()) == 1, err
+  assert err.startswith(f"satracker synth: {out} holds another generation (seed 0, 4 videos")
+  assert "seed 1" in err and "--force" in err
+  assert {f: open(os.path.join(out, f), "rb").read() for f in _tree(out)} == files  # untouched
+
+  # --force with another seed and fewer videos: only the new generation is left.
+  assert cli.main(["synth", "--out", out, "--sequences", "2", "--frames", "2", "--size", "48x40",
+                   "--split-test", "1", "--seed", "1", "--force", "--no-progress"]) == 0
+  assert sorted(os.listdir(os.path.join(out, "train")) + os.listdir(os.path.join(out, "test"))) == [
+      "synth_00000", "synth_00001"]
+  with open(os.path.join(out, "meta.json")) as f:
+    assert json.load(f)["seed"] == 1
+  data = synthetic.render_sequence(1, 0, 2, 48, 40)
+  np.testing.assert_array_equal(readers.load_dataset("synthetic", out, "train")[0].boxes, data["boxes"])
+
+  # A folder of someone else's files is neither written into nor cleared, even with --force.
+  other = tmp_path / "mine"
+  other.mkdir()
+  (other / "notes.txt").write_text("keep me")
+  for force, why in (([], "no meta.json"), (["--force"], "notes.txt")):
+    with pytest.raises(SystemExit, match=why):
+      cli.main(["synth", "--out", str(other), "--sequences", "2", "--frames", "2", "--size",
+                "48x40", "--no-progress", *force])
+  assert os.listdir(other) == ["notes.txt"] and (other / "notes.txt").read_text() == "keep me"

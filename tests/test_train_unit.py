@@ -252,3 +252,57 @@ def test_init_from_a_model_of_ours_takes_all_its_weights_and_checks_the_config(t
   config.model.head_channels = 32
   with pytest.raises(ValueError, match=r"train\.init_from=.*warm\.npz"):
     loop._init_from_pretrained(loop.default_model(config), config)
+
+
+def test_metrics_are_fetched_once_per_log_window_not_every_step(tmp_path, monkeypatch):
+  # A device_get per step makes the host wait for every step before it dispatches the next but
+  # one. Fetching the window of train.log_every steps at once changes none of the logged numbers.
+  from satracker_jax.train import loop
+  config = config_utils.load_config("configs/tiny.py")
+  config.model.template_size, config.model.search_size, config.model.max_text_len = 16, 32, 8
+  config.train.update(batch_size=4, total_steps=12, checkpoint_every=12, tensorboard=False)
+  real_get, fetches = jax.device_get, []
+
+  def counting_get(tree):
+    leaves = tree if isinstance(tree, list) else [tree]
+    if leaves and all(isinstance(x, dict) and "loss" in x for x in leaves):
+      fetches.append(len(leaves))
+    return real_get(tree)
+
+  monkeypatch.setattr(jax, "device_get", counting_get)
+  runs = {}
+  for log_every in (4, 1):
+    fetches.clear()
+    config.train.log_every = log_every
+    workdir = tmp_path / f"log{log_every}"
+    runs[log_every] = loop.train(config, str(workdir), model=th.standin_model(),
+                                 loss_fn=th.standin_loss, dataset_fn=th.standin_dataset(0))
+    runs[log_every]["fetches"] = list(fetches)
+    runs[log_every]["logged"] = {m["step"]: m for m in th.metrics(workdir)}
+  assert runs[4]["fetches"] == [4, 4, 4]  # steps 1-4 at step 5, 5-8 at step 9, 9-12 before the save
+  assert len(runs[1]["fetches"]) == 12
+  assert sorted(runs[4]["logged"]) == [4, 8, 12]
+  for step in (4, 8, 12):
+    for key in ("loss", "train_loss_ema", "replaced_total"):
+      assert runs[4]["logged"][step][key] == runs[1]["logged"][step][key], (step, key)
+  assert runs[4]["loss_ema"] == runs[1]["loss_ema"]
+
+
+def test_a_save_cut_short_leaves_no_tmp_folder_after_the_next_start(tmp_path):
+  # What a SIGKILL during an (async) save leaves: Orbax's temporary step folder, as large as a
+  # checkpoint. The next start of training removes it (before its first save); finished
+  # checkpoints stay.
+  from satracker_jax.train import loop
+  config = config_utils.load_config("configs/tiny.py")
+  config.model.template_size, config.model.search_size, config.model.max_text_len = 16, 32, 8
+  config.train.update(batch_size=4, total_steps=2, checkpoint_every=2, tensorboard=False)
+  run = lambda: loop.train(config, str(tmp_path), model=th.standin_model(), loss_fn=th.standin_loss,
+                           dataset_fn=th.standin_dataset(0))
+  run()
+  root = tmp_path / "checkpoints"
+  cut = root / "3.orbax-checkpoint-tmp-1754000000000000" / "state"
+  cut.mkdir(parents=True)
+  (cut / "ocdbt.process_0").write_bytes(b"\0" * (1 << 20))
+  config.train.total_steps = 4
+  run()
+  assert sorted(os.listdir(root)) == ["2", "4"]

@@ -96,8 +96,9 @@ def standin_dataset(seed: int, model_config=None):
 
 
 def run_worker(workdir, *, devices=1, overrides=(), extra=None, env=None, timeout=300,
-               check=True, wait=True):
-  """Runs tests/train_worker.py in a fresh interpreter (the XLA device count is fixed at import)."""
+               check=True, wait=True, new_session=False):
+  """Runs tests/train_worker.py in a fresh interpreter (the XLA device count is fixed at import).
+  `new_session`: in a process group of its own (whose id is its pid), which a test may signal."""
   e = dict(os.environ)
   # The device count replaces any given one; other flags (the suite's optimisation level) stay.
   flags = re.sub(r"--xla_force_host_platform_device_count=\d+", "", e.get("XLA_FLAGS", ""))
@@ -109,7 +110,8 @@ def run_worker(workdir, *, devices=1, overrides=(), extra=None, env=None, timeou
   cmd = [sys.executable, WORKER, "--workdir", str(workdir),
          "--overrides", json.dumps(list(overrides)), "--extra", json.dumps(extra or {})]
   if not wait:
-    return subprocess.Popen(cmd, env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(cmd, env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=new_session)
   p = subprocess.run(cmd, env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                      timeout=timeout)
   if check and p.returncode != 0:

@@ -1,7 +1,7 @@
 """One training run in its own process, driven by tests/test_train_*.py (see train_helpers).
 
 argv: --workdir DIR --overrides '["train.total_steps=60", ...]' --extra '{...}'
-extra: mode ("standin" | "real"), fields to add to config.train (test hooks such as
+extra: mode ("standin" | "real_data" | "real_model" | "real_input"), fields to add to config.train (test hooks such as
 debug_nan_steps that base.py may not declare), and multi-process coordinates.
 Prints `RESULT {json}` last and saves the final state to WORKDIR/final_state.npz (process 0): one
 array per leaf, keyed by its path ("params/patch_embed/kernel", "opt_state/...").
@@ -58,6 +58,8 @@ def main():
     pass
   elif mode == "real_model":  # the real SATracker and losses on stand-in batches (no TF)
     kwargs = dict(dataset_fn=th.standin_dataset(config.seed, config.model))
+  elif mode == "real_input":  # the stand-in model and loss on the real input pipeline
+    kwargs = dict(model=th.standin_model(), loss_fn=th.standin_loss)
   try:
     summary = loop.train(config, a.workdir, **kwargs)
   except loop.TrainingStopped as e:

@@ -302,7 +302,9 @@ def grounding_scores(sequences, out_dir: str) -> dict:
   for seq in sequences:
     box = results_io.read_boxes(results_io.results_path(out_dir, seq.name))[0]
     gt = np.asarray(seq.boxes[0], np.float64)
-    iou = float(metrics_lib.iou_overlap(box[None], gt[None])[0])
+    # An invalid GT box (absent, NaN) scores IoU -1, never a hit (pytracking's invalid frames).
+    valid = np.isfinite(gt).all() and gt[2] > 0 and gt[3] > 0
+    iou = float(metrics_lib.iou_overlap(box[None], gt[None])[0]) if valid else -1.0
     per[seq.name] = {"box": [float(v) for v in box], "iou": iou,
                      "single_frame": bool(getattr(seq, "single_frame", True))}
   hits = [v["iou"] > 0.5 for v in per.values()]

@@ -91,9 +91,12 @@ def run_slots(trackers: list, work: list, pool, depth: int, reduced: bool, stats
       seq, sentence = queue.popleft()
       reader = FrameReader(seq.frames, pool, depth, reduced, stats)
       box = np.asarray(seq.boxes[0], np.float64)
+      valid = np.isfinite(box).all() and box[2] > 0 and box[3] > 0
       if protocol == "nl":
-        reader.prefetch(lambda i: 1 if i == 0 else search_scale(box))
-      elif np.isfinite(box).all() and box[2] > 0 and box[3] > 0:
+        # The GT box only guesses later frames' scales (a wrong guess is decoded again); `nl`
+        # needs no valid one: frame 0 is grounded.
+        reader.prefetch(lambda i: 1 if i == 0 or not valid else search_scale(box))
+      elif valid:
         reader.prefetch(hint(box, first_frame=True))
       upcoming.append((seq, sentence, reader))
 

@@ -42,6 +42,9 @@ def make_manager(directory: str, keep: int = 3, keep_best: bool = True, async_sa
       enable_async_checkpointing=async_save,
       read_only=read_only,
       create=not read_only,
+      # A SIGKILL mid-save leaves a checkpoint-sized `<step>.orbax-checkpoint-tmp-*` folder behind;
+      # a writer removes them when it starts (a reader must not touch a running save's).
+      cleanup_tmp_directories=not read_only,
   )
   handlers = {
       STATE_ITEM: state_handler or ocp.StandardCheckpointHandler(),

@@ -254,7 +254,6 @@ def train(config, workdir: str, *, model=None, loss_fn: Optional[Callable] = Non
     raise ValueError(f"checkpoint step {step} with next sample {start_index}: the global batch "
                      f"changed from {start_index // max(step, 1)} to {global_bs}; keep it fixed to resume")
 
-  batches = iter(dataset_fn(start_index, jax.process_index(), jax.process_count(), local_bs))
   writer = mw.MetricsWriter(workdir, is_main=is_main, tensorboard=bool(tc.get("tensorboard", True)))
   step_fn = state_lib.make_train_step(model, tx, schedule, loss_fn, config)
   train_step = None
@@ -264,15 +263,28 @@ def train(config, workdir: str, *, model=None, loss_fn: Optional[Callable] = Non
   # a preemption notice that must end in a clean save).
   signal_name, signal_at = tuple(tc.get("debug_signal", ()) or ("", 0))
   preempt = _Preemption().install()
+  # Closed in `finally` (the input's worker processes ignore SIGTERM/SIGINT: the loop decides).
+  batches = iter(dataset_fn(start_index, jax.process_index(), jax.process_count(), local_bs))
 
-  pending = None  # (step, device metrics) of the previous step: fetched one step late
+  # (step, device metrics) not fetched yet. Fetched in one transfer one step after each log step
+  # (the host keeps dispatching meanwhile) and before each save; the non-finite stop is therefore
+  # seen up to train.log_every steps late (those steps skip their updates anyway).
+  pending = []
   window_t, window_step = time.time(), step
   last = {}
   stopped_by = "done"
 
-  def absorb(step_done, metrics):
+  def absorb(keep_newest=False):
+    """Fetches the pending steps' metrics (all, or all but the newest) in one transfer."""
+    nonlocal pending
+    n = len(pending) - int(keep_newest)
+    window, pending = pending[:n], pending[n:]
+    for (step_done, _), metrics in zip(window, jax.device_get([m for _, m in window])):
+      absorb_one(step_done, metrics)
+
+  def absorb_one(step_done, metrics):
     nonlocal loss_ema, replaced_total, window_t, window_step, last
-    m = {k: float(v) for k, v in jax.device_get(metrics).items()}
+    m = {k: float(v) for k, v in metrics.items()}
     if m["finite"]:
       loss_ema = m["loss"] if loss_ema != loss_ema else (
           LOSS_EMA_DECAY * loss_ema + (1 - LOSS_EMA_DECAY) * m["loss"])
@@ -318,13 +330,12 @@ def train(config, workdir: str, *, model=None, loss_fn: Optional[Callable] = Non
       step += 1
       if signal_at and step == int(signal_at) and signal_name == "TERM":
         os.kill(os.getpid(), signal.SIGTERM)
-      if pending is not None:
-        absorb(*pending)
-      pending = (step, metrics)
+      pending.append((step, metrics))
+      if (step - 1) % int(tc.log_every) == 0 and len(pending) > 1:
+        absorb(keep_newest=True)
       preempted = preempt.reached(ckpt.manager, step)
       if step % int(tc.checkpoint_every) == 0 or step == total or preempted:
-        absorb(*pending)
-        pending = None
+        absorb()
         save(step)
       if signal_at and step == int(signal_at) and signal_name == "KILL":
         os.kill(os.getpid(), signal.SIGKILL)
@@ -332,9 +343,11 @@ def train(config, workdir: str, *, model=None, loss_fn: Optional[Callable] = Non
         stopped_by = "preempted"
         say(f"preemption signal: saved step {step}, exiting")
         break
-    if pending is not None:
-      absorb(*pending)
+    absorb()
   finally:
+    close_input = getattr(batches, "close", None)
+    if close_input is not None:
+      close_input()
     preempt.uninstall()
     ckpt.wait()
     ckpt.close()
