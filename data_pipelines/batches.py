@@ -20,6 +20,7 @@ from typing import Callable, Iterator, Optional
 import numpy as np
 
 from data_pipelines import processing, readers, synthetic
+from satracker_jax import utils
 from satracker_jax.tokenizer import build_tokenizer
 
 log = logging.getLogger(__name__)
@@ -52,11 +53,8 @@ def usable_cpus() -> int:
   so 8 SLURM tasks per node would each start one worker per node CPU. Logged once per process."""
   global _CPUS_LOGGED
   node = os.cpu_count() or 1
-  try:
-    usable, source = len(os.sched_getaffinity(0)), "os.sched_getaffinity"
-  except (AttributeError, OSError):  # no affinity API (macOS, Windows): the whole machine
-    usable, source = node, "os.cpu_count"
-  usable = max(usable, 1)
+  usable = utils.usable_cpu_count()
+  source = "os.sched_getaffinity" if hasattr(os, "sched_getaffinity") else "os.cpu_count"
   if not _CPUS_LOGGED:
     _CPUS_LOGGED = True
     log.info("input workers: %d CPUs usable by this process (%s; the node has %d)", usable,

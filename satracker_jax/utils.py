@@ -29,7 +29,8 @@ def write_json(path: str, obj: Any) -> None:
 
 
 def usable_cpu_count() -> int:
-  """The CPUs this process may run on (its affinity mask: a SLURM task's share, not the node's)."""
+  """The CPUs this process may run on (its affinity mask: a SLURM task's share, not the node's);
+  data_pipelines.batches.usable_cpus logs it for the input workers."""
   try:
     return max(1, len(os.sched_getaffinity(0)))
   except (AttributeError, OSError):  # pragma: no cover - platforms without affinity
