@@ -306,3 +306,50 @@ def test_a_save_cut_short_leaves_no_tmp_folder_after_the_next_start(tmp_path):
   config.train.total_steps = 4
   run()
   assert sorted(os.listdir(root)) == ["2", "4"]
+
+
+def test_fused_adamw_equals_the_optax_chain_it_replaces():
+  """The fused update is the chain masked(set_to_zero) -> clip -> adam -> decay -> multipliers ->
+  lr, element for element, over steps, with a frozen tensor, a frozen row of a stack and per-row
+  multipliers."""
+  import optax
+  config = config_utils.load_config("configs/tiny.py")
+  config.optim.update(lr_rules=((r"^box_head", 0.0), (r"^vit_block_1/", 0.0)), layer_decay=0.5,
+                      warmup_steps=2, clip_norm=0.5)
+  config.train.total_steps = 10
+  rng = np.random.default_rng(0)
+  params = {"vit_blocks": {"attn": {"qkv": {"kernel": rng.standard_normal((3, 4, 12)).astype(np.float32)}},
+                           "norm1": {"scale": rng.standard_normal((3, 4)).astype(np.float32)}},
+            "box_head": {"kernel": rng.standard_normal((4, 4)).astype(np.float32)},
+            "tem_0": {"gate": np.float32(0.3), "w": rng.standard_normal((5, 6)).astype(np.float32)}}
+  params = jax.tree.map(jnp.asarray, params)
+  tx, schedule = optim_lib.build_optimizer(config, params)
+  mults = optim_lib.lr_multipliers(params, config.optim)
+  # Rows: layer decay 0.5 ** (depth + 1 - (i + 1)) for blocks 0 and 2 of 3, block 1 frozen by its rule.
+  assert mults["vit_blocks"]["attn"]["qkv"]["kernel"].reshape(-1).tolist() == [0.125, 0.0, 0.5]
+  frozen = jax.tree.map(lambda m: m == 0.0 if not isinstance(m, np.ndarray) else False, mults)
+  decay = {"vit_blocks": {"attn": {"qkv": {"kernel": True}}, "norm1": {"scale": False}},
+           "box_head": {"kernel": True}, "tem_0": {"gate": False, "w": True}}
+  row_keep = jax.tree.map(lambda m: jnp.asarray(m != 0, jnp.float32) if isinstance(m, np.ndarray) else 1.0, mults)
+  chain = optax.chain(
+      optax.masked(optax.set_to_zero(), frozen),
+      optax.GradientTransformation(lambda p: optax.EmptyState(),
+                                   lambda u, s, p=None: (jax.tree.map(lambda g, k: g * k, u, row_keep), s)),
+      optax.clip_by_global_norm(0.5),
+      optax.scale_by_adam(b1=float(config.optim.b1), b2=float(config.optim.b2)),
+      optax.add_decayed_weights(float(config.optim.weight_decay), mask=decay),
+      optax.GradientTransformation(lambda p: optax.EmptyState(),
+                                   lambda u, s, p=None: (jax.tree.map(lambda g, m: g * jnp.asarray(m, g.dtype), u, mults), s)),
+      optax.scale_by_learning_rate(schedule))
+  fused_state, chain_state, p_fused, p_chain = tx.init(params), chain.init(params), params, params
+  for step in range(4):
+    grads = jax.tree.map(lambda p: jnp.asarray(rng.standard_normal(np.shape(p)), jnp.float32), params)
+    u_f, fused_state = jax.jit(tx.update)(grads, fused_state, p_fused)
+    u_c, chain_state = jax.jit(chain.update)(grads, chain_state, p_chain)
+    p_fused, p_chain = optax.apply_updates(p_fused, u_f), optax.apply_updates(p_chain, u_c)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-6, atol=1e-9), p_fused, p_chain)
+  np.testing.assert_array_equal(p_fused["box_head"]["kernel"], params["box_head"]["kernel"])
+  np.testing.assert_array_equal(p_fused["vit_blocks"]["attn"]["qkv"]["kernel"][1],
+                                params["vit_blocks"]["attn"]["qkv"]["kernel"][1])
+  assert not np.array_equal(p_fused["vit_blocks"]["attn"]["qkv"]["kernel"][0],
+                            params["vit_blocks"]["attn"]["qkv"]["kernel"][0])

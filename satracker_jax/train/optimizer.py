@@ -131,7 +131,6 @@ def fused_adamw(schedule: Callable, *, b1: float, b2: float, weight_decay: float
   (bool per leaf) are static; a multiplier 0 freezes a tensor or a row of a stack: its gradient is
   zeroed before the clipping norm and its update is 0."""
   is_one = lambda m: not isinstance(m, np.ndarray) and m == 1.0
-  keep = lambda m: (m != 0.0) if isinstance(m, np.ndarray) else (m != 0.0)
 
   def init_fn(params):
     zeros = lambda p: jnp.zeros_like(p)
@@ -139,10 +138,9 @@ def fused_adamw(schedule: Callable, *, b1: float, b2: float, weight_decay: float
 
   def update_fn(grads, state, params=None):
     def mask_frozen(g, m):
-      if is_one(m):
-        return g
-      k = keep(m)
-      return g * jnp.asarray(k, g.dtype) if isinstance(k, np.ndarray) else (g if k else jnp.zeros_like(g))
+      if isinstance(m, np.ndarray):
+        return g if (m != 0).all() else g * jnp.asarray(m != 0, g.dtype)
+      return g if m != 0.0 else jnp.zeros_like(g)
     grads = jax.tree.map(mask_frozen, grads, mults)
     scale = jnp.asarray(1.0, jnp.float32)
     if clip_norm:
