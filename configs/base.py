@@ -160,6 +160,9 @@ def get_config(arg=None):
   c.optim.layer_decay = 1.0  # <1: layer-wise lr decay over backbone blocks
   # (regex on '/'-joined param path, lr multiplier); first match wins, 0.0 freezes.
   c.optim.lr_rules = ()
+  # Adam moments as two flat vectors over every parameter (one kernel each per step instead of one
+  # per tensor): "auto" = when the mesh does not shard parameters (fsdp 1); true / false force it.
+  c.optim.flat_moments = "auto"
 
   c.tracker = ml_collections.ConfigDict(dict(
       hann_window=True, template_update=False, template_update_interval=0,

@@ -89,7 +89,7 @@ def test_bf16_train_step_is_finite_and_close_to_f32_on_the_same_batch():
   f32, bf16 = results["f32"][0], results["bf16"][0]
   assert bool(bf16["finite"]) and np.isfinite(float(bf16["loss"])) and np.isfinite(float(bf16["grad_norm"]))
   assert all(bool(state_lib.all_finite(results["bf16"][2][part])) for part in ("params", "opt_state"))
-  assert results["bf16"][2]["params"]["vit_block_0"]["attn"]["query"]["kernel"].dtype == jnp.float32  # master
+  assert results["bf16"][2]["params"]["vit_blocks"]["attn"]["qkv"]["kernel"].dtype == jnp.float32  # master
   rel = abs(float(bf16["loss"]) - float(f32["loss"])) / abs(float(f32["loss"]))
   flat = lambda t: np.concatenate([np.ravel(x) for x in jax.tree.leaves(t)])
   g32, g16 = flat(results["f32"][1]), flat(results["bf16"][1])

@@ -129,7 +129,8 @@ def _one_step(config, accum, batch_norm):
   state, m = step(state, batch)
   # Adam's first moment after one update is (1 - b1) * g: the gradient the step applied.
   grads = jax.tree.map(lambda mu: mu / (1 - config.optim.b1),
-                       optax.tree_utils.tree_get(state["opt_state"], "mu"))
+                       optim_lib.moment_tree(optax.tree_utils.tree_get(state["opt_state"], "mu"),
+                                             state["params"]))
   return init, jax.device_get(state["params"]), jax.device_get(grads), jax.device_get(state["batch_stats"]), m
 
 
@@ -308,7 +309,8 @@ def test_a_save_cut_short_leaves_no_tmp_folder_after_the_next_start(tmp_path):
   assert sorted(os.listdir(root)) == ["2", "4"]
 
 
-def test_fused_adamw_equals_the_optax_chain_it_replaces():
+@pytest.mark.parametrize("fsdp", [1, 2], ids=["flat_moments", "moments_per_tensor"])
+def test_fused_adamw_equals_the_optax_chain_it_replaces(fsdp):
   """The fused update is the chain masked(set_to_zero) -> clip -> adam -> decay -> multipliers ->
   lr, element for element, over steps, with a frozen tensor, a frozen row of a stack and per-row
   multipliers."""
@@ -323,7 +325,8 @@ def test_fused_adamw_equals_the_optax_chain_it_replaces():
             "box_head": {"kernel": rng.standard_normal((4, 4)).astype(np.float32)},
             "tem_0": {"gate": np.float32(0.3), "w": rng.standard_normal((5, 6)).astype(np.float32)}}
   params = jax.tree.map(jnp.asarray, params)
-  tx, schedule = optim_lib.build_optimizer(config, params)
+  tx, schedule = optim_lib.build_optimizer(config, params, fsdp=fsdp)
+  assert isinstance(tx.init(params).mu, dict) == (fsdp > 1)  # per tensor, or one flat vector
   mults = optim_lib.lr_multipliers(params, config.optim)
   # Rows: layer decay 0.5 ** (depth + 1 - (i + 1)) for blocks 0 and 2 of 3, block 1 frozen by its rule.
   assert mults["vit_blocks"]["attn"]["qkv"]["kernel"].reshape(-1).tolist() == [0.125, 0.0, 0.5]

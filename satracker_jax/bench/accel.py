@@ -76,7 +76,7 @@ def _kernels(config_spec: str, overrides, batch: int, steps: int = 3) -> dict:
   mesh = sharding_lib.make_mesh(config.train.mesh)
   model, loss_fn = loop.default_model(config), loop.default_loss_fn(config)
   abstract_vars = model_io.abstract_variables(config)
-  tx, schedule = optim_lib.build_optimizer(config, abstract_vars["params"])
+  tx, schedule = optim_lib.build_optimizer(config, abstract_vars["params"], fsdp=mesh.shape["fsdp"])
   state_sh = sharding_lib.state_shardings(state_lib.abstract_state(model, config, tx), mesh)
   state = state_lib.create_sharded_state(model, config, tx, state_sh)
   batch_arrays = state_lib.device_batch(random_batch(config.model, batch), mesh)

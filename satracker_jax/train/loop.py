@@ -222,7 +222,7 @@ def train(config, workdir: str, *, model=None, loss_fn: Optional[Callable] = Non
   loss_fn = loss_fn if loss_fn is not None else default_loss_fn(config)
   abstract_vars = jax.eval_shape(
       lambda: model_io.init_variables(model, config.model, state_lib.init_rng(config)))
-  tx, schedule = optim_lib.build_optimizer(config, abstract_vars["params"])
+  tx, schedule = optim_lib.build_optimizer(config, abstract_vars["params"], fsdp=mesh.shape["fsdp"])
   abstract = state_lib.abstract_state(model, config, tx)
   state_sh = sharding_lib.state_shardings(abstract, mesh)
 

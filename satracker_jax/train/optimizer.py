@@ -120,19 +120,30 @@ def lr_multipliers(params: Any, optim) -> Any:
 
 class FusedAdamWState(NamedTuple):
   count: jax.Array  # updates applied (int32)
-  mu: Any
-  nu: Any
+  mu: Any  # first moments: a tree like the parameters, or one flat vector (`flat`)
+  nu: Any  # second moments, likewise
 
 
 def fused_adamw(schedule: Callable, *, b1: float, b2: float, weight_decay: float, decay_mask: Any,
-                mults: Any, clip_norm: float = 0.0, eps: float = 1e-8) -> optax.GradientTransformation:
+                mults: Any, clip_norm: float = 0.0, eps: float = 1e-8,
+                flat: bool = False) -> optax.GradientTransformation:
   """AdamW with global-norm clipping, frozen parameters and per-parameter lr multipliers, as one
   element-wise update per tensor (module docstring). `mults` (lr_multipliers) and `decay_mask`
   (bool per leaf) are static; a multiplier 0 freezes a tensor or a row of a stack: its gradient is
-  zeroed before the clipping norm and its update is 0."""
+  zeroed before the clipping norm and its update is 0.
+
+  `flat`: the moments are two vectors over every parameter (what multi-tensor Adam kernels do):
+  the gradients are concatenated once, the moments updated by one kernel each, and each tensor
+  gets one kernel for its update, instead of one per tensor for each moment. Only for parameters
+  that are not sharded (a mesh without fsdp), since the concatenation would gather sharded ones.
+  """
   is_one = lambda m: not isinstance(m, np.ndarray) and m == 1.0
 
   def init_fn(params):
+    if flat:
+      size = sum(int(np.prod(np.shape(p))) for p in jax.tree.leaves(params))
+      zeros = jnp.zeros((size,), jnp.float32)
+      return FusedAdamWState(jnp.zeros((), jnp.int32), zeros, zeros)
     zeros = lambda p: jnp.zeros_like(p)
     return FusedAdamWState(jnp.zeros((), jnp.int32), jax.tree.map(zeros, params), jax.tree.map(zeros, params))
 
@@ -151,35 +162,65 @@ def fused_adamw(schedule: Callable, *, b1: float, b2: float, weight_decay: float
     bc2 = 1 - jnp.asarray(b2, jnp.float32) ** count
     lr = jnp.asarray(schedule(state.count), jnp.float32)
 
-    def leaf(g, mu, nu, p, m, decay):
+    def moments(g, mu, nu):
       g = g * scale.astype(g.dtype)
-      mu = b1 * mu + (1 - b1) * g
-      nu = b2 * nu + (1 - b2) * g * g
+      return b1 * mu + (1 - b1) * g, b2 * nu + (1 - b2) * g * g
+
+    def update(mu, nu, p, m, decay):
       u = (mu / bc1.astype(mu.dtype)) / (jnp.sqrt(nu / bc2.astype(nu.dtype)) + eps)
       if decay and weight_decay:
         u = u + weight_decay * p
       if not is_one(m):
         u = u * jnp.asarray(m, u.dtype)
-      return -lr.astype(u.dtype) * u, mu, nu
+      return -lr.astype(u.dtype) * u
 
-    out = jax.tree.map(leaf, grads, state.mu, state.nu, params, mults, decay_mask)
-    pick = lambda i: jax.tree.map(lambda _, o: o[i], grads, out)
-    return pick(0), FusedAdamWState(count, pick(1), pick(2))
+    if flat:
+      leaves, treedef = jax.tree.flatten(grads)
+      mu, nu = moments(jnp.concatenate([g.reshape(-1).astype(jnp.float32) for g in leaves]),
+                       state.mu, state.nu)
+      offsets = np.cumsum([0] + [int(np.prod(g.shape)) for g in leaves])
+      piece = lambda v, i: v[offsets[i]:offsets[i + 1]].reshape(leaves[i].shape)
+      flat_p, flat_m, flat_d = (treedef.flatten_up_to(t) for t in (params, mults, decay_mask))
+      updates = [update(piece(mu, i), piece(nu, i), flat_p[i], flat_m[i], flat_d[i]).astype(leaves[i].dtype)
+                 for i in range(len(leaves))]
+      return jax.tree.unflatten(treedef, updates), FusedAdamWState(count, mu, nu)
+    new = jax.tree.map(moments, grads, state.mu, state.nu)
+    mu = jax.tree.map(lambda _, t: t[0], grads, new)
+    nu = jax.tree.map(lambda _, t: t[1], grads, new)
+    return jax.tree.map(update, mu, nu, params, mults, decay_mask), FusedAdamWState(count, mu, nu)
 
   return optax.GradientTransformation(init_fn, update_fn)
 
 
-def build_optimizer(config, params: Any) -> tuple[optax.GradientTransformation, Callable]:
-  """-> (tx, schedule). `params` (shapes suffice) gives the names for the lr rules."""
+def moment_tree(moment: Any, params: Any) -> Any:
+  """A moment of FusedAdamWState as a tree like `params` (a flat vector is cut back into it)."""
+  if jax.tree.structure(moment) == jax.tree.structure(params):
+    return moment
+  leaves, treedef = jax.tree.flatten(params)
+  offsets = np.cumsum([0] + [int(np.prod(np.shape(p))) for p in leaves])
+  return jax.tree.unflatten(treedef, [moment[offsets[i]:offsets[i + 1]].reshape(np.shape(p))
+                                      for i, p in enumerate(leaves)])
+
+
+def build_optimizer(config, params: Any, fsdp: int = 1) -> tuple[optax.GradientTransformation, Callable]:
+  """-> (tx, schedule). `params` (shapes suffice) gives the names for the lr rules; `fsdp` (the
+  mesh's fsdp size) decides the moments' layout: flat vectors when the parameters are not sharded
+  (`optim.flat_moments`: "auto" = fsdp 1, or true / false)."""
   optim = config.optim
   schedule = lr_schedule(optim, int(config.train.total_steps))
   # Weight decay only on matrices/kernels (per row of a stack), never on biases, norms or gates.
   flat = traverse_util.flatten_dict(params, sep="/")
   decay_mask = traverse_util.unflatten_dict({
       tuple(k.split("/")): len(v.shape) - int(layout.is_stacked(k)) >= 2 for k, v in flat.items()})
+  flat_moments = optim.get("flat_moments", "auto")
+  if flat_moments == "auto":
+    flat_moments = int(fsdp) == 1
+  elif flat_moments and int(fsdp) > 1:
+    raise ValueError(f"optim.flat_moments=True needs unsharded parameters; the mesh has fsdp={fsdp}")
   tx = fused_adamw(schedule, b1=float(optim.b1), b2=float(optim.b2),
                    weight_decay=float(optim.weight_decay), decay_mask=decay_mask,
-                   mults=lr_multipliers(params, optim), clip_norm=float(optim.clip_norm or 0.0))
+                   mults=lr_multipliers(params, optim), clip_norm=float(optim.clip_norm or 0.0),
+                   flat=bool(flat_moments))
   return tx, schedule
 
 
