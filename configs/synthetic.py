@@ -60,7 +60,7 @@ def get_config(arg=None):
     # gives the steps of the measured run (5,990: what 15 minutes of an H200 allowed).
     c.data.synthetic.update(sequences=8200, test_sequences=200)
     c.data.backend = "numpy"
-    c.data.processes = -1
+    c.data.workers = "processes"  # one per usable core
     c.train.update(batch_size=64, total_steps=20000, checkpoint_every=2500, log_every=100)
     c.optim.update(lr=5e-4, warmup_steps=500)
   if arg == "runlocal":
