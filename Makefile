@@ -1,7 +1,7 @@
 # Two commands do all the set-up on a fresh machine: `make demo` and `make test`.
 # On an accelerator host: `make env ACCEL=cuda` (CUDA 12 jaxlib; cuda13 for CUDA 13 drivers) or
 # `make env ACCEL=tpu` (TPU VM); the default installs the CPU jaxlib. TensorFlow (the `tf` extra,
-# the tf.data input pipeline) is always installed here; a host without it: README "Installing".
+# the tf.data input pipeline) is always installed here; a host without it: docs/TRAINING.md, section 1.
 PYTHON ?= python3
 ACCEL ?=
 VENV := .venv

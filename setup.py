@@ -1,9 +1,9 @@
 """satracker-jax: a JAX/Flax reconstruction of the SATracker vision-language tracker."""
 from setuptools import find_packages, setup
 
-# Why each dependency is here is explained in README.md ("Dependencies").
+# Why each dependency is here is listed in README.md ("Dependencies and tests").
 INSTALL_REQUIRES = [
-    # 0.11.2: the build on the GPU machines the README's GPU figures come from. A plain install
+    # 0.11.2: the build on the GPU machines docs/BENCHMARKS.md's GPU figures come from. A plain install
     # brings the CPU jaxlib; `.[cuda]` / `.[cuda13]` / `.[tpu]` add the accelerator build.
     "jax>=0.7.0,<0.12",
     "flax>=0.11.0,<0.13",

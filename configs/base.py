@@ -109,15 +109,17 @@ def get_config(arg=None):
   # JPEG decoded at 1/2, 1/4, 1/8 when the crop shrinks the frame >= 2x that (0: off; 2: closer
   # to the tracker's crops, ~15% more CPU; data_pipelines/crop_window.py states the differences).
   c.data.jpeg_dct_oversample = 1.0
-  # Who makes the pixels: "tf" (tf.data graph, data_pipelines/sampler.py) or "numpy" (Pillow on
-  # threads or `processes`, data_pipelines/numpy_sampler.py: the same batches, no TensorFlow).
+  # Who makes the pixels: "tf" (tf.data graph, data_pipelines/sampler.py) or "numpy" (Pillow and
+  # numpy, data_pipelines/numpy_sampler.py: the same batches, no TensorFlow).
   c.data.backend = "tf"
-  c.data.threads = 0  # > 0: a private tf.data thread pool of that size (bench data's scaling rows)
-  c.data.num_parallel_calls = -1  # samples made at once; -1: tf.data.AUTOTUNE / numpy: one per core
-  # numpy backend only: > 0 makes samples in that many worker processes (-1: one per core)
-  # instead of num_parallel_calls threads. Threads share the GIL (the planning and the crop glue
-  # hold it): ~1 core's worth of samples however many there are; processes scale with the cores.
-  c.data.processes = 0
+  # How many input workers, and of which kind: "threads" or "processes", optionally ":N" for N of
+  # them (threads:4, processes:16); without a count, one per CPU this process may use (its
+  # affinity: what SLURM or taskset gave it). tf: threads only ("threads" = tf.data's autotuner
+  # on TensorFlow's shared pool, "threads:N" = N samples at once on a private pool of N threads).
+  # numpy: threads share the GIL (the planning and the crop glue hold it), so they make about one
+  # core's worth of samples however many there are; "processes" (spawned, each with a copy of the
+  # sample planner) scale with the cores: what a GPU host needs. The bytes never depend on it.
+  c.data.workers = "threads"
   c.data.prefetch = 2
   c.data.cache_dir = ""  # sequence index cache; "" = beside the data set root
 

@@ -3,7 +3,7 @@
 `data.backend` picks who makes the pixels of the samples `processing.SampleMaker` plans:
   "tf"     sampler.py: a tf.data graph (the default; needs TensorFlow);
   "numpy"  numpy_sampler.py: Pillow and numpy on a thread pool, or in worker processes with
-           `data.processes` > 0 (machines without TensorFlow, e.g. GPU hosts where its wheels
+           `data.workers=processes` (machines without TensorFlow, e.g. GPU hosts where its wheels
            cannot be installed).
 Both hand out the same `SampleIterator`: numpy batch dicts with BATCH_KEYS (plus the debug fields),
 the same global-index layout, replacement statistics and resume index (docs/INTERFACES.md).

@@ -24,11 +24,11 @@ Only the pixel work differs, done here as in `ingraph.py`, step for step:
   finish   pad colour (integer mean of every 4th decoded pixel, rounded half to even), grayscale,
            brightness, round half up, mirror, blank template: ingraph.crop_from_region's float32
            arithmetic.
-Samples are made on `data.num_parallel_calls` threads (-1: one per core; Pillow's decoder and
-resize and numpy release the GIL, the planning does not, so threads give about one core's worth of
-samples), or, with `data.processes` > 0, in that many spawned worker processes (-1: one per core),
-which scale with the cores: what a GPU host needs. "One per core" counts the cores this process
-may use (`batches.usable_cpus`: its affinity), not the node's. `data.prefetch` batches ahead.
+Samples are made by `data.workers` (configs/base.py): "threads[:N]" (Pillow's decoder and resize
+and numpy release the GIL, the planning does not, so threads give about one core's worth of
+samples), or "processes[:N]", spawned worker processes, which scale with the cores: what a GPU host
+needs. Without N, one per core this process may use (`batches.usable_cpus`: its affinity), not the
+node's. `data.prefetch` batches ahead.
 Results are taken in index order and each sample depends on its index only, so the bytes do not
 depend on the thread or process count or timing.
 
@@ -57,7 +57,7 @@ from PIL import Image, JpegImagePlugin
 from data_pipelines import batches as batches_lib
 from data_pipelines import crop_window, processing
 from data_pipelines.batches import SampleIterator, build_sample_maker
-from satracker_jax import grounding
+from satracker_jax import config_utils, grounding
 
 _GRAY = np.array((0.299, 0.587, 0.114), np.float32)
 _CROPS = ("template", "search")
@@ -207,7 +207,7 @@ class _SampleFactory:
     return row
 
 
-# The sample factory of a worker process (`data.processes` > 0), set once by its initializer.
+# The sample factory of a worker process (`data.workers=processes`), set once by its initializer.
 _WORKER_MAKE = None
 _TRAINER_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _PARENT_POLL_S = 0.5
@@ -241,28 +241,26 @@ def _make_in_worker(ks) -> list:
 
 
 class _Batches:
-  """This process's batches, in order, from samples made ahead of time on a thread pool, or on
-  a pool of worker processes (`processes` > 0, spawned: JAX may already run threads here, so no
-  fork) that each hold a copy of the sample factory and make `chunk` consecutive samples per
-  task (fewer round trips)."""
+  """This process's batches, in order, from samples made ahead of time by `count` workers of
+  `kind` "threads" (a thread pool) or "processes" (a pool of worker processes, spawned: JAX may
+  already run threads here, so no fork, that each hold a copy of the sample factory and make
+  `chunk` consecutive samples per task: fewer round trips)."""
 
-  def __init__(self, make, first: int, batch_size: int, global_batch: int, workers: int,
-               prefetch: int, processes: int = 0):
+  def __init__(self, make, first: int, batch_size: int, global_batch: int, kind: str, count: int,
+               prefetch: int):
     self._first, self._batch_size, self._global_batch = first, batch_size, global_batch
-    self._processes = processes
-    if processes > 0:
+    self._processes = count if kind == "processes" else 0
+    if self._processes:
       self._pool = concurrent.futures.ProcessPoolExecutor(
-          processes, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
+          count, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
           initargs=(make, os.getpid()))
       self._call = _make_in_worker
-      self._chunk = max(1, min(8, batch_size // processes))
-      workers = processes
+      self._chunk = max(1, min(8, batch_size // count))
     else:
-      self._pool = concurrent.futures.ThreadPoolExecutor(workers,
-                                                         thread_name_prefix="numpy_sampler")
+      self._pool = concurrent.futures.ThreadPoolExecutor(count, thread_name_prefix="numpy_sampler")
       self._call = lambda ks: [make(k) for k in ks]
       self._chunk = 1
-    self._ahead = max(batch_size * (max(prefetch, 0) + 1), workers * self._chunk * 2)
+    self._ahead = max(batch_size * (max(prefetch, 0) + 1), count * self._chunk * 2)
     self._pending = collections.deque()  # futures of lists of rows, in sample order
     self._queued = 0  # samples in self._pending
     self._rows = collections.deque()  # finished rows not yet batched
@@ -319,8 +317,7 @@ def make_dataset(config, start_index: int = 0, process_index: int = 0, process_c
                  batch_size: Optional[int] = None, debug: bool = False, datasets=None,
                  sample_maker: Optional[processing.SampleMaker] = None) -> SampleIterator:
   """Host-local batches of `batch_size` (default train.batch_size // process_count) samples:
-  `sampler.make_dataset`'s arguments and result, without TensorFlow. `data.threads` is ignored
-  (`data.num_parallel_calls` threads make samples)."""
+  `sampler.make_dataset`'s arguments and result, without TensorFlow; made by `data.workers`."""
   batch_size = batches_lib.local_batch_size(config, process_index, process_count, batch_size)
   maker_given = sample_maker is not None or datasets is not None
   for name, spec in config.data.datasets.items():  # Pillow opens local files only
@@ -330,10 +327,8 @@ def make_dataset(config, start_index: int = 0, process_index: int = 0, process_c
   maker = sample_maker or build_sample_maker(config, datasets)
   global_batch = batch_size * process_count
   first = int(start_index) + process_index * batch_size
-  workers = int(config.data.get("num_parallel_calls", -1))
-  workers = batches_lib.usable_cpus() if workers < 0 else max(workers, 1)
-  processes = int(config.data.get("processes", 0))
-  processes = batches_lib.usable_cpus() if processes < 0 else processes
-  source = _Batches(_SampleFactory(maker), first, batch_size, global_batch, workers,
-                    int(config.data.get("prefetch", 2)), processes)
+  kind, count = config_utils.parse_workers(config.data.get("workers", "threads"))
+  count = batches_lib.usable_cpus() if count < 0 else count
+  source = _Batches(_SampleFactory(maker), first, batch_size, global_batch, kind, count,
+                    int(config.data.get("prefetch", 2)))
   return SampleIterator(source, start_index, global_batch, debug, maker, on_close=source.close)

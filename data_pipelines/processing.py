@@ -186,8 +186,8 @@ class SampleMaker:
     self._signature = self._plan_signature()
 
   def __getstate__(self) -> dict:
-    # Pickled once into each of the numpy backend's worker processes (`data.processes`); a lock
-    # does not pickle, and each copy needs its own anyway.
+    # Pickled once into each of the numpy backend's worker processes (`data.workers=processes`);
+    # a lock does not pickle, and each copy needs its own anyway.
     state = dict(self.__dict__)
     del state["_lock"]
     return state

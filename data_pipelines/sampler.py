@@ -54,7 +54,7 @@ from data_pipelines import ingraph, processing
 from data_pipelines.batches import SampleIterator, build_sample_maker, local_batch_size
 from data_pipelines.batches import EXHAUSTED as _EXHAUSTED
 from data_pipelines.batches import PASSED as _PASSED
-from satracker_jax import grounding
+from satracker_jax import config_utils, grounding
 
 # Plan fields the crops need after decoding.
 _FINISH = ("template_place", "template_affine", "search_place", "search_affine", "grayscale",
@@ -111,8 +111,8 @@ def make_dataset(config, start_index: int = 0, process_index: int = 0, process_c
 
   debug=True keeps the `debug_*` fields (sequence id, frame ids, crop x0/y0/size, flip, JPEG DCT
   ratio) and `replace_reason` out of the contract, for tests and visualisation.
-  `data.num_parallel_calls` (-1: one per core) is how many samples are made at once;
-  `data.threads` (optional, 0: TensorFlow's shared pool) gives tf.data a private pool that size.
+  `data.workers`: "threads" (tf.data's autotuner on TensorFlow's shared pool) or "threads:N" (N
+  samples made at once on a private pool of N threads); configs/base.py.
   """
   batch_size = local_batch_size(config, process_index, process_count, batch_size)
   maker = sample_maker or build_sample_maker(config, datasets)
@@ -153,8 +153,11 @@ def make_dataset(config, start_index: int = 0, process_index: int = 0, process_c
   def finish(decoded):
     return _finish(decoded, ht, hs)
 
-  parallel = int(config.data.get("num_parallel_calls", -1))
-  parallel = tf.data.AUTOTUNE if parallel < 0 else parallel
+  kind, threads = config_utils.parse_workers(config.data.get("workers", "threads"))
+  if kind != "threads":
+    raise ValueError(f"data.workers={config.data.workers}: the tf backend makes samples on threads "
+                     "(processes need data.backend=numpy)")
+  parallel = tf.data.AUTOTUNE if threads < 0 else threads
   ds = tf.data.Dataset.counter(0, dtype=tf.int64).map(global_index)
   ds = ds.interleave(sample, cycle_length=parallel, block_length=1, num_parallel_calls=parallel,
                      deterministic=True)
@@ -166,8 +169,7 @@ def make_dataset(config, start_index: int = 0, process_index: int = 0, process_c
   # Parallelism comes from samples in flight; an op splitting itself over the busy cores only
   # adds hand-offs.
   options.threading.max_intra_op_parallelism = 1
-  threads = int(config.data.get("threads", 0))
-  if threads > 0:  # a private pool of that many threads (bench data's scaling rows)
+  if threads > 0:  # a private pool of that many threads: N workers means N threads
     options.threading.private_threadpool_size = threads
   ds = ds.with_options(options)
   return SampleIterator(ds.as_numpy_iterator(), start_index, global_batch, debug, maker)

@@ -84,21 +84,47 @@ def validate_model(config: ml_collections.ConfigDict) -> None:
 
 # `data.backend` values (data_pipelines/batches.py maps each to its module).
 DATA_BACKENDS = ("tf", "numpy")
+# `data.workers` kinds: "threads" (both backends) or "processes" (numpy backend only).
+WORKER_KINDS = ("threads", "processes")
+# Input-parallelism fields replaced by `data.workers` (issue 24): each fails in one line.
+RENAMED_FIELDS = {
+    "data.threads": "data.workers (e.g. --config.data.workers=threads:4)",
+    "data.num_parallel_calls": "data.workers (e.g. --config.data.workers=threads:4)",
+    "data.processes": "data.workers (e.g. --config.data.workers=processes:8; processes: one per core)",
+}
+
+
+def _renamed(path: str) -> str:
+  return f"{path} was replaced by {RENAMED_FIELDS[path]}; see configs/base.py"
+
+
+def parse_workers(value) -> tuple[str, int]:
+  """`data.workers` -> (kind, count): "threads" | "processes", optionally ":N" (N >= 1 workers).
+
+  Without a count, one worker per CPU this process may use (tf threads: tf.data's autotuner on
+  TensorFlow's shared pool). `ConfigError` (one line) for anything else."""
+  text = str(value).strip()
+  kind, sep, count = text.partition(":")
+  if kind not in WORKER_KINDS or (sep and not (count.isdigit() and int(count) >= 1)):
+    raise ConfigError(f"data.workers={value!r}: expected threads or processes, optionally with a "
+                      "count (threads:4, processes:16; without one: one per usable core)")
+  return kind, int(count) if sep else -1
 
 
 def validate_data(config: ml_collections.ConfigDict) -> None:
   """`ConfigError` for a `data` section the input pipeline would refuse later, at its first batch."""
-  backend = config.get("data", {}).get("backend", "tf")
+  data = config.get("data", {})
+  for path in RENAMED_FIELDS:
+    if path.split(".", 1)[1] in data:  # a config file of its own still setting an old name
+      raise ConfigError(_renamed(path))
+  backend = data.get("backend", "tf")
   if backend not in DATA_BACKENDS:
     raise ConfigError(f"data.backend={backend!r}: expected one of {', '.join(DATA_BACKENDS)} "
                       "(numpy: no TensorFlow needed)")
-  processes = config.get("data", {}).get("processes", 0)
-  if isinstance(processes, bool) or not isinstance(processes, int) or processes < -1:
-    raise ConfigError(f"data.processes={processes!r}: expected an integer >= -1 (0: threads, "
-                      "-1: one worker process per core)")
-  if processes and backend != "numpy":
-    raise ConfigError(f"data.processes={processes} needs data.backend=numpy (the tf backend's "
-                      "parallelism is data.num_parallel_calls)")
+  kind, _ = parse_workers(data.get("workers", "threads"))
+  if kind == "processes" and backend != "numpy":
+    raise ConfigError(f"data.workers={data.workers} needs data.backend=numpy (the tf backend "
+                      "makes samples on threads: data.workers=threads[:N])")
 
 
 def config_paths(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
@@ -168,6 +194,8 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str])
         group = ".".join(parts[:depth])
         raise ConfigError(f"--config.{key}: {group} is a value ({node!r}), not a group of fields")
       if part not in node:
+        if ".".join(parts[:depth + 1]) in RENAMED_FIELDS:
+          raise ConfigError(f"--config.{key}={text}: {_renamed('.'.join(parts[:depth + 1]))}")
         suggestions = suggest_paths(key, config)
         hint = f"; did you mean {' or '.join(suggestions)}?" if suggestions else ""
         where = ".".join(parts[:depth + 1])

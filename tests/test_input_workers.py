@@ -1,9 +1,9 @@
-"""The numpy input's worker processes (`data.processes`) belong to the trainer (issue 22).
+"""The numpy input's worker processes (`data.workers=processes`) belong to the trainer (issue 22).
 
 SLURM, GCE preemption and Ctrl-C signal the whole process group. A SIGTERM to the group of a
-`data.processes=2` run must end like a preemption notice to the trainer alone: the step in flight
-is saved, the run exits 0, a resume continues bitwise, and no worker process is left. A trainer
-killed outright (SIGKILL) leaves no orphaned workers either. The stand-in model on the real input
+`data.workers=processes:2` run must end like a preemption notice to the trainer alone: the step in
+flight is saved, the run exits 0, a resume continues bitwise, and no worker process is left. A
+trainer killed outright (SIGKILL) leaves no orphaned workers either. The stand-in model on the real input
 pipeline (tests/train_worker.py `real_input`) keeps each run a few seconds.
 """
 import os
@@ -19,7 +19,7 @@ import pytest
 import train_helpers as th
 
 TOTAL = 40
-OVERRIDES = ["data.backend=numpy", "data.processes=2", "train.batch_size=4", "train.log_every=1",
+OVERRIDES = ["data.backend=numpy", "data.workers=processes:2", "train.batch_size=4", "train.log_every=1",
              f"train.total_steps={TOTAL}", "train.checkpoint_every=1000", "train.keep_checkpoints=2",
              "model.search_size=32", "model.template_size=16", "model.max_text_len=16"]
 EXTRA = {"mode": "real_input", "config": "configs/synthetic.py:runlocal",

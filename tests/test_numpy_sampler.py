@@ -96,13 +96,13 @@ def test_same_plans_as_tf_and_images_within_one_level(tmp_path, textured):
 def test_layout_resume_and_thread_count(tmp_path, textured):
   config = _config(tmp_path, textured)
   maker = batches.build_sample_maker(config)
-  config.data.num_parallel_calls = 3
+  config.data.workers = "threads:3"
   first = _batches(numpy_sampler.make_dataset(config, sample_maker=maker), 3)
-  config.data.num_parallel_calls = 1  # one thread: the same bytes
+  config.data.workers = "threads:1"  # one thread: the same bytes
   for a, b in zip(first, _batches(numpy_sampler.make_dataset(config, sample_maker=maker), 3)):
     for key in batches.BATCH_KEYS:
       np.testing.assert_array_equal(a[key], b[key])
-  config.data.num_parallel_calls = 2
+  config.data.workers = "threads:2"
   resumed = numpy_sampler.make_dataset(config, start_index=4, sample_maker=maker)
   for a, b in zip(first[1:], [next(resumed) for _ in range(2)]):
     for key in batches.BATCH_KEYS:
@@ -203,16 +203,16 @@ def _assert_same_batches(got, want):
 
 
 def test_worker_processes_give_the_thread_path_bytes(tmp_path, textured):
-  # data.processes=2: samples made in 2 spawned processes, `chunk` consecutive ones per task. A
-  # batch of 5 rows with chunks of 2 (5 // 2): chunks straddle the batches; process 1 of 2 also
-  # skips the other process's rows between its chunks.
+  # data.workers=processes:2: samples made in 2 spawned processes, `chunk` consecutive ones per
+  # task. A batch of 5 rows with chunks of 2 (5 // 2): chunks straddle the batches; process 1 of 2
+  # also skips the other process's rows between its chunks.
   config = _config(tmp_path, textured, grayscale_prob=0.3, flip_prob=0.5,
                    protocols={"nl_bb": 0.6, "bb": 0.2, "nl": 0.2})
   maker = batches.build_sample_maker(config)
   kw = dict(batch_size=5, process_index=1, process_count=2, start_index=10, debug=True,
             sample_maker=maker)
   want = _batches(numpy_sampler.make_dataset(config, **kw), 3)
-  config.data.processes = 2
+  config.data.workers = "processes:2"
   it = numpy_sampler.make_dataset(config, **kw)
   assert it._on_close.__self__._chunk == 2  # the case this test is about: 5 % chunk != 0
   got = _batches(it, 3)
@@ -243,7 +243,7 @@ def test_planner_bug_in_a_worker_process_raises(tmp_path, textured):
   # data). A SampleMaker subclass defined here would work too, but each worker would then import
   # this module, and with it TensorFlow (test_ingraph_crop): ~3 s.
   config = _config(tmp_path, textured)
-  config.data.processes = 2
+  config.data.workers = "processes:2"
   maker = batches.build_sample_maker(config)
   maker.visible_frames = [np.array([10 ** 6]) for _ in maker.visible_frames]
   it = numpy_sampler.make_dataset(config, batch_size=4, sample_maker=maker)
@@ -256,24 +256,41 @@ def test_planner_bug_in_a_worker_process_raises(tmp_path, textured):
   assert maker.error is None  # the parent's copy never planned: the worker's error travelled
 
 
-@pytest.mark.parametrize("backend, processes, message", [
-    ("tf", 2, "data.processes=2 needs data.backend=numpy"),
-    ("numpy", -2, "data.processes=-2: expected an integer >= -1"),
+@pytest.mark.parametrize("backend, workers, message", [
+    ("tf", "processes:2", "data.workers=processes:2 needs data.backend=numpy"),
+    ("numpy", "processes:0", "data.workers='processes:0': expected threads or processes"),
+    ("numpy", "threads:-1", "data.workers='threads:-1': expected threads or processes"),
+    ("numpy", "cores", "data.workers='cores': expected threads or processes"),
 ])
-def test_config_check_refuses_bad_data_processes(backend, processes, message):
+def test_config_check_refuses_bad_data_workers(backend, workers, message):
   config = config_utils.load_config("configs/tiny.py")
   config.data.backend = backend
-  config.data.processes = processes
+  config.data.workers = workers
   with pytest.raises(config_utils.ConfigError, match=message):
     config_utils.validate_data(config)
 
 
-def test_config_check_accepts_data_processes_with_numpy():
-  for processes in (-1, 0, 2):
+def test_config_check_accepts_data_workers():
+  for workers, parsed in (("threads", ("threads", -1)), ("threads:3", ("threads", 3)),
+                          ("processes", ("processes", -1)), ("processes:2", ("processes", 2))):
     config = config_utils.load_config("configs/tiny.py", ["data.backend=numpy",
-                                                          f"data.processes={processes}"])
-    assert config.data.processes == processes
-  config_utils.validate_data(config_utils.load_config("configs/tiny.py"))  # tf, processes 0
+                                                          f"data.workers={workers}"])
+    assert config_utils.parse_workers(config.data.workers) == parsed
+  config_utils.validate_data(config_utils.load_config("configs/tiny.py"))  # tf, threads
+
+
+@pytest.mark.parametrize("old", ["threads", "num_parallel_calls", "processes"])
+def test_the_old_input_parallelism_names_fail_in_one_line_naming_data_workers(old):
+  # On the command line...
+  with pytest.raises(config_utils.ConfigError) as raised:
+    config_utils.load_config("configs/tiny.py", [f"data.{old}=2"])
+  message = str(raised.value)
+  assert f"data.{old} was replaced by data.workers" in message and "\n" not in message
+  # ... and in a config file of one's own that still sets it.
+  config = config_utils.load_config("configs/tiny.py")
+  config.data[old] = 2
+  with pytest.raises(config_utils.ConfigError, match=f"data.{old} was replaced by data.workers"):
+    config_utils.validate_data(config)
 
 
 def test_minus_one_means_one_per_usable_cpu_not_per_node_cpu(tmp_path, textured, monkeypatch, caplog):
@@ -281,11 +298,11 @@ def test_minus_one_means_one_per_usable_cpu_not_per_node_cpu(tmp_path, textured,
   monkeypatch.setattr(os, "cpu_count", lambda: 64)
   monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {4, 5}, raising=False)
   monkeypatch.setattr(batches, "_CPUS_LOGGED", False, raising=False)
-  config = _config(tmp_path, textured, num_parallel_calls=-1)
+  config = _config(tmp_path, textured)
   maker = batches.build_sample_maker(config)
   with caplog.at_level("INFO", logger="data_pipelines.batches"):
-    for processes in (0, -1):
-      config.data.processes = processes
+    for workers in ("threads", "processes"):
+      config.data.workers = workers
       it = numpy_sampler.make_dataset(config, sample_maker=maker)  # no worker starts before next()
       assert it._on_close.__self__._pool._max_workers == 2
       it.close()

@@ -40,7 +40,7 @@ def _config(tmp_path, root, **data):
   c.seed = 3
   c.data.datasets = {"tnl2k": {"root": root, "weight": 1.0, "split": "train"}}
   c.data.max_gap = 3
-  c.data.num_parallel_calls = 2
+  c.data.workers = "threads:2"
   c.data.update(data)
   vocab = str(tmp_path / "vocab.txt")
   write_wordpiece_vocab(WORDS, vocab)
@@ -154,12 +154,12 @@ def test_flip_sentence_swaps_left_and_right():
 def test_determinism_resume_and_process_split(tmp_path, boxes_root):
   config = _config(tmp_path, boxes_root)
   maker = batches.build_sample_maker(config)
-  config.data.num_parallel_calls = 3  # samples in flight on TensorFlow's shared threads
+  config.data.workers = "threads"  # tf.data's autotuner on TensorFlow's shared threads
   first = _batches(sampler.make_dataset(config, sample_maker=maker), 3)
   # A fresh SampleMaker on a single tf.data thread gives the same bytes.
-  config.data.num_parallel_calls, config.data.threads = 1, 1
+  config.data.workers = "threads:1"
   again = _batches(sampler.make_dataset(config, sample_maker=batches.build_sample_maker(config)), 3)
-  config.data.num_parallel_calls, config.data.threads = 3, 0
+  config.data.workers = "threads:3"
   for a, b in zip(first, again):
     for key in batches.BATCH_KEYS:
       np.testing.assert_array_equal(a[key], b[key])

@@ -43,7 +43,7 @@ def test_language_large_recipe_is_the_language_mix_at_scale_on_worker_processes(
   language = config_utils.load_config("configs/synthetic.py:language", [])
   large = config_utils.load_config("configs/synthetic.py:language_large", [])  # validates
   config_utils.validate_data(large)
-  assert (large.data.backend, large.data.processes) == ("numpy", -1)
+  assert (large.data.backend, large.data.workers) == ("numpy", "processes")
   assert (list(processing.protocol_probabilities(large.data.protocols))
           == list(processing.protocol_probabilities(language.data.protocols)))
   train = lambda c: c.data.synthetic.sequences - c.data.synthetic.test_sequences  # noqa: E731

@@ -157,7 +157,7 @@ def test_gradient_accumulation_equals_full_batch_when_samples_are_independent():
 
 
 def test_gradient_accumulation_differs_where_samples_share_a_batch():
-  # What differs otherwise (README "Training"): BatchNorm in training normalises each micro-batch
+  # What differs otherwise (docs/TRAINING.md): BatchNorm in training normalises each micro-batch
   # with its own statistics, and its running averages are updated once per micro-batch. (The real
   # model has a second in-batch coupling: the DM loss's patch->text negatives are the other
   # sentences of the micro-batch, not of the global batch.)

@@ -125,7 +125,7 @@ def _language(train_batches, steps: int, small: bool, work: str, timeout: float)
     args = ["train", "--config", "configs/synthetic.py:language", "--workdir", workdir,
             f"--config.train.batch_size={b}", f"--config.train.total_steps={steps}",
             f"--config.train.log_every={max(1, steps // 2)}", f"--config.train.checkpoint_every={10**9}",
-            "--config.data.backend=numpy", "--config.data.processes=-1"]
+            "--config.data.backend=numpy", "--config.data.workers=processes"]
     if small:
       args += ["--config.data.synthetic.sequences=8", "--config.data.synthetic.test_sequences=2"]
     _satracker(args, timeout)
@@ -226,7 +226,7 @@ def run(config_spec: str = "configs/base.py", overrides=(), *, out: str = "accel
                              ["--sequences", "2", "--frames", "4", "--frame-size", "160x120", "--parallel", "2"]
                              if small else [], work, timeout),
       "data": lambda: dict(_bench("data", config_spec, overrides,
-                                  ["--batches", "2", "--sequences", "2", "--frame-size", "160x120", "--threads", "1"]
+                                  ["--batches", "2", "--sequences", "2", "--frame-size", "160x120", "--workers", "1"]
                                   if small else ["--frame-size", "1280x720"], work, timeout),
                            cpus=utils.usable_cpu_count(),
                            train_samples_per_s=(report.get("train") or [{}])[0].get("samples_per_s")),

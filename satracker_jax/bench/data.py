@@ -3,9 +3,9 @@
 Times the input pipeline's `make_dataset` alone (no model; `data.backend`: "tf", the tf.data
 sampler, or "numpy", `--config.data.backend=numpy`, the TensorFlow-free one): host-local batches of
 `train.batch_size` at the config's crop sizes, after a few warm-up batches, first with all cores
-(the training setting), then with 1, 2, 4, ... threads up to the core count (tf: `data.threads`, a
-private pool of that size, one intra-op thread; numpy: `data.num_parallel_calls` pool threads) to
-show how it scales.
+(the training setting), then with 1, 2, 4, ... workers of the config's `data.workers` kind up to
+the core count (threads: tf.data's private pool of that size, one intra-op thread, or the numpy
+backend's thread pool; processes: the numpy backend's worker processes) to show how it scales.
 Without configured data roots (or with `data_root` pointing at `satracker synth` output) it reads
 synthetic videos, generated into a temporary folder when needed: 1280x720 JPEG frames by default,
 the size of most LaSOT / TNL2K frames, since decoding is most of the cost. Per-core numbers divide
@@ -54,8 +54,8 @@ def _time(sampler, config, maker, batch_size: int, batches: int, warmup: int) ->
 
 def run(config_spec: str = "configs/base.py", overrides=(), *, batches: int = 20, warmup: int = 3,
         data_root: str = "", sequences: int = 24, frame_size: str = "1280x720",
-        threads=None) -> dict:
-  """Samples/s of the input pipeline; `threads`: the scaling points (default 1, 2, 4.. cores)."""
+        workers=None) -> dict:
+  """Samples/s of the input pipeline; `workers`: the scaling points (default 1, 2, 4.. cores)."""
   import numpy as np  # noqa: PLC0415
   from data_pipelines import batches as batches_lib, synthetic  # noqa: PLC0415
   config = config_utils.load_config(config_spec, overrides)
@@ -75,19 +75,20 @@ def run(config_spec: str = "configs/base.py", overrides=(), *, batches: int = 20
     source = f"synthetic JPEG, generated ({sequences} videos, {frame_size})"
 
   cores = os.cpu_count() or 1
-  if threads is None:
-    threads = sorted({min(2 ** i, cores) for i in range(cores.bit_length() + 1)})
+  if workers is None:
+    workers = sorted({min(2 ** i, cores) for i in range(cores.bit_length() + 1)})
+  kind, _ = config_utils.parse_workers(config.data.workers)
   batch_size = int(config.train.batch_size)
   maker = batches_lib.build_sample_maker(config)
   load = os.getloadavg()[0]
+  main_workers = config.data.workers
   main = _time(sampler, config, maker, batch_size, batches, warmup)
   scaling = []
-  for n in threads:
-    config.data.num_parallel_calls = int(n)
-    config.data.threads = int(n)
+  for n in workers:
+    config.data.workers = f"{kind}:{int(n)}"
     r = _time(sampler, config, maker, batch_size, batches, warmup)
-    scaling.append({"threads": int(n), "samples_per_s": r["samples_per_s"],
-                    "per_thread": r["samples_per_s"] / n, "cpu_utilisation": r["cpu_utilisation"],
+    scaling.append({"workers": f"{kind}:{int(n)}", "samples_per_s": r["samples_per_s"],
+                    "per_worker": r["samples_per_s"] / n, "cpu_utilisation": r["cpu_utilisation"],
                     "cpu_ms_per_sample": r["cpu_ms_per_sample"]})
   load_after = os.getloadavg()[0]
   if tmp is not None:
@@ -97,6 +98,7 @@ def run(config_spec: str = "configs/base.py", overrides=(), *, batches: int = 20
   dct = {f"1/{r}": float(np.mean(ratios == r)) for r in (1, 2, 4, 8)}
   result = {
       "config": config_spec, "backend": str(config.data.get("backend", "tf")), "data": source,
+      "workers": str(main_workers),
       "batch_size": batch_size,
       "template_size": int(config.model.template_size), "search_size": int(config.model.search_size),
       "batches": batches, **main,
@@ -107,14 +109,14 @@ def run(config_spec: str = "configs/base.py", overrides=(), *, batches: int = 20
       "cpu_count": cores, "load_average_1min": [load, load_after],
       "machine": utils.machine_info(),
   }
-  rows = [[k, result[k]] for k in ("config", "backend", "data", "batch_size", "template_size", "search_size",
+  rows = [[k, result[k]] for k in ("config", "backend", "workers", "data", "batch_size", "template_size", "search_size",
                                    "samples_per_s", "samples_per_s_per_core", "cpu_utilisation",
                                    "cpu_ms_per_sample", "samples_per_cpu_second", "first_batch_s", "replaced", "jpeg_dct_oversample", "cpu_count")]
   rows.append(["decode scale (frames)", ", ".join(f"{k}: {v:.0%}" for k, v in dct.items())])
   rows.append(["load average (1 min)", f"{load:.2f} before, {load_after:.2f} after"])
   print(utils.format_table(["data pipeline", "value"], rows))
   print(utils.format_table(
-      [f"{result['backend']} threads", "samples/s", "per thread", "CPU busy (cores)", "CPU ms/sample"],
-      [[s["threads"], s["samples_per_s"], s["per_thread"], s["cpu_utilisation"], s["cpu_ms_per_sample"]]
+      [f"{result['backend']} workers", "samples/s", "per worker", "CPU busy (cores)", "CPU ms/sample"],
+      [[s["workers"], s["samples_per_s"], s["per_worker"], s["cpu_utilisation"], s["cpu_ms_per_sample"]]
        for s in scaling]))
   return result

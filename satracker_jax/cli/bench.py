@@ -18,8 +18,9 @@ def _data_arguments(p: argparse.ArgumentParser) -> None:
                       "sets, or freshly generated synthetic data when none has a root")
   p.add_argument("--sequences", type=int, default=24, help="videos to generate (no data root)")
   p.add_argument("--frame-size", default="1280x720", help="WxH of generated (JPEG) videos")
-  p.add_argument("--threads", default="",
-                 help="comma list of tf.data thread counts for the scaling table (default 1, 2, 4.. cores)")
+  p.add_argument("--workers", default="",
+                 help="comma list of input worker counts (of the config's data.workers kind) for "
+                      "the scaling table (default 1, 2, 4.. cores)")
 
 
 def _train_arguments(p: argparse.ArgumentParser) -> None:
@@ -83,7 +84,7 @@ BENCHES = {
     "data": ("input pipeline samples/s", _data_arguments,
              lambda a: dict(batches=a.batches, warmup=a.warmup, data_root=a.data_root,
                             sequences=a.sequences, frame_size=a.frame_size,
-                            threads=[int(t) for t in a.threads.split(",") if t] or None)),
+                            workers=[int(t) for t in a.workers.split(",") if t] or None)),
     "train": ("train step time, samples/s, MFU", _train_arguments,
               lambda a: dict(batch=a.batch, steps=a.steps, warmup=a.warmup, bf16=a.bf16,
                              peak_flops=a.peak_flops)),

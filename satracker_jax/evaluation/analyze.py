@@ -205,7 +205,7 @@ def write_report(reports, out_dir: str, title: str | None = None) -> dict[str, s
            "mean of the normalised-precision curve over 0:0.01:0.5 (the TNL2K paper's "
            "\"normalized precision\"). Toolkits: " +
            "; ".join(toolkits.get(r.toolkit).title for r in reports) +
-           " (README \"Which toolkit?\")."]
+           " (README \"Evaluation and toolkits\")."]
   for report in reports:
     repaired = {n: m["repaired_rows"] for n, m in report.metrics.items() if m["repaired_rows"]}
     if repaired:

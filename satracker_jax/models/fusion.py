@@ -3,7 +3,7 @@
 Every update is a residual scaled by tanh(gate) with the gate a scalar initialised to 0, so at
 initialisation the SLB is exactly the pretrained ViT + BERT (tests pin this). `gate_init`
 (`model.fusion_gate_init`) starts the gates elsewhere: for a model trained from scratch there is
-no pretrained function to preserve, and closed gates only slow the fusion down (README "Protocols").
+no pretrained function to preserve, and closed gates only slow the fusion down (docs/EXPERIMENTS.md "Protocols").
 Vision tokens are [Z; X] (template tokens first); the text branch may have another width: the
 `vision_to_text` / `text_to_vision` Dense layers project between the two.
 """
