@@ -228,12 +228,14 @@ def _write_gif(sequence, results_dir: str, path: str) -> str:
   from satracker_jax import visualize  # noqa: PLC0415
   from satracker_jax.evaluation import results_io  # noqa: PLC0415
   boxes = results_io.read_boxes(results_io.results_path(results_dir, sequence.name))
+  # One legend for every frame (also those whose target is absent): the GIF's frames keep one size.
+  legend = [("tracker", visualize.PRED_COLOR), ("ground truth", visualize.GT_COLOR)]
   frames = []
   for i, frame_path in enumerate(sequence.frames):
     frame = visualize.load_frame(frame_path)
     gt = sequence.boxes[i] if np.all(np.isfinite(sequence.boxes[i])) else None
     frames.append(visualize.draw_tracking(frame, box=boxes[i], sentence=sequence.sentence, gt_box=gt,
-                                          frame_index=i))
+                                          frame_index=i, legend=legend))
   return visualize.write_gif(frames, path, fps=10.0)
 
 
