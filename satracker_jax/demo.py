@@ -234,8 +234,8 @@ def _write_gif(sequence, results_dir: str, path: str) -> str:
   for i, frame_path in enumerate(sequence.frames):
     frame = visualize.load_frame(frame_path)
     gt = sequence.boxes[i] if np.all(np.isfinite(sequence.boxes[i])) else None
-    frames.append(visualize.draw_tracking(frame, box=boxes[i], sentence=sequence.sentence, gt_box=gt,
-                                          frame_index=i, legend=legend))
+    frames.append(visualize.draw_tracking(frame, box=boxes[i], sentence=sequence.sentence,
+                                          gt_box=gt, frame_index=i, legend=legend))
   return visualize.write_gif(frames, path, fps=10.0)
 
 
@@ -389,7 +389,8 @@ def run_demo(workdir: str = "demo_workdir", config_spec: str = "configs/syntheti
   first_seed = list(variant_overrides)
   report = analyze.evaluate(test_sequences, {n: rows[n]["nl_bb"]["results_dir"] for n in first_seed},
                             DATASET)
-  paths = analyze.write_report(report, report_dir, title="synthetic test split (nl_bb)")
+  paths = analyze.write_report(report, report_dir,
+                               title=analyze.report_title(DATASET, "test", "nl_bb"))
   gif_sequence = _pick_gif_sequence(test_sequences)
   gif = _write_gif(gif_sequence, rows["full"]["nl_bb"]["results_dir"],
                    os.path.join(report_dir, "tracked.gif"))

@@ -86,8 +86,8 @@ def test_track_text_without_box_grounds_the_first_box_and_draws_it_as_such(tmp_p
   from satracker_jax.evaluation import results_io
   written = []  # the drawn frames, before GIF's palette changes their colours
   write_video = visualize.write_video
-  monkeypatch.setattr(visualize, "write_video",
-                      lambda frames, path, fps: write_video(written.extend(frames) or written, path, fps))
+  monkeypatch.setattr(visualize, "write_video", lambda frames, path, fps:
+                      write_video(written.extend(frames) or written, path, fps))
   frames, gts = make_sequence(96, 128, 1, 5)
   frames = [frames[0].copy() for _ in range(4)]  # a still target: the oracle's box is always right
   for i, frame in enumerate(frames):

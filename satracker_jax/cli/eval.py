@@ -74,7 +74,8 @@ def run(args, overrides) -> int:
                       progress=not args.no_progress, dataset=args.dataset, name=args.name,
                       workers=args.workers, reduced_decode=not args.full_decode,
                       model_info={"source": source, "config": args.config or None},
-                      protocol=args.protocol, mask_text=args.mask_text, toolkit=args.toolkit)
+                      protocol=args.protocol, mask_text=args.mask_text, toolkit=args.toolkit,
+                      split=args.split)
     except runner.EvaluationFailed as e:
       print(f"\n{e}\nThe other {e.summary.sequences - len(e.failed)} sequences were tracked and "
             f"scored; run again to retry the failed ones after fixing their files.")
