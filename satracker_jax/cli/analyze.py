@@ -35,11 +35,13 @@ TOOLKIT_HELP = ("scoring rules: pytracking (the OSTrack / UVLTrack / JointNLT an
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-  parser.add_argument("--dataset", required=True, choices=DATASETS)
+  parser.add_argument("--dataset", required=True, choices=DATASETS,
+                      help="benchmark layout of --root (its ground truth and sentences)")
   parser.add_argument("--root", required=True,
                       help="dataset root: the full layout (image folders not needed) or a "
                            "toolkit annotation pack (LaSOT annos/, OTB anno/, TNL2K annos/gt_rect/)")
-  parser.add_argument("--split", default="test")
+  parser.add_argument("--split", default="test",
+                      help="test, train, all (LaSOT, TNL2K, synthetic), val (GOT-10k); OTB has one")
   parser.add_argument("--results", nargs="+", required=True, metavar="NAME=DIR",
                       help="one folder of <seq>.txt raw results per tracker")
   parser.add_argument("--out", required=True, help="report folder")
