@@ -729,6 +729,8 @@ def generate(out_dir: str, sequences: int, seed: int = 0, frames: int = 48, size
   generation raises ValueError, or with `replace` is cleared first (`_check_out_dir`)."""
   from satracker_jax.tokenizer import write_wordpiece_vocab  # noqa: PLC0415
   width, height = parse_size(size)
+  if sequences < 1:
+    raise ValueError(f"sequences={sequences}: generate at least 1 video")
   if not 0 <= test_sequences <= sequences:
     raise ValueError(f"test_sequences={test_sequences} must lie in [0, sequences={sequences}]")
   if frames < 2 or width < 32 or height < 32:

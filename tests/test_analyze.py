@@ -366,3 +366,12 @@ def test_skipped_sequences_are_named(tmp_path, monkeypatch, capsys):
                ["--out", str(tmp_path / "report")])
   assert rc == 0
   assert "skipped 1 sequence with missing results: seq_b\n" in capsys.readouterr().out
+
+
+def test_an_empty_result_file_is_scored_with_a_warning_that_says_so(tmp_path, capsys):
+  sequences = make_sequences()
+  results = write_trackers(str(tmp_path), sequences)
+  open(results_io.results_path(results["shifted"], "seq_b"), "w").close()
+  report = analyze.evaluate(sequences, results, "tnl2k")
+  assert "seq_b.txt: empty result file; scored as 5 zero rows" in capsys.readouterr().err
+  assert any("empty result file" in w for w in report.warnings)

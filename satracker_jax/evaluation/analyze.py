@@ -87,7 +87,11 @@ def evaluate(sequences, results: dict[str, str], dataset: str, skip_missing: boo
     for name, path in paths.items():
       curves = metrics.sequence_curves(kit.read_results(path), gt, visible, dataset, source=path,
                                        toolkit=kit)
-      if curves.padded_rows:
+      if curves.padded_rows == curves.num_frames:
+        warnings.append(f"{path}: empty result file; scored as {curves.num_frames} zero rows "
+                        f"({kit.name}'s padding: failures)")
+        print(f"WARNING: {warnings[-1]}", file=sys.stderr)
+      elif curves.padded_rows:
         warnings.append(f"{path}: {curves.num_frames - curves.padded_rows} result rows for "
                         f"{curves.num_frames} ground-truth frames; padded with {curves.padded_rows} "
                         f"zero rows ({kit.name}{', then carried over' if kit.repairs_invalid_rows else ''})")

@@ -376,7 +376,8 @@ def evaluate(config, variables, sequences, out_dir: str, parallel: int = 1, prog
     print(analyze_lib.results_table(reports))
     metrics = report.metrics
   if summary.bad_sentences:
-    print(f"{len(summary.bad_sentences)} sequence(s) had no usable sentence (see warnings and "
+    print(f"{len(summary.bad_sentences)} sequence(s) with an unreadable or empty sentence file, "
+          f"tracked with what could be read or with no sentence (see the warnings and "
           f"{os.path.join(out_dir, SUMMARY_FILE)})")
   if summary.failed:
     raise EvaluationFailed(summary.failed, metrics, summary)
