@@ -140,7 +140,7 @@ def get_config(arg=None):
   # training workdir, its checkpoints folder or a params .npz: all weights; fresh optimizer)
   c.train.init_from = ""
   c.train.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1))  # -1: all remaining devices
-  c.train.tensorboard = True  # event files under WORKDIR/tb when TensorFlow is importable
+  c.train.tensorboard = True  # event files under WORKDIR/tensorboard/ (the tensorboard package; no TF)
   c.train.async_checkpointing = True
   # Test hooks: steps (1-based, as logged) whose loss is poisoned with NaN, and a signal the
   # process sends itself after a step, e.g. ("KILL", 30) or ("TERM", 30).

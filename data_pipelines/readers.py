@@ -669,7 +669,7 @@ def load_dataset(name: str, root: str, split: str = "test", cache_dir: str = "",
       records = _SCANNERS[name](root, split, frames)
     finally:
       _FILES_READ.reset(token)
-    if use_cache:
+    if use_cache and records:  # no index for a root that is not this data set (or not this split)
       states = [[os.path.relpath(p, root), *state] for p, state in sorted(files.items())]
       _save_index(path, fingerprint, records, states)
   if not records:

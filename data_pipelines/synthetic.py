@@ -641,12 +641,19 @@ def write_sequence(seq_dir: str, data: dict) -> None:
 
 
 def parse_size(text) -> tuple[int, int]:
-  """'160x120' or (160, 120) -> (width, height)."""
-  if isinstance(text, str):
-    w, _, h = text.lower().partition("x")
+  """'160x120' or (160, 120) -> (width, height): WxH, the one frame-size syntax of every verb.
+  Anything else is a ValueError that shows the form expected (H,W swapped into WxH when given)."""
+  if not isinstance(text, str):
+    w, h = text
     return int(w), int(h)
-  w, h = text
-  return int(w), int(h)
+  parts = text.lower().replace(" ", "").split("x")
+  if len(parts) == 2 and all(p.isdigit() and int(p) > 0 for p in parts):
+    return int(parts[0]), int(parts[1])
+  example = "640x480"
+  pair = text.replace(" ", "").split(",")
+  if len(pair) == 2 and all(p.isdigit() for p in pair):  # the H,W form `bench track` once took
+    example = f"{pair[1]}x{pair[0]} if you meant height,width; {pair[0]}x{pair[1]} if width,height"
+  raise ValueError(f"{text!r}: expected WxH, e.g. {example}")
 
 
 def split_of(index: int, sequences: int, test_sequences: int) -> str:
@@ -722,6 +729,8 @@ def generate(out_dir: str, sequences: int, seed: int = 0, frames: int = 48, size
   generation raises ValueError, or with `replace` is cleared first (`_check_out_dir`)."""
   from satracker_jax.tokenizer import write_wordpiece_vocab  # noqa: PLC0415
   width, height = parse_size(size)
+  if sequences < 1:
+    raise ValueError(f"sequences={sequences}: generate at least 1 video")
   if not 0 <= test_sequences <= sequences:
     raise ValueError(f"test_sequences={test_sequences} must lie in [0, sequences={sequences}]")
   if frames < 2 or width < 32 or height < 32:

@@ -228,12 +228,14 @@ def _write_gif(sequence, results_dir: str, path: str) -> str:
   from satracker_jax import visualize  # noqa: PLC0415
   from satracker_jax.evaluation import results_io  # noqa: PLC0415
   boxes = results_io.read_boxes(results_io.results_path(results_dir, sequence.name))
+  # One legend for every frame (also those whose target is absent): the GIF's frames keep one size.
+  legend = [("tracker", visualize.PRED_COLOR), ("ground truth", visualize.GT_COLOR)]
   frames = []
   for i, frame_path in enumerate(sequence.frames):
     frame = visualize.load_frame(frame_path)
     gt = sequence.boxes[i] if np.all(np.isfinite(sequence.boxes[i])) else None
-    frames.append(visualize.draw_tracking(frame, box=boxes[i], sentence=sequence.sentence, gt_box=gt,
-                                          frame_index=i))
+    frames.append(visualize.draw_tracking(frame, box=boxes[i], sentence=sequence.sentence,
+                                          gt_box=gt, frame_index=i, legend=legend))
   return visualize.write_gif(frames, path, fps=10.0)
 
 
@@ -387,7 +389,8 @@ def run_demo(workdir: str = "demo_workdir", config_spec: str = "configs/syntheti
   first_seed = list(variant_overrides)
   report = analyze.evaluate(test_sequences, {n: rows[n]["nl_bb"]["results_dir"] for n in first_seed},
                             DATASET)
-  paths = analyze.write_report(report, report_dir, title="synthetic test split (nl_bb)")
+  paths = analyze.write_report(report, report_dir,
+                               title=analyze.report_title(DATASET, "test", "nl_bb"))
   gif_sequence = _pick_gif_sequence(test_sequences)
   gif = _write_gif(gif_sequence, rows["full"]["nl_bb"]["results_dir"],
                    os.path.join(report_dir, "tracked.gif"))

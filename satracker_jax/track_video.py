@@ -5,8 +5,10 @@
 
 A frame folder is a folder of images (sorted by name), or a TNL2K/LaSOT-layout sequence folder
 (`imgs/` or `img/` + `groundtruth.txt` + `language.txt`/`nlp.txt`), whose first ground-truth box
-and sentence are then returned as well. Each drawn frame shows the box, the score and the sentence
-(and the ground truth when given); the output ends in .gif (Pillow) or .mp4.
+and sentence are then returned as well. Each drawn frame shows the box (and the ground truth when
+given) and, in a band below the frame, the frame index, the score, a legend and the sentence
+(`visualize.draw_tracking`); the output ends in .gif (Pillow) or .mp4. Without a first box, the
+first box is grounded from the sentence (the `nl` protocol).
 """
 from __future__ import annotations
 
@@ -92,22 +94,37 @@ def track_video(config, variables, frames: Iterable[np.ndarray], box, sentence: 
                 fps: float = 10.0, max_frames: int = 0, max_side: int = 480,
                 gt_boxes: np.ndarray | None = None, results: str = "") -> dict:
   """Tracks `frames` from `box` + `sentence`, writes the drawn video to `out` (and the boxes in
-  the raw-result format to `results`). Returns {"frames", "fps" (excl. frame 0), "out"}."""
+  the raw-result format to `results`). `box=None` is the sentence-only protocol (`nl`): the first
+  box is grounded from `sentence` on frame 0 and drawn in its own colour, with its score.
+  Returns {"frames", "fps" (excl. frame 0), "out", "first_box", "grounded", "grounding_score"}."""
   tracker = tracker_lib.Tracker(config, variables)
+  grounded = box is None
+  legend = [("tracker", visualize.PRED_COLOR)]
+  if grounded:
+    legend.append(("grounded from the sentence", visualize.GROUNDED_COLOR))
+  if gt_boxes is not None:
+    legend.append(("ground truth", visualize.GT_COLOR))
   drawn, boxes, seconds = [], [], 0.0
+  grounding_score = None
   for i, frame in enumerate(frames):
     if max_frames and i >= max_frames:
       break
     start = time.perf_counter()
     if i == 0:
-      tracker.init(frame, box, sentence)
-      pred, score = box, None
+      pred, score = tracker.init(frame, box, sentence), None
+      if grounded:
+        grounding_score = float(tracker.core.last_grounding[0][1])
+        note, color = f"grounded, score {grounding_score:.2f}", visualize.GROUNDED_COLOR
+      else:
+        note, color = "first box given", visualize.PRED_COLOR
     else:
       pred, score = tracker.track(frame)
       seconds += time.perf_counter() - start
+      note, color = "", visualize.PRED_COLOR
     boxes.append(np.asarray(pred, np.float64))
     gt = gt_boxes[i] if (gt_boxes is not None and i < len(gt_boxes)) else None
-    image = visualize.draw_tracking(frame, pred, score, sentence, gt_box=gt, frame_index=i)
+    image = visualize.draw_tracking(frame, pred, score, sentence, gt_box=gt, frame_index=i,
+                                    color=color, legend=legend, note=note)
     drawn.append(_shrink(image, max_side))
   if not drawn:
     raise ValueError("no frames to track")
@@ -116,4 +133,5 @@ def track_video(config, variables, frames: Iterable[np.ndarray], box, sentence: 
     out_dir, name = os.path.split(os.path.abspath(results))
     results_io.write_results(out_dir, os.path.splitext(name)[0], np.stack(boxes))
   return {"frames": len(drawn), "fps": (len(drawn) - 1) / seconds if seconds > 0 else float("nan"),
-          "out": out}
+          "out": out, "first_box": boxes[0], "grounded": grounded,
+          "grounding_score": grounding_score}

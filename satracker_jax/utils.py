@@ -19,6 +19,11 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], floatfmt
   return "\n".join([line(headers), sep] + [line(r) for r in cells])
 
 
+def plural(count: int, noun: str, plural_form: str = "") -> str:
+  """"1 video", "2 videos" (`plural_form` for irregular nouns)."""
+  return f"{count} {noun if count == 1 else plural_form or noun + 's'}"
+
+
 def write_json(path: str, obj: Any) -> None:
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   tmp = path + ".tmp"

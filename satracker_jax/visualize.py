@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import textwrap
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
@@ -20,6 +19,11 @@ from PIL import Image, ImageDraw, ImageFont
 
 PRED_COLOR = (255, 40, 40)
 GT_COLOR = (40, 220, 40)
+GROUNDED_COLOR = (255, 190, 0)  # a first box found from the sentence (the `nl` protocol)
+BAND_COLOR = (0, 0, 0)
+TEXT_COLOR = (255, 255, 255)
+SENTENCE_COLOR = (255, 255, 200)
+SENTENCE_LINES = 3
 
 
 def _font(size: int):
@@ -29,14 +33,35 @@ def _font(size: int):
     return ImageFont.load_default()
 
 
-def draw_tracking(frame: np.ndarray, box=None, score: float | None = None, sentence: str | None = None,
-                  gt_box=None, frame_index: int | None = None, color=PRED_COLOR) -> np.ndarray:
-  """Returns a copy of `frame` (uint8 HxWx3) with the x,y,w,h boxes, the score and the sentence.
+def _wrap(draw, text: str, font, width: int, max_lines: int) -> list[str]:
+  """Greedy word wrap measured in pixels; the last line ends in "…" when words were left out."""
+  lines: list[str] = []
+  for word in text.split():
+    if lines and draw.textlength(f"{lines[-1]} {word}", font=font) <= width:
+      lines[-1] = f"{lines[-1]} {word}"
+    else:
+      lines.append(word)
+  if len(lines) > max_lines:
+    lines = lines[:max_lines]
+    lines[-1] += " …"
+  return lines
 
-  The prediction is drawn in `color`, the ground truth (optional) in green; the sentence is
-  wrapped along the bottom on a dark band so it stays readable on any background.
+
+def draw_tracking(frame: np.ndarray, box=None, score: float | None = None, sentence: str | None = None,
+                  gt_box=None, frame_index: int | None = None, color=PRED_COLOR,
+                  legend: Sequence[tuple[str, tuple]] | None = None, note: str = "") -> np.ndarray:
+  """Returns `frame` (uint8 HxWx3) with the x,y,w,h boxes drawn on it and a band *below* it:
+  the frame index, score and `note` on one line, the legend, then the sentence (wrapped, at most
+  3 lines). Only the boxes touch the frame's pixels, so nothing the sentence talks about is hidden
+  (a band over a 160x120 frame hid its bottom quarter).
+
+  The prediction is drawn in `color`, the ground truth (optional) in green. `legend` lists
+  (label, colour) entries; by default the boxes this call draws. The band's height depends only on
+  the frame width, the legend and the sentence, so frames of one video, drawn with the same legend
+  and sentence, keep one size (a GIF needs that).
   """
-  image = Image.fromarray(np.asarray(frame, dtype=np.uint8)).convert("RGB")
+  frame = np.asarray(frame, dtype=np.uint8)
+  image = Image.fromarray(frame).convert("RGB")
   draw = ImageDraw.Draw(image)
   height, width = image.height, image.width
   # Line width and font scale with the frame so small synthetic frames and HD video both read well.
@@ -49,25 +74,49 @@ def draw_tracking(frame: np.ndarray, box=None, score: float | None = None, sente
     if not np.isfinite([x, y, w, h]).all() or w <= 0 or h <= 0:
       continue
     draw.rectangle([x, y, x + w - 1, y + h - 1], outline=c, width=line)
-  labels = []
-  if frame_index is not None:
-    labels.append(f"#{frame_index}")
-  if score is not None:
-    labels.append(f"score {score:.2f}")
-  if labels:
-    text = "  ".join(labels)
-    left, top, right, bottom = draw.textbbox((2, 2), text, font=font)
-    draw.rectangle([0, 0, right + 2, bottom + 2], fill=(0, 0, 0))
-    draw.text((2, 2), text, fill=(255, 255, 255), font=font)
-  if sentence:
-    char_width = max(1, draw.textlength("M", font=font))
-    lines = textwrap.wrap(sentence, width=max(8, int(width / char_width * 1.4)))[:3]
-    text = "\n".join(lines)
-    left, top, right, bottom = draw.multiline_textbbox((0, 0), text, font=font)
-    band = bottom - top + 6
-    draw.rectangle([0, height - band, width, height], fill=(0, 0, 0))
-    draw.multiline_text((3, height - band + 2 - top), text, fill=(255, 255, 200), font=font)
-  return np.asarray(image)
+  if legend is None:
+    legend = ([("tracker", color)] if box is not None else []) + \
+             ([("ground truth", GT_COLOR)] if gt_box is not None else [])
+  info = "  ".join(([f"#{frame_index}"] if frame_index is not None else []) +
+                   ([f"score {score:.2f}"] if score is not None else []) + ([note] if note else []))
+
+  ascent, descent = font.getmetrics()
+  line_height = ascent + descent + 2
+  pad = 3
+  swatch = ascent  # a square the height of a capital letter
+  gap = draw.textlength("  ", font=font)
+  # Rows of the band: ("text", string, colour) or ("legend", [(x, label, colour), ...]).
+  rows: list[tuple] = []
+  if frame_index is not None or score is not None or note:
+    rows.append(("text", info, TEXT_COLOR))
+  entries, x = [], pad
+  for label, c in legend:
+    entry_width = swatch + 4 + draw.textlength(label, font=font)
+    if entries and x + entry_width > width - pad:
+      rows.append(("legend", entries))
+      entries, x = [], pad
+    entries.append((x, label, c))
+    x += entry_width + gap
+  if entries:
+    rows.append(("legend", entries))
+  for text in _wrap(draw, sentence or "", font, width - 2 * pad, SENTENCE_LINES):
+    rows.append(("text", text, SENTENCE_COLOR))
+
+  band = len(rows) * line_height + (2 * pad if rows else 0)
+  out = Image.new("RGB", (width, height + band), BAND_COLOR)
+  out.paste(image, (0, 0))
+  draw = ImageDraw.Draw(out)
+  y = height + pad
+  for row in rows:
+    if row[0] == "text":
+      draw.text((pad, y), row[1], fill=row[2], font=font)
+    else:
+      for x, label, c in row[1]:
+        top = y + 1
+        draw.rectangle([x, top, x + swatch - 1, top + swatch - 1], fill=tuple(c))
+        draw.text((x + swatch + 4, y), label, fill=TEXT_COLOR, font=font)
+    y += line_height
+  return np.asarray(out)
 
 
 def _ffmpeg() -> str | None:

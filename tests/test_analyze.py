@@ -275,3 +275,103 @@ def test_grounding_breakdown_needs_synthetic_data(tmp_path):
   with pytest.raises(SystemExit, match=r"--grounding needs --dataset synthetic"):
     run_cli(["analyze", "--dataset", "tnl2k", "--root", str(tmp_path), "--grounding",
              "--results", f"x={tmp_path}", "--out", str(tmp_path / "out")])
+
+
+def _capture_figures(monkeypatch):
+  """{file name: Figure} of every plot written, as drawn."""
+  from satracker_jax.evaluation import plots
+  figures, savefig = {}, plots.Figure.savefig
+
+  def capture(fig, path, **kwargs):
+    figures[os.path.basename(path)] = fig
+    return savefig(fig, path, **kwargs)
+
+  monkeypatch.setattr(plots.Figure, "savefig", capture)
+  return figures
+
+
+def test_a_tracker_keeps_its_colour_in_every_plot_and_titles_name_the_run(tmp_path, monkeypatch,
+                                                                         capsys):
+  """Ranks differ between plots (boxes of the right size 25 px off: good overlap, poor precision;
+  centred boxes twice too big: the reverse), colours do not. Titles name the data set, split,
+  protocol (as eval recorded it) and toolkit."""
+  sequences = make_sequences()
+  results = {"offset": str(tmp_path / "offset"), "big": str(tmp_path / "big")}
+  for seq in sequences:
+    b = seq.boxes
+    results_io.write_results(results["offset"], seq.name, b + [25.0, 0.0, 0.0, 0.0])
+    results_io.write_results(results["big"], seq.name, np.concatenate([b[:, :2] - b[:, 2:] / 2,
+                                                                        2 * b[:, 2:]], axis=1))
+  for d in results.values():
+    with open(os.path.join(d, "provenance.json"), "w") as f:
+      json.dump({"sequences": {s.name: {"protocol": "nl"} for s in sequences}}, f)
+  stub = types.ModuleType("data_pipelines.readers")
+  stub.load_dataset = lambda name, root, split, **kwargs: sequences
+  monkeypatch.setitem(sys.modules, "data_pipelines.readers", stub)
+  figures = _capture_figures(monkeypatch)
+  rc = run_cli(["analyze", "--dataset", "tnl2k", "--root", str(tmp_path), "--results",
+                f"offset={results['offset']}", f"big={results['big']}", "--out",
+                str(tmp_path / "report")])
+  assert rc == 0
+  lines = {name: {line.get_label().split("] ")[1]: line.get_color()
+                  for line in figures[f"{name}.png"].axes[0].get_lines()}
+           for name in ("success", "precision", "norm_precision")}
+  first = {name: figures[f"{name}.png"].axes[0].get_lines()[0].get_label() for name in lines}
+  assert first["success"].endswith("offset") and first["precision"].endswith("big")  # ranks differ
+  assert lines["success"] == lines["precision"] == lines["norm_precision"]
+  assert lines["success"]["offset"] != lines["success"]["big"]
+  # The TNL2K toolkit's plots (metrics.tnl2k-matlab.json's) use the same colours.
+  matlab = {line.get_label().split("] ")[1]: line.get_color()
+            for line in figures["success.tnl2k-matlab.png"].axes[0].get_lines()}
+  assert matlab == lines["success"]
+  title = figures["success.png"].axes[0].get_title()
+  for words in ("TNL2K test split", "protocol nl (sentence only)", "toolkit pytracking"):
+    assert words in title, title
+  assert "toolkit tnl2k-matlab" in figures["success.tnl2k-matlab.png"].axes[0].get_title()
+
+
+def test_report_titles():
+  assert analyze.report_title("otb", "test", "nl_bb") == \
+      "OTB-2015, all sequences, protocol nl_bb (first box + sentence)"  # no "test": one split
+  assert analyze.report_title("lasot", "test", "nl+masked_text") == \
+      "LaSOT test split, protocol nl (sentence only), sentence masked"
+  assert analyze.report_title("got10k", "val") == "GOT-10k val split, protocol not recorded"
+
+
+def test_attribute_and_grounding_bars_take_the_report_colours(tmp_path, monkeypatch):
+  from satracker_jax.evaluation import plots
+  figures = _capture_figures(monkeypatch)
+  colors = plots.tracker_colors(["b", "a"])
+  rows = [{"short": "OCC", "num_sequences": 1, "auc": 0.5}]
+  plots.plot_attributes({"a": rows, "b": rows}, str(tmp_path / "att.png"), colors=colors)
+  row = {"videos": 1, "hit": 1, "twin_chance": None}
+  plots.plot_grounding_by_mode({"a": {"all": row}, "b": {"all": row}}, str(tmp_path / "g.png"),
+                               colors=colors)
+  for name in ("att.png", "g.png"):
+    bars = {c.get_label(): c.patches[0].get_facecolor()[:3]
+            for c in figures[name].axes[0].containers}
+    assert bars == {"a": colors["a"][:3], "b": colors["b"][:3]}, name
+  assert "(1 video)" in figures["g.png"].axes[0].get_xticklabels()[0].get_text()
+
+
+def test_skipped_sequences_are_named(tmp_path, monkeypatch, capsys):
+  sequences = make_sequences()
+  results = write_trackers(str(tmp_path), sequences)
+  os.remove(results_io.results_path(results["shifted"], "seq_b"))
+  stub = types.ModuleType("data_pipelines.readers")
+  stub.load_dataset = lambda name, root, split, **kwargs: sequences
+  monkeypatch.setitem(sys.modules, "data_pipelines.readers", stub)
+  rc = run_cli(["analyze", "--dataset", "tnl2k", "--root", str(tmp_path), "--skip-missing",
+                "--results"] + [f"{n}={d}" for n, d in results.items()] +
+               ["--out", str(tmp_path / "report")])
+  assert rc == 0
+  assert "skipped 1 sequence with missing results: seq_b\n" in capsys.readouterr().out
+
+
+def test_an_empty_result_file_is_scored_with_a_warning_that_says_so(tmp_path, capsys):
+  sequences = make_sequences()
+  results = write_trackers(str(tmp_path), sequences)
+  open(results_io.results_path(results["shifted"], "seq_b"), "w").close()
+  report = analyze.evaluate(sequences, results, "tnl2k")
+  assert "seq_b.txt: empty result file; scored as 5 zero rows" in capsys.readouterr().err
+  assert any("empty result file" in w for w in report.warnings)

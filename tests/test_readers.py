@@ -440,3 +440,13 @@ def test_synth_output_is_read_as_written_by_every_verb(tmp_path, capsys):
   frames, box, sentence, _ = track_video.read_frame_folder(os.path.join(out, "test", "synth_00002"))
   assert len(frames) == 3 and sentence == test[0].sentence
   np.testing.assert_array_equal(box, test[0].boxes[0])
+
+
+def test_a_root_of_another_data_set_gets_no_index_file(tmp_path):
+  """A mistaken --dataset / --root / --split fails without leaving an index in the user's folder."""
+  root = tmp_path / "not_lasot"
+  (root / "some_video").mkdir(parents=True)
+  for kwargs in ({}, {"annotations_only": True}):
+    with pytest.raises(readers.DatasetError, match="no lasot sequences"):
+      readers.load_dataset("lasot", str(root), **kwargs)
+  assert sorted(os.listdir(root)) == ["some_video"]

@@ -333,3 +333,10 @@ def test_synth_into_another_generation_refuses_in_one_line_or_replaces_it_whole(
       cli.main(["synth", "--out", str(other), "--sequences", "2", "--frames", "2", "--size",
                 "48x40", "--no-progress", *force])
   assert os.listdir(other) == ["notes.txt"] and (other / "notes.txt").read_text() == "keep me"
+
+
+def test_synth_refuses_no_videos_in_one_line(tmp_path, capsys):
+  from satracker_jax import cli
+  with pytest.raises(SystemExit, match="sequences=0: generate at least 1 video"):
+    cli.main(["synth", "--out", str(tmp_path / "D"), "--sequences", "0", "--no-progress"])
+  assert not (tmp_path / "D").exists()

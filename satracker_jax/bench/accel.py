@@ -204,7 +204,7 @@ def run(config_spec: str = "configs/base.py", overrides=(), *, out: str = "accel
     result = {}
     cache = os.path.join(work, "fresh_cache")
     train_opts = ["--batch", str(train_batches[0]), "--steps", "1", "--warmup", "0"]
-    track_opts = ["--frames", "2", "--frame-size", "120,160"]
+    track_opts = ["--frames", "2", "--frame-size", "160x120"]
     for what, name, opts in (("train", "train", train_opts), ("track", "track", track_opts)):
       # The same command twice in one fresh cache: the first process compiles, the second loads.
       cold = _bench(name, config_spec, overrides, opts, work, timeout, cache=cache)
@@ -221,7 +221,7 @@ def run(config_spec: str = "configs/base.py", overrides=(), *, out: str = "accel
       "kernels": lambda: _kernels(config_spec, overrides, train_batches[0], steps=2 if small else 3),
       "track": lambda: _bench("track", config_spec, overrides,
                               ["--frames", "4" if small else "200", "--parallel", str(track_slots),
-                               "--frame-size", "120,160" if small else "720,1280"], work, timeout),
+                               "--frame-size", "160x120" if small else "1280x720"], work, timeout),
       "eval": lambda: _bench("eval", config_spec, overrides,
                              ["--sequences", "2", "--frames", "4", "--frame-size", "160x120", "--parallel", "2"]
                              if small else [], work, timeout),

@@ -1,7 +1,7 @@
 """`satracker bench track`: tracker frames/s, single stream and batched.
 
   satracker bench track --config configs/base.py --json bench_track.json [--frames 100] \
-      [--parallel 8] [--bf16] [--frame-size 720,1280]
+      [--parallel 8] [--bf16] [--frame-size 1280x720]
 
 Measures, on random-initialised weights (speed does not depend on their values) and synthetic
 frames with a moving target:
@@ -94,14 +94,14 @@ def _bench_tracker(config, variables, tok, frames, box, num_frames: int, slots: 
 
 
 def run(config_spec: str = "configs/tiny.py", overrides=(), *, frames: int = 100, parallel: int = 0,
-        bf16: bool = False, frame_size: tuple[int, int] = (480, 640)) -> dict:
-  """Times the tracker of `config_spec` (+ overrides) on `frame_size` (H, W) frames; `parallel`
+        bf16: bool = False, frame_size: tuple[int, int] = (640, 480)) -> dict:
+  """Times the tracker of `config_spec` (+ overrides) on `frame_size` (W, H) frames; `parallel`
   > 1 also times a BatchedTracker of that many slots. Prints a table, returns the JSON dict."""
   from satracker_jax.models import count_params  # noqa: PLC0415
   config = config_utils.load_config(config_spec, overrides)
   if bf16:
     config.model.dtype = "bfloat16"
-  height, width = (int(v) for v in frame_size)
+  width, height = (int(v) for v in frame_size)
   num_calls = int(frames)
   variables = model_io.random_variables(config)
   tok = FixedTokenizer(config.model.max_text_len)
@@ -118,7 +118,7 @@ def run(config_spec: str = "configs/tiny.py", overrides=(), *, frames: int = 100
       "dtype": m.dtype,
       "params": int(count_params(variables["params"])),
       "template_size": int(m.template_size), "search_size": int(m.search_size),
-      "frame_size": [height, width],
+      "frame_size": [width, height],
       "frames": num_calls,
       "single": runs[0],
       "batched": runs[1] if len(runs) > 1 else None,

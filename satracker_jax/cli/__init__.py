@@ -41,6 +41,20 @@ def build_parser() -> argparse.ArgumentParser:
   return parser
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+  """Every option's help ends with its default, unless the help already says it ("default: ...")
+  or there is nothing to say (a flag, an empty or required value). Descriptions and epilogs keep
+  their line breaks."""
+
+  def _get_help_string(self, action):
+    text = action.help or ""
+    default = action.default
+    if ("default" in text.lower() or default is None or default is False or default == ""
+        or default == argparse.SUPPRESS or action.required or not action.option_strings):
+      return text
+    return f"{text} (default: {default})" if text else f"(default: {default})"
+
+
 def add_compile_cache_options(parser: argparse.ArgumentParser, suppress: bool = False) -> None:
   """--compile-cache / --no-compile-cache (every verb; `suppress`: for sub-verbs, whose parser
   must not overwrite what the verb's own parser read)."""
@@ -71,7 +85,9 @@ def main(argv=None) -> int:
       print(f"satracker {verb}: not available in this build ({module_name} missing)", file=sys.stderr)
       return 2
     raise
-  verb_parser = argparse.ArgumentParser(prog=f"satracker {verb}", description=help_text)
+  verb_parser = argparse.ArgumentParser(prog=f"satracker {verb}", description=help_text,
+                                        epilog=getattr(module, "EPILOG", None),
+                                        formatter_class=HelpFormatter)
   module.add_arguments(verb_parser)
   add_compile_cache_options(verb_parser)
   try:

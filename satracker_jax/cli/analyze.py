@@ -21,9 +21,12 @@ from __future__ import annotations
 
 import argparse
 
+from satracker_jax.utils import plural
+
 # Kept in step with data_pipelines.readers.DATASETS and evaluation.toolkits.NAMES (not imported:
 # `--help` stays instant; tests/test_cli_errors.py checks both).
 DATASETS = ("lasot", "tnl2k", "otb", "otb99_lang", "got10k", "synthetic")
+SKIPPED_SHOWN = 10  # sequences named on the console; results.md names them all
 TOOLKITS = ("pytracking", "pytracking-2022", "tnl2k-matlab")
 TOOLKIT_HELP = ("scoring rules: pytracking (the OSTrack / UVLTrack / JointNLT analysis, what most VL "
                 "papers report), pytracking-2022 (visionml/pytracking since 2022: border boxes "
@@ -32,11 +35,13 @@ TOOLKIT_HELP = ("scoring rules: pytracking (the OSTrack / UVLTrack / JointNLT an
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-  parser.add_argument("--dataset", required=True, choices=DATASETS)
+  parser.add_argument("--dataset", required=True, choices=DATASETS,
+                      help="benchmark layout of --root (its ground truth and sentences)")
   parser.add_argument("--root", required=True,
                       help="dataset root: the full layout (image folders not needed) or a "
                            "toolkit annotation pack (LaSOT annos/, OTB anno/, TNL2K annos/gt_rect/)")
-  parser.add_argument("--split", default="test")
+  parser.add_argument("--split", default="test",
+                      help="test, train, all (LaSOT, TNL2K, synthetic), val (GOT-10k); OTB has one")
   parser.add_argument("--results", nargs="+", required=True, metavar="NAME=DIR",
                       help="one folder of <seq>.txt raw results per tracker")
   parser.add_argument("--out", required=True, help="report folder")
@@ -69,7 +74,8 @@ def run(args, overrides) -> int:
                  if args.grounding else None)
   except (ValueError, FileNotFoundError) as e:  # readers.DatasetError is a ValueError
     raise SystemExit(f"satracker analyze: {e}") from None
-  title = f"{args.dataset} ({args.split})"
+  title = analyze.report_title(args.dataset, args.split,
+                               analyze.recorded_protocol(results, report.sequence_names))
   analyze.write_report(reports, args.out, title=title)
   print(analyze.results_table(reports))
   for r in reports:
@@ -81,9 +87,12 @@ def run(args, overrides) -> int:
       print(f"{r.toolkit}: no absent flags for {len(r.without_absent_flags)} of "
             f"{len(r.sequence_names)} sequences; every frame of those counted as present")
   if grounding is not None:
-    analyze.write_grounding_report(grounding, args.out, title=f"{title}: ")
+    analyze.write_grounding_report(grounding, args.out, title=title)
     print(analyze.grounding_table(grounding))
   if report.skipped:
-    print(f"skipped {len(report.skipped)} sequences with missing results")
+    shown = report.skipped[:SKIPPED_SHOWN]
+    more = len(report.skipped) - len(shown)
+    print(f"skipped {plural(len(report.skipped), 'sequence')} with missing results: "
+          f"{', '.join(shown)}{f' and {more} more (results.md lists them)' if more else ''}")
   print(f"wrote {args.out}")
   return 0

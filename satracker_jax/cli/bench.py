@@ -1,4 +1,5 @@
-"""`satracker bench {data,train,track,eval,scale} --config C --json FILE`: each prints a table and writes JSON.
+"""`satracker bench {data,train,track,eval,accel,scale} --config C --json FILE`: each prints a table
+and writes JSON. Frame sizes are WxH, as everywhere (`satracker synth --size`).
 
 The work is `satracker_jax.bench.<name>.run(config_spec, overrides, **options)`.
 """
@@ -8,6 +9,7 @@ import argparse
 import importlib
 
 from satracker_jax import utils
+from satracker_jax.cli import common
 
 
 def _data_arguments(p: argparse.ArgumentParser) -> None:
@@ -17,10 +19,11 @@ def _data_arguments(p: argparse.ArgumentParser) -> None:
                  help="synthetic data (satracker synth output); default: the config's data "
                       "sets, or freshly generated synthetic data when none has a root")
   p.add_argument("--sequences", type=int, default=24, help="videos to generate (no data root)")
-  p.add_argument("--frame-size", default="1280x720", help="WxH of generated (JPEG) videos")
+  p.add_argument("--frame-size", default="1280x720", type=common.frame_size_arg("--frame-size"),
+                 help="WxH of generated (JPEG) videos")
   p.add_argument("--workers", default="",
                  help="comma list of input worker counts (of the config's data.workers kind) for "
-                      "the scaling table (default 1, 2, 4.. cores)")
+                      "the scaling table (default 1, 2, 4.. the usable cores)")
 
 
 def _train_arguments(p: argparse.ArgumentParser) -> None:
@@ -34,9 +37,10 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
 
 def _track_arguments(p: argparse.ArgumentParser) -> None:
   p.add_argument("--frames", type=int, default=100, help="timed calls per measurement")
-  p.add_argument("--parallel", type=int, default=0, help="also time a BatchedTracker of N slots")
+  p.add_argument("--parallel", type=int, default=0, help="also time a BatchedTracker of N slots (0: the single stream only)")
   p.add_argument("--bf16", action="store_true", help="bfloat16 compute (model.dtype)")
-  p.add_argument("--frame-size", default="480,640", help="H,W of the synthetic frames")
+  p.add_argument("--frame-size", default="640x480", type=common.frame_size_arg("--frame-size"),
+                 help="WxH of the synthetic frames")
 
 
 def _scale_arguments(p: argparse.ArgumentParser) -> None:
@@ -49,14 +53,17 @@ def _scale_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _eval_arguments(p: argparse.ArgumentParser) -> None:
-  p.add_argument("--frame-size", default="1280x720", help="WxH of the generated JPEG videos")
+  p.add_argument("--frame-size", default="1280x720", type=common.frame_size_arg("--frame-size"),
+                 help="WxH of the generated JPEG videos")
   p.add_argument("--sequences", type=int, default=8, help="videos to generate")
   p.add_argument("--frames", type=int, default=60, help="frames per video")
   p.add_argument("--parallel", type=int, default=8, help="sequences tracked at once")
   p.add_argument("--workers", type=int, default=0, help="decoding threads (0: all cores)")
-  p.add_argument("--data-root", default="", help="satracker synth output to read instead")
+  p.add_argument("--data-root", default="",
+                 help="satracker synth output to read instead (default: videos generated afresh)")
   p.add_argument("--no-model", action="store_true", help="host-only rates (skip the model)")
-  p.add_argument("--checkpoint", default="", help="a trained model for the end-to-end run")
+  p.add_argument("--checkpoint", default="",
+                 help="a trained model for the end-to-end run (default: random weights)")
 
 
 def _accel_arguments(p: argparse.ArgumentParser) -> None:
@@ -70,30 +77,21 @@ def _accel_arguments(p: argparse.ArgumentParser) -> None:
   p.add_argument("--part-timeout", type=float, default=600.0, help="seconds before a part's process is stopped")
 
 
-def _wxh(text: str) -> tuple[int, int]:
-  w, h = text.lower().split("x")
-  return int(w), int(h)
-
-
-def _size(text: str) -> tuple[int, int]:
-  return tuple(int(v) for v in text.split(","))
-
-
 # name -> (help, add the options, options for run())
 BENCHES = {
     "data": ("input pipeline samples/s", _data_arguments,
              lambda a: dict(batches=a.batches, warmup=a.warmup, data_root=a.data_root,
-                            sequences=a.sequences, frame_size=a.frame_size,
+                            sequences=a.sequences, frame_size="x".join(map(str, a.frame_size)),
                             workers=[int(t) for t in a.workers.split(",") if t] or None)),
     "train": ("train step time, samples/s, MFU", _train_arguments,
               lambda a: dict(batch=a.batch, steps=a.steps, warmup=a.warmup, bf16=a.bf16,
                              peak_flops=a.peak_flops)),
     "track": ("tracker frames/s, single stream and batched", _track_arguments,
               lambda a: dict(frames=a.frames, parallel=a.parallel, bf16=a.bf16,
-                             frame_size=_size(a.frame_size))),
+                             frame_size=a.frame_size)),
     "eval": ("offline evaluation frames/s on JPEG videos: end to end and host only",
              _eval_arguments,
-             lambda a: dict(frame_size=_wxh(a.frame_size), sequences=a.sequences, frames=a.frames,
+             lambda a: dict(frame_size=a.frame_size, sequences=a.sequences, frames=a.frames,
                             parallel=a.parallel, workers=a.workers, data_root=a.data_root,
                             model=not a.no_model, checkpoint=a.checkpoint)),
     "accel": ("the accelerator report: compile cold/cached, train MFU, kernels, tracker, eval, data, language",
@@ -110,11 +108,14 @@ BENCHES = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-  sub = parser.add_subparsers(dest="bench", metavar="BENCH", required=True)
+  sub = parser.add_subparsers(dest="bench", metavar="BENCH", required=True,
+                              help="the benchmark to run; `satracker bench BENCH --help` for its "
+                                   "options")
+  from satracker_jax.cli import HelpFormatter  # noqa: PLC0415
   for name, (help_text, add, _) in BENCHES.items():
-    p = sub.add_parser(name, help=help_text)
+    p = sub.add_parser(name, help=help_text, description=help_text, formatter_class=HelpFormatter)
     p.add_argument("--config", default="configs/tiny.py", help="config file[:arg]")
-    p.add_argument("--json", default="", help="write the results here")
+    p.add_argument("--json", default="", help="write the results here (default: table only)")
     add(p)
     from satracker_jax.cli import add_compile_cache_options  # noqa: PLC0415
     add_compile_cache_options(p, suppress=True)

@@ -8,9 +8,25 @@ import sys
 def add_model_arguments(parser: argparse.ArgumentParser, config_help: str = "") -> None:
   parser.add_argument("--checkpoint", default="",
                       help="training workdir, its checkpoints/ folder, a params .npz, or a "
-                           "`satracker convert` output (with --config)")
+                           "`satracker convert` output (with --config) (default: none: "
+                           "random weights for --config, to check a pipeline)")
   parser.add_argument("--config", default="",
-                      help=config_help or "config file[:arg]; checked against the checkpoint")
+                      help=(config_help or "config file[:arg]; checked against the checkpoint") +
+                           " (default: the checkpoint's own config)")
+
+
+def frame_size_arg(option: str):
+  """An argparse `type` for a frame size WxH (every verb's one syntax) -> (width, height). A
+  mistake, the old H,W of `bench track` included, ends as one line and exit 2 (`cli.main`)."""
+  def parse(text: str) -> tuple[int, int]:
+    from data_pipelines.synthetic import parse_size  # noqa: PLC0415  (numpy + Pillow only)
+    from satracker_jax.config_utils import ConfigError  # noqa: PLC0415
+    try:
+      return parse_size(text)
+    except ValueError as e:
+      # Not a ValueError: argparse would swallow the message and say "invalid parse value".
+      raise ConfigError(f"{option} {e}") from None
+  return parse
 
 
 def load_model(args, overrides):

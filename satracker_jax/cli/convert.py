@@ -13,8 +13,10 @@ import os
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-  parser.add_argument("--vit", help="ViT checkpoint (MAE/timm/OSTrack): .pth/.bin/.safetensors/.npz")
-  parser.add_argument("--bert", help="BERT checkpoint file or HF model directory (with vocab.txt)")
+  parser.add_argument("--vit", help="ViT checkpoint (MAE/timm/OSTrack): .pth/.bin/.safetensors/.npz "
+                                    "(default: none; give --vit and/or --bert)")
+  parser.add_argument("--bert", help="BERT checkpoint file or HF model directory (with vocab.txt; "
+                                     "default: none)")
   parser.add_argument("--vocab", help="vocab.txt to ship with the weights (default: next to --bert)")
   parser.add_argument("--config", default="configs/base.py",
                       help="config file[:arg] whose parameter shapes the weights are mapped onto "

@@ -28,9 +28,10 @@ from satracker_jax.cli.analyze import DATASETS, TOOLKIT_HELP, TOOLKITS
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
   common.add_model_arguments(parser)
-  parser.add_argument("--dataset", required=True, choices=DATASETS)
+  parser.add_argument("--dataset", required=True, choices=DATASETS, help="benchmark layout of --root")
   parser.add_argument("--root", required=True, help="dataset root folder")
-  parser.add_argument("--split", default="test")
+  parser.add_argument("--split", default="test",
+                      help="test, train, all (LaSOT, TNL2K, synthetic), val (GOT-10k); OTB has one")
   parser.add_argument("--out", required=True,
                       help="raw results + metrics.json go here (a folder or a bucket URL, gs://...)")
   parser.add_argument("--parallel", type=int, default=0,
@@ -49,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--toolkit", choices=TOOLKITS, default=None, help=TOOLKIT_HELP)
   parser.add_argument("--name", default="satracker", help="tracker name in metrics.json / tables")
   parser.add_argument("--limit", type=int, default=0, help="only the first N sequences (0 = all)")
-  parser.add_argument("--no-progress", action="store_true")
+  parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs, CI)")
 
 
 def run(args, overrides) -> int:
@@ -74,7 +75,8 @@ def run(args, overrides) -> int:
                       progress=not args.no_progress, dataset=args.dataset, name=args.name,
                       workers=args.workers, reduced_decode=not args.full_decode,
                       model_info={"source": source, "config": args.config or None},
-                      protocol=args.protocol, mask_text=args.mask_text, toolkit=args.toolkit)
+                      protocol=args.protocol, mask_text=args.mask_text, toolkit=args.toolkit,
+                      split=args.split)
     except runner.EvaluationFailed as e:
       print(f"\n{e}\nThe other {e.summary.sequences - len(e.failed)} sequences were tracked and "
             f"scored; run again to retry the failed ones after fixing their files.")

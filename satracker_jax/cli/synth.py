@@ -14,14 +14,17 @@ from __future__ import annotations
 import argparse
 
 from data_pipelines import batches, synthetic
+from satracker_jax.cli import common
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--out", required=True, help="output folder")
   parser.add_argument("--sequences", type=int, default=100, help="videos in total (train + test)")
-  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--seed", type=int, default=0,
+                      help="generator seed: the same seed, count and size give the same bytes")
   parser.add_argument("--frames", type=int, default=48, help="frames per video")
-  parser.add_argument("--size", default="160x120", help="frame size WxH")
+  parser.add_argument("--size", default="160x120", type=common.frame_size_arg("--size"),
+                      help="frame size WxH")
   parser.add_argument("--split-test", type=int, default=None,
                       help="videos held out under test/ (default: 10%% of --sequences, at least 1)")
   parser.add_argument("--modes", default="",
@@ -31,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       "the bytes do not change")
   parser.add_argument("--force", action="store_true",
                       help="replace another generation in --out (only the generator's own files)")
-  parser.add_argument("--no-progress", action="store_true")
+  parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs, CI)")
 
 
 def run(args, overrides) -> int:

@@ -3,14 +3,18 @@
   satracker track --checkpoint runs/tiny --frames data/synthetic/test/seq_0003 --out seq3.gif
   satracker track --checkpoint runs/tiny --video clip.mp4 --text "the dog on the left" \
       --box 120,80,60,40 --out clip_tracked.mp4
+  satracker track --checkpoint runs/tiny --video clip.mp4 --text "the dog on the left" \
+      --out clip_grounded.gif                        # no --box: the first box found from the text
 
 `--frames DIR` is a folder of images (sorted by name), or a TNL2K/LaSOT-layout sequence folder
 (`imgs/` or `img/` + `groundtruth.txt` + `language.txt`/`nlp.txt`), in which case `--box` defaults
-to the first ground-truth box and `--text` to the sentence. Otherwise both are required. Each output
-frame shows the box, the score and the sentence (and the ground truth with `--show-gt`); `--out`
-ends in .gif (Pillow) or .mp4 (imageio with the ffmpeg binary of imageio-ffmpeg, both installed
-with the package). `--results FILE.txt` also writes the boxes in the raw-result format. The work
-is `satracker_jax.track_video.track_video`.
+to the first ground-truth box and `--text` to the sentence. `--text` without a first box (no
+`--box`, no ground truth) is the sentence-only protocol (`nl`): the first box is grounded from the
+sentence on frame 0 and drawn as such; `--protocol` picks one explicitly. Each output frame shows
+the box (and the ground truth with `--show-gt`) and, below the frame, the frame index, the score,
+a legend and the sentence; `--out` ends in .gif (Pillow) or .mp4 (imageio with the ffmpeg binary
+of imageio-ffmpeg, both installed with the package). `--results FILE.txt` also writes the boxes in
+the raw-result format. The work is `satracker_jax.track_video.track_video`.
 """
 from __future__ import annotations
 
@@ -21,20 +25,34 @@ import sys
 from satracker_jax import visualize
 from satracker_jax.cli import common
 
+PROTOCOLS = ("nl_bb", "bb", "nl")  # as `eval --protocol`
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
   common.add_model_arguments(parser, "config file[:arg] (checked against the checkpoint)")
   source = parser.add_mutually_exclusive_group(required=True)
   source.add_argument("--frames", help="folder of frames, or a TNL2K/LaSOT-layout sequence folder")
   source.add_argument("--video", help="video file (.gif via Pillow; .mp4 etc. via imageio-ffmpeg)")
-  parser.add_argument("--text", default=None, help="the sentence describing the target")
-  parser.add_argument("--box", default=None, help="first-frame box x,y,w,h in pixels")
+  parser.add_argument("--text", default=None,
+                      help="the sentence describing the target (default: the folder's "
+                           "language.txt / nlp.txt)")
+  parser.add_argument("--box", default=None,
+                      help="first-frame box x,y,w,h in pixels (default: the folder's first "
+                           "ground-truth box; without one, the box is grounded from --text)")
+  parser.add_argument("--protocol", choices=PROTOCOLS, default=None,
+                      help="nl_bb: first box + sentence; bb: first box only (sentence not used); "
+                           "nl: sentence only, the first box grounded on frame 0 (default: nl_bb "
+                           "when a first box is known, else nl)")
   parser.add_argument("--out", required=True, help="output .gif or .mp4")
-  parser.add_argument("--fps", type=float, default=10.0)
+  parser.add_argument("--fps", type=float, default=10.0, help="frames per second of the output")
   parser.add_argument("--max-frames", type=int, default=0, help="track only the first N frames (0 = all)")
-  parser.add_argument("--max-side", type=int, default=480, help="shrink drawn frames to this longest side")
-  parser.add_argument("--show-gt", action="store_true", help="also draw the ground truth (frame folders)")
-  parser.add_argument("--results", default="", help="also write the boxes here (x,y,w,h per line)")
+  parser.add_argument("--max-side", type=int, default=480,
+                      help="shrink drawn frames (with the text band below them) to this longest side")
+  parser.add_argument("--show-gt", action="store_true",
+                      help="also draw the ground truth (frame folders with groundtruth.txt)")
+  parser.add_argument("--results", default="",
+                      help="also write the boxes here, in the raw-result format of `eval`: one "
+                           "frame per line, x y w h separated by tabs (default: not written)")
 
 
 def _open_video(path: str):
@@ -70,11 +88,24 @@ def run(args, overrides) -> int:
     box = tv.parse_box(args.box, "--box") if args.box else default_box
   except ValueError as e:
     raise SystemExit(str(e)) from None
-  if box is None:
-    raise SystemExit("--box x,y,w,h is required (no groundtruth.txt to take the first box from)")
   sentence = args.text if args.text is not None else default_text
-  if sentence is None:
-    raise SystemExit("--text is required (no language.txt / nlp.txt beside the frames)")
+  protocol = args.protocol or ("nl_bb" if box is not None else "nl")
+  if protocol == "nl":
+    if args.box:
+      raise SystemExit("--box with --protocol nl: the nl protocol grounds the first box from the "
+                       "sentence; drop --box, or use --protocol nl_bb")
+    box = None
+    if not sentence:
+      raise SystemExit("give --text (the sentence the first box is grounded from) or --box x,y,w,h "
+                       "(no groundtruth.txt / language.txt beside the frames)")
+  elif box is None:
+    raise SystemExit(f"--protocol {protocol} needs --box x,y,w,h (no groundtruth.txt to take the "
+                     "first box from); --text alone grounds the first box from the sentence")
+  elif protocol == "bb":
+    sentence = ""
+  elif not sentence:
+    raise SystemExit("--text is required with a first box (no language.txt / nlp.txt beside the "
+                     "frames); --protocol bb tracks from the box alone")
 
   config, variables = common.load_model(args, overrides)
   try:
@@ -83,6 +114,10 @@ def run(args, overrides) -> int:
                              gt_boxes=gts if args.show_gt else None, results=args.results)
   except ValueError as e:
     raise SystemExit(str(e)) from None
+  if summary["grounded"]:
+    print("frame 0: first box grounded from the sentence: " +
+          ",".join(f"{v:.1f}" for v in summary["first_box"]) +
+          f" (score {summary['grounding_score']:.2f})", file=sys.stdout)
   print(f"tracked {summary['frames']} frames ({summary['fps']:.1f} frames/s incl. first-call compile); "
         f"wrote {args.out}", file=sys.stdout)
   return 0

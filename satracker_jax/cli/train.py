@@ -13,18 +13,32 @@ from __future__ import annotations
 import argparse
 import sys
 
+EPILOG = """\
+config overrides: any config field, after the options, as --config.<field>=<value>, e.g.
+  satracker train --config configs/tiny.py --workdir runs/tiny \\
+      --config.train.total_steps=2000 --config.optim.lr=1e-4
+
+resume: a --workdir that already holds a checkpoint is resumed from its latest step (the same
+sample order, the same schedule); a new or empty --workdir starts at step 0. Written there:
+checkpoints/, metrics.jsonl and TensorBoard event files under tensorboard/
+(tensorboard --logdir WORKDIR/tensorboard)."""
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--config", required=True, help="config file[:arg], e.g. configs/tiny.py")
   parser.add_argument("--workdir", required=True,
                       help="checkpoints, metrics.jsonl, tensorboard/; a folder or a bucket URL (gs://...)")
-  parser.add_argument("--coordinator", default="", help="host:port of process 0 (multi-process)")
+  parser.add_argument("--coordinator", default="",
+                      help="host:port of process 0 (multi-process; default: found by "
+                           "jax.distributed.initialize from SLURM / TPU / the environment)")
   parser.add_argument("--num-processes", type=int, default=0, help="with --coordinator")
   parser.add_argument("--process-id", type=int, default=-1, help="with --coordinator")
   parser.add_argument("--local-device-ids", default="",
-                      help="comma list of this process's GPUs (one process per node under SLURM)")
+                      help="comma list of this process's GPUs (one process per node under "
+                           "SLURM; default: all GPUs of the host)")
   parser.add_argument("--cpu-collectives", default="", choices=["", "gloo", "mpi"],
-                      help="cross-process collectives for CPU devices (local multi-process tests)")
+                      help="cross-process collectives for CPU devices (local multi-process tests; "
+                           "default: JAX's, none across processes)")
 
 
 PLATFORMS = {"cpu": "cpu", "gpu": "gpu", "cuda": "gpu", "rocm": "gpu", "tpu": "tpu"}

@@ -87,7 +87,11 @@ def evaluate(sequences, results: dict[str, str], dataset: str, skip_missing: boo
     for name, path in paths.items():
       curves = metrics.sequence_curves(kit.read_results(path), gt, visible, dataset, source=path,
                                        toolkit=kit)
-      if curves.padded_rows:
+      if curves.padded_rows == curves.num_frames:
+        warnings.append(f"{path}: empty result file; scored as {curves.num_frames} zero rows "
+                        f"({kit.name}'s padding: failures)")
+        print(f"WARNING: {warnings[-1]}", file=sys.stderr)
+      elif curves.padded_rows:
         warnings.append(f"{path}: {curves.num_frames - curves.padded_rows} result rows for "
                         f"{curves.num_frames} ground-truth frames; padded with {curves.padded_rows} "
                         f"zero rows ({kit.name}{', then carried over' if kit.repairs_invalid_rows else ''})")
@@ -138,6 +142,43 @@ def _as_list(reports) -> list[Report]:
   return [reports] if isinstance(reports, Report) else list(reports)
 
 
+DATASET_TITLES = {"lasot": "LaSOT", "tnl2k": "TNL2K", "otb": "OTB-2015", "otb99_lang": "OTB99-lang",
+                  "got10k": "GOT-10k", "synthetic": "synthetic"}
+ONE_SPLIT = ("otb",)  # `otb`'s "test" is the whole data set: no split to name
+PROTOCOL_TITLES = {"nl_bb": "nl_bb (first box + sentence)", "bb": "bb (first box only)",
+                   "nl": "nl (sentence only)"}
+
+
+def report_title(dataset: str, split: str | None = None, protocol: str | None = None) -> str:
+  """"TNL2K test split, protocol nl_bb (first box + sentence)": what a report's titles name
+  (plots add the toolkit). `protocol` as `eval` records it ("nl+masked_text" too); None: not
+  recorded (results of another tracker)."""
+  name = DATASET_TITLES.get(dataset, dataset)
+  where = f"{name}, all sequences" if dataset in ONE_SPLIT or not split else f"{name} {split} split"
+  if not protocol:
+    return f"{where}, protocol not recorded"
+  parts = []
+  for p in protocol.split(" / "):
+    base, masked = p.split("+masked_text")[0], "+masked_text" in p
+    parts.append(PROTOCOL_TITLES.get(base, base) + (", sentence masked" if masked else ""))
+  return f"{where}, protocol {' / '.join(parts)}"
+
+
+def recorded_protocol(results: dict[str, str], sequence_names) -> str | None:
+  """The protocol `eval` recorded (provenance.json) for these sequences' results, "a / b" when
+  they differ, None when no folder records one (another tracker's raw results)."""
+  found = set()
+  for results_dir in results.values():
+    try:
+      with open(os.path.join(results_dir, "provenance.json")) as f:  # provenance.PROVENANCE_FILE
+        record = json.load(f).get("sequences", {})
+    except (OSError, ValueError, AttributeError):
+      continue
+    found.update(str(record[n]["protocol"]) for n in sequence_names
+                 if isinstance(record.get(n), dict) and record[n].get("protocol"))
+  return " / ".join(sorted(found)) or None
+
+
 def results_table(reports) -> str:
   """Markdown table, scores in percent with 2 decimals (pytracking's columns and order, then the
   TNL2K paper's NP-AUC); one row per tracker and toolkit, the toolkits of a tracker side by side."""
@@ -174,11 +215,13 @@ def attributes_table(reports) -> str:
 def write_report(reports, out_dir: str, title: str | None = None) -> dict[str, str]:
   """Writes, per toolkit (the first unsuffixed, the others `.<toolkit>`), metrics.json,
   per_sequence.csv and the three PNG plots; results.md with every toolkit's rows; and the
-  attribute breakdown where there is one. Returns the paths."""
+  attribute breakdown where there is one. `title`: `report_title(...)` (default: the data set
+  alone). Every plot gives a tracker the same colour. Returns the paths."""
   reports = _as_list(reports)
   os.makedirs(out_dir, exist_ok=True)
   paths = {"table": os.path.join(out_dir, "results.md")}
-  title = title or reports[0].dataset
+  title = title or report_title(reports[0].dataset)
+  colors = plots.tracker_colors(reports[0].curves)
   for i, report in enumerate(reports):
     suffix = _file_suffix(report, i == 0)
     key = "" if i == 0 else f"_{report.toolkit}"
@@ -196,8 +239,9 @@ def write_report(reports, out_dir: str, title: str | None = None) -> dict[str, s
                            repr(c.op50), repr(c.op75), repr(c.precision_20),
                            repr(c.norm_precision_20), repr(c.norm_precision_auc),
                            repr(c.mean_iou), c.repaired_rows, c.padded_rows])
-    for path in plots.plot_curves(report.curves, out_dir,
-                                  title_prefix=f"{title} [{report.toolkit}]: ", suffix=suffix):
+    subtitle = f"{title}, toolkit {report.toolkit}"
+    for path in plots.plot_curves(report.curves, out_dir, subtitle=subtitle, suffix=suffix,
+                                  colors=colors):
       paths[os.path.splitext(os.path.basename(path))[0] + "_plot"] = path
   lines = [f"# {title}: {len(reports[0].sequence_names)} sequences", "", results_table(reports), "",
            "AUC: mean success rate over IoU thresholds 0:0.05:1; OP50 / OP75: success rate at "
@@ -234,13 +278,13 @@ def write_report(reports, out_dir: str, title: str | None = None) -> dict[str, s
   table = attributes_table(reports)
   if table:
     lines += ["", "Per-attribute AUC: attributes.md"]
-    paths.update(write_attributes(reports, out_dir, title))
+    paths.update(write_attributes(reports, out_dir, title, colors))
   with open(paths["table"], "w") as f:
     f.write("\n".join(lines) + "\n")
   return paths
 
 
-def write_attributes(reports, out_dir: str, title: str) -> dict[str, str]:
+def write_attributes(reports, out_dir: str, title: str, colors: dict | None = None) -> dict[str, str]:
   """attributes.json ({toolkit: {tracker: [{index, short, name, num_sequences, auc}]}}),
   attributes.md (AUC % per attribute, tracker and toolkit) and attributes.png (the first
   toolkit's)."""
@@ -252,7 +296,7 @@ def write_attributes(reports, out_dir: str, title: str) -> dict[str, str]:
             "AUC (%) over the sequences flagged with each attribute (annos/att/), averaged as the "
             "toolkit averages; names from the TNL2K toolkit's evaluate_TNL2K_dataset.m.\n")
   plots.plot_attributes(reports[0].attributes, paths["attributes_png"],
-                        title=f"{title} [{reports[0].toolkit}]: success AUC per attribute")
+                        subtitle=f"{title}, toolkit {reports[0].toolkit}", colors=colors)
   return paths
 
 
@@ -377,16 +421,18 @@ def grounding_table(breakdown: dict) -> str:
   return "\n".join(lines)
 
 
-def write_grounding_report(breakdown: dict, out_dir: str, title: str = "") -> dict[str, str]:
-  """grounding_by_mode.{json,md,png} in out_dir; returns their paths."""
+def write_grounding_report(breakdown: dict, out_dir: str, title: str = "",
+                           colors: dict | None = None) -> dict[str, str]:
+  """grounding_by_mode.{json,md,png} in out_dir (`title`: `report_title(...)`; `colors`: the
+  report's `plots.tracker_colors`); returns their paths."""
   os.makedirs(out_dir, exist_ok=True)
   paths = {k: os.path.join(out_dir, f"grounding_by_mode.{k}") for k in ("json", "md", "png")}
   utils.write_json(paths["json"], breakdown)
   with open(paths["md"], "w") as f:
-    f.write(f"# {title}frame-0 grounding by mode\n\n{grounding_table(breakdown)}\n\n"
+    f.write(f"# {title + ': ' if title else ''}frame-0 grounding by mode\n\n{grounding_table(breakdown)}\n\n"
             "grounded: IoU > 0.5 with the first ground-truth box. A miss is put where its centre "
             "lies (the target's twin, a distractor one word off, the relation's anchor or decoy, "
             "the target itself with a poor box, or none of those). random twin: the rate of a "
             "random pick among the target and its identical twins.\n")
-  plots.plot_grounding_by_mode(breakdown, paths["png"], title=f"{title}frame-0 grounding by mode")
+  plots.plot_grounding_by_mode(breakdown, paths["png"], subtitle=title, colors=colors)
   return paths

@@ -319,10 +319,11 @@ def evaluate(config, variables, sequences, out_dir: str, parallel: int = 1, prog
              write_report: bool = True, workers: int = 0, devices=None,
              reduced_decode: bool = True, model_fingerprint: Optional[str] = None,
              model_info: Optional[dict] = None, waves: int = 0, protocol: str = "nl_bb",
-             mask_text: bool = False, toolkit: Optional[str] = None) -> dict:
+             mask_text: bool = False, toolkit: Optional[str] = None,
+             split: Optional[str] = None) -> dict:
   """Tracks what `track_sequences` finds missing or stale, then scores every sequence that has
   results. Returns `{name: {"toolkit", "auc", ...}}` (fractions), the schema of
-  `<out_dir>/metrics.json`.
+  `<out_dir>/metrics.json`. `split` only names the report (`analyze.report_title`).
 
   `toolkit`: the scoring rules (`evaluation.toolkits`); None = `pytracking`, with the
   `tnl2k-matlab` rows beside it on TNL2K (`metrics.tnl2k-matlab.json`). The toolkit is not part
@@ -369,12 +370,14 @@ def evaluate(config, variables, sequences, out_dir: str, parallel: int = 1, prog
     record["toolkit"], record["toolkits"] = report.toolkit, [r.toolkit for r in reports]
     write_json(os.path.join(out_dir, PROVENANCE_FILE), record)
     if write_report:
-      analyze_lib.write_report(reports, out_dir, title=f"{dataset} ({tag})")
+      analyze_lib.write_report(reports, out_dir, title=analyze_lib.report_title(
+          dataset, split, protocol + ("+masked_text" if mask_text else "")))
     print(f"protocol: {tag}")
     print(analyze_lib.results_table(reports))
     metrics = report.metrics
   if summary.bad_sentences:
-    print(f"{len(summary.bad_sentences)} sequence(s) had no usable sentence (see warnings and "
+    print(f"{len(summary.bad_sentences)} sequence(s) with an unreadable or empty sentence file, "
+          f"tracked with what could be read or with no sentence (see the warnings and "
           f"{os.path.join(out_dir, SUMMARY_FILE)})")
   if summary.failed:
     raise EvaluationFailed(summary.failed, metrics, summary)
