@@ -18,6 +18,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--config", required=True, help="config file[:arg], e.g. configs/tiny.py")
   parser.add_argument("--workdir", required=True,
                       help="checkpoints, metrics.jsonl, tensorboard/; a folder or a bucket URL (gs://...)")
+  parser.add_argument("--allow-config-changes", action="store_true",
+                      help="resume a workdir whose checkpoint was trained with another model, "
+                           "optimizer, loss or data config (refused without it; the changes are "
+                           "printed either way)")
   parser.add_argument("--coordinator", default="", help="host:port of process 0 (multi-process)")
   parser.add_argument("--num-processes", type=int, default=0, help="with --coordinator")
   parser.add_argument("--process-id", type=int, default=-1, help="with --coordinator")
@@ -73,7 +77,7 @@ def run(args, overrides) -> int:
 
   from satracker_jax.train import loop  # noqa: PLC0415
   try:
-    summary = loop.train(config, args.workdir)
+    summary = loop.train(config, args.workdir, allow_config_changes=args.allow_config_changes)
   except loop.TrainingStopped as e:
     print(f"satracker train: {e}", file=sys.stderr)
     return 1

@@ -90,13 +90,23 @@ class Checkpointer:
           f"checkpoint {self.directory}/{step} has the per-block parameter layout of satracker-jax "
           "before the stacked blocks, so its optimizer state cannot resume this run; continue it as a "
           f"warm start in a new workdir (--config.train.init_from={self.directory}), which maps the weights")
-    model_io.check_compatible(target_state, saved, f"checkpoint {self.directory}/{step}")
+    where = f"checkpoint {self.directory}/{step}"
+    # The parameters first: a model of another shape is named by its parameter, not by the
+    # optimizer's copy of it (opt_state/...), which sorts first.
+    model_io.check_compatible({"params": target_state["params"]},
+                              {"params": saved.get("params", {})}, where)
+    model_io.check_compatible(target_state, saved, where)
     restored = self.manager.restore(step, args=ocp.args.Composite(**{
         STATE_ITEM: ocp.args.StandardRestore(target_state),
         CONFIG_ITEM: ocp.args.JsonRestore(),
         DATA_ITEM: ocp.args.JsonRestore(),
     }))
     return restored[STATE_ITEM], dict(restored[DATA_ITEM]), dict(restored[CONFIG_ITEM])
+
+  def saved_config(self, step: int) -> dict:
+    """The config (JSON dict) checkpoint `step` was trained with."""
+    return dict(self.manager.restore(step, args=ocp.args.Composite(**{
+        CONFIG_ITEM: ocp.args.JsonRestore()}))[CONFIG_ITEM])
 
   def state_metadata(self, step: int) -> Any:
     return _tree_of_metadata(self.manager.item_metadata(step)[STATE_ITEM])

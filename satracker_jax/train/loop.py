@@ -22,10 +22,11 @@ from typing import Any, Callable, Iterator, Optional
 import jax
 import numpy as np
 
-from satracker_jax import compile_cache, model_io, paths
+from satracker_jax import compile_cache, config_utils, model_io, paths
 from satracker_jax.train import checkpoint as ckpt_lib
 from satracker_jax.train import metrics_writer as mw
 from satracker_jax.train import optimizer as optim_lib
+from satracker_jax.train import resume as resume_lib
 from satracker_jax.train import sharding as sharding_lib
 from satracker_jax.train import state as state_lib
 
@@ -87,13 +88,39 @@ def default_loss_fn(config) -> Callable:
 def default_dataset_fn(config, workdir: str) -> Callable[..., Iterator[dict]]:
   # data.backend "tf" (tf.data) or "numpy" (no TensorFlow imported): data_pipelines/batches.py.
   from data_pipelines import batches, synthetic  # noqa: PLC0415
-  sampler = batches.backend_module(config)
+  from data_pipelines.readers import DatasetError  # noqa: PLC0415
   _maybe_generate_synthetic(config, workdir)
+  check_data_roots(config)
+  sampler = batches.backend_module(config)
   if "synthetic" in config.data.get("datasets", {}):
     synthetic.resolve_vocab_file(config)
-  return lambda start_index, process_index, process_count, batch_size: sampler.make_dataset(
-      config, start_index=start_index, process_index=process_index,
-      process_count=process_count, batch_size=batch_size)
+
+  def dataset_fn(start_index, process_index, process_count, batch_size):
+    try:
+      return sampler.make_dataset(config, start_index=start_index, process_index=process_index,
+                                  process_count=process_count, batch_size=batch_size)
+    except (DatasetError, FileNotFoundError) as e:  # a wrong root, split or data set layout
+      raise config_utils.ConfigError(str(e)) from None
+  return dataset_fn
+
+
+def check_data_roots(config) -> None:
+  """`ConfigError` (one line) for data sets to train on whose root is empty or not a folder,
+  before the model is built or the workdir written (a wrong split or layout: at the first batch)."""
+  datasets = {name: spec for name, spec in config.data.get("datasets", {}).items()
+              if float(spec.get("weight", 1.0)) > 0}
+  empty = [name for name, spec in sorted(datasets.items()) if not spec.get("root", "")]
+  if empty:
+    fields = ", ".join(f"data.datasets.{name}.root" for name in empty)
+    raise config_utils.ConfigError(
+        f"{fields} {'is' if len(empty) == 1 else 'are'} empty: give each data set's folder "
+        f"(--config.data.datasets.{empty[0]}.root=DIR) or leave it out "
+        f"(--config.data.datasets.{empty[0]}.weight=0)")
+  for name, spec in sorted(datasets.items()):
+    root = str(spec.root)
+    if not paths.is_url(root) and not os.path.isdir(root):
+      raise config_utils.ConfigError(f"data.datasets.{name}.root={root}: no such folder; give the "
+                                     f"{name} data set's root (--config.data.datasets.{name}.root=DIR)")
 
 
 def synthetic_root_for(workdir: str) -> str:
@@ -139,7 +166,12 @@ def check_tokenizer_fits_model(config) -> None:
   source = text.get("spm_model", "") if text.get("tokenizer") == "sentencepiece" else text.get("vocab_file", "")
   if not source or "{" in source:  # unset, or a placeholder no data set has resolved
     return
-  tok = tokenizer_lib.build_tokenizer(text, max_len=config.model.max_text_len)
+  try:
+    tok = tokenizer_lib.build_tokenizer(text, max_len=config.model.max_text_len)
+  except FileNotFoundError as e:
+    field = "text.spm_model" if text.get("tokenizer") == "sentencepiece" else "text.vocab_file"
+    raise config_utils.ConfigError(f"{field}={source}: {e}; give the tokenizer's file "
+                                   f"(--config.{field}=PATH)") from None
   tokenizer_lib.check_fits_model(tok, config.model.bert.vocab_size)
 
 
@@ -195,15 +227,20 @@ def _init_from_pretrained(model, config) -> dict:
 
 
 def train(config, workdir: str, *, model=None, loss_fn: Optional[Callable] = None,
-          dataset_fn: Optional[Callable] = None) -> dict:
+          dataset_fn: Optional[Callable] = None, allow_config_changes: bool = False) -> dict:
   """Trains until `config.train.total_steps`; returns a summary dict (final step, last loss...,
   and the final sharded `state`).
 
   `model` / `loss_fn(out, batch)` / `dataset_fn(start_index, process_index, process_count,
   batch_size)` default to the real SATracker, its losses and the sampler `data.backend` picks
   (tf.data or numpy, `default_dataset_fn`); tests and benchmarks swap them.
+  A resume prints how `config` differs from the checkpoint's and refuses (`ConfigError`) a change
+  that makes it another run unless `allow_config_changes` (train/resume.py).
   """
   config = prepare_config(config)
+  # First (a wrong data root fails before anything is built), and before the Checkpointer: a
+  # generated synthetic root is then part of the saved config.
+  dataset_fn = dataset_fn if dataset_fn is not None else default_dataset_fn(config, workdir)
   tc = config.train
   is_main = jax.process_index() == 0
   prefix = f"[p{jax.process_index()}] " if jax.process_count() > 1 else ""
@@ -233,13 +270,21 @@ def train(config, workdir: str, *, model=None, loss_fn: Optional[Callable] = Non
   if is_main:
     say("lr multipliers:\n" + optim_lib.describe_multipliers(abstract_vars["params"], config.optim))
 
-  # Before the Checkpointer: a generated synthetic root is then part of the saved config.
-  dataset_fn = dataset_fn if dataset_fn is not None else default_dataset_fn(config, workdir)
   check_tokenizer_fits_model(config)
   ckpt = ckpt_lib.Checkpointer(workdir, config)
   latest = ckpt.latest_step()
   loss_ema, replaced_total = float("nan"), 0
   if latest is not None:
+    lr_at = lambda saved, at: float(optim_lib.lr_schedule(
+        config_utils.config_from_json(saved).optim, int(saved["train"]["total_steps"]))(at))
+    try:
+      lines = resume_lib.check(ckpt.saved_config(latest), config, f"{ckpt.directory}/{latest}",
+                               latest, allow=allow_config_changes, lr_at=lr_at)
+    except config_utils.ConfigError:
+      ckpt.close()
+      raise
+    for line in lines:
+      say(line)
     state, data_pos, _ = ckpt.restore(latest, state_lib.with_shardings(abstract, state_sh))
     start_index = int(data_pos["next_sample_index"])
     loss_ema = float(data_pos.get("loss_ema", float("nan")))
@@ -251,8 +296,9 @@ def train(config, workdir: str, *, model=None, loss_fn: Optional[Callable] = Non
     start_index = 0
   step = int(jax.device_get(state["step"]))
   if start_index != step * global_bs:
-    raise ValueError(f"checkpoint step {step} with next sample {start_index}: the global batch "
-                     f"changed from {start_index // max(step, 1)} to {global_bs}; keep it fixed to resume")
+    raise config_utils.ConfigError(
+        f"checkpoint step {step} with next sample {start_index}: the global batch changed from "
+        f"{start_index // max(step, 1)} to {global_bs}; keep train.batch_size fixed to resume")
 
   writer = mw.MetricsWriter(workdir, is_main=is_main, tensorboard=bool(tc.get("tensorboard", True)))
   step_fn = state_lib.make_train_step(model, tx, schedule, loss_fn, config)
