@@ -106,3 +106,32 @@ def test_change_kinds():
                    "train.batch_size": "never", "train.mesh.data": "free", "train.new": "free",
                    "model.remat": "free", "model.vit.dim": "meaning",
                    "data.datasets.x.root": "free", "data.datasets.y.root": "meaning"}
+
+
+def test_the_first_rate_and_eta_do_not_count_the_compile(tmp_path, monkeypatch, capsys):
+  # Issue 25: the first ETA was 20x off (the compile counted as a step). A 2 s "compile" here.
+  import time
+  from satracker_jax import compile_cache
+  real_exit = compile_cache.CompileWatch.__exit__
+
+  def slow_exit(self, *exc):
+    time.sleep(2.0)
+    return real_exit(self, *exc)
+
+  monkeypatch.setattr(compile_cache.CompileWatch, "__exit__", slow_exit)
+  train(small_config(total_steps=3, log_every=1, checkpoint_every=100), tmp_path / "run")
+  logged = {m["step"]: m for m in th.metrics(tmp_path / "run")}
+  assert logged[1]["steps_per_s"] != logged[1]["steps_per_s"]  # nan: the compiled step is not timed
+  assert logged[2]["steps_per_s"] > 2.0 and logged[3]["steps_per_s"] > 2.0, logged
+  assert "step 1/3" in capsys.readouterr().out
+
+
+def test_a_finished_workdir_says_so_instead_of_loss_none(tmp_path, monkeypatch, capsys):
+  from satracker_jax import cli
+  monkeypatch.setattr(loop, "train", lambda config, workdir, **kw: {
+      "step": 1000, "loss": None, "loss_ema": float("nan"), "stopped_by": "done",
+      "nonfinite_total": 0, "replaced_total": 0, "state": None})
+  assert cli.main(["train", "--config", "configs/tiny.py", "--workdir", str(tmp_path)]) == 0
+  out = capsys.readouterr().out
+  assert "loss None" not in out
+  assert "finished: step 1000: the workdir already holds train.total_steps=1000" in out

@@ -11,6 +11,7 @@ The work is `satracker_jax.train.loop.train(config, workdir)`.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -57,6 +58,9 @@ def platform_problem(requested: str) -> str:
 
 
 def run(args, overrides) -> int:
+  # TensorFlow's (and XLA's) C++ start-up notices (CPU instructions, device lists) tell a user of
+  # train nothing to act on; warnings and errors of our own still show. Set before either loads.
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   import jax  # noqa: PLC0415
   if args.cpu_collectives:
     jax.config.update("jax_cpu_collectives_implementation", args.cpu_collectives)
@@ -81,6 +85,10 @@ def run(args, overrides) -> int:
   except loop.TrainingStopped as e:
     print(f"satracker train: {e}", file=sys.stderr)
     return 1
+  if summary["loss"] is None:  # nothing left to train: no loss to report
+    print(f"finished: step {summary['step']}: the workdir already holds train.total_steps="
+          f"{config.train.total_steps} (raise it to train on)")
+    return 0
   print(f"finished: step {summary['step']} ({summary['stopped_by']}), loss {summary['loss']}, "
         f"skipped non-finite steps {summary['nonfinite_total']}")
   return 0

@@ -226,6 +226,26 @@ def _init_from_pretrained(model, config) -> dict:
   return {"params": params, "batch_stats": variables["batch_stats"]}
 
 
+def check_resume(config, workdir: str, allow: bool) -> list[str]:
+  """The lines to print about how `config` differs from the workdir's latest checkpoint's; raises
+  `ConfigError` for a change that makes it another run (train/resume.py). [] for a fresh workdir."""
+  saved = ckpt_lib.latest_saved_config(workdir)
+  if saved is None:
+    return []
+  step, saved_config = saved
+  if "synthetic" in config.data.get("datasets", {}):
+    # As the checkpoint has them: the root an empty one generates into, the vocab file inside it.
+    from data_pipelines import synthetic  # noqa: PLC0415
+    config = copy.deepcopy(config)
+    config.data.datasets.synthetic.root = (config.data.datasets.synthetic.get("root", "")
+                                           or synthetic_root_for(workdir))
+    synthetic.resolve_vocab_file(config)
+  lr_at = lambda cfg, at: float(optim_lib.lr_schedule(
+      config_utils.config_from_json(cfg).optim, int(cfg["train"]["total_steps"]))(at))
+  return resume_lib.check(saved_config, config, f"{paths.join(workdir, 'checkpoints')}/{step}", step,
+                          allow=allow, lr_at=lr_at)
+
+
 def train(config, workdir: str, *, model=None, loss_fn: Optional[Callable] = None,
           dataset_fn: Optional[Callable] = None, allow_config_changes: bool = False) -> dict:
   """Trains until `config.train.total_steps`; returns a summary dict (final step, last loss...,
@@ -238,7 +258,9 @@ def train(config, workdir: str, *, model=None, loss_fn: Optional[Callable] = Non
   that makes it another run unless `allow_config_changes` (train/resume.py).
   """
   config = prepare_config(config)
-  # First (a wrong data root fails before anything is built), and before the Checkpointer: a
+  # A resume under another config is refused before anything is generated, built or written.
+  resume_lines = check_resume(config, workdir, allow_config_changes)
+  # Then the data (a wrong root fails before anything is built), before the Checkpointer: a
   # generated synthetic root is then part of the saved config.
   dataset_fn = dataset_fn if dataset_fn is not None else default_dataset_fn(config, workdir)
   tc = config.train
@@ -267,6 +289,8 @@ def train(config, workdir: str, *, model=None, loss_fn: Optional[Callable] = Non
       f"{jax.process_count()} process(es); global batch {global_bs}, local {local_bs}; "
       f"{state_lib.param_count(abstract['params']) / 1e6:.2f}M params")
   say(_preemption_line())
+  for line in resume_lines:
+    say(line)
   if is_main:
     say("lr multipliers:\n" + optim_lib.describe_multipliers(abstract_vars["params"], config.optim))
 
@@ -275,16 +299,6 @@ def train(config, workdir: str, *, model=None, loss_fn: Optional[Callable] = Non
   latest = ckpt.latest_step()
   loss_ema, replaced_total = float("nan"), 0
   if latest is not None:
-    lr_at = lambda saved, at: float(optim_lib.lr_schedule(
-        config_utils.config_from_json(saved).optim, int(saved["train"]["total_steps"]))(at))
-    try:
-      lines = resume_lib.check(ckpt.saved_config(latest), config, f"{ckpt.directory}/{latest}",
-                               latest, allow=allow_config_changes, lr_at=lr_at)
-    except config_utils.ConfigError:
-      ckpt.close()
-      raise
-    for line in lines:
-      say(line)
     state, data_pos, _ = ckpt.restore(latest, state_lib.with_shardings(abstract, state_sh))
     start_index = int(data_pos["next_sample_index"])
     loss_ema = float(data_pos.get("loss_ema", float("nan")))
@@ -343,11 +357,12 @@ def train(config, workdir: str, *, model=None, loss_fn: Optional[Callable] = Non
           f"({ckpt.latest_step()}) holds the last finite state; lower the lr or check the data.")
     if step_done % int(tc.log_every) == 0 or step_done == total:
       now = time.time()
-      sps = (step_done - window_step) / max(now - window_t, 1e-9)
+      # nan for the compiled step itself (no steady steps timed yet): the line shows eta "?".
+      sps = (step_done - window_step) / max(now - window_t, 1e-9) if step_done > window_step else float("nan")
       window_t, window_step = now, step_done
       scalars = {**{k: v for k, v in m.items() if k not in ("finite", "nonfinite_run")},
                  "steps_per_s": sps, "samples_per_s": sps * global_bs,
-                 "eta_s": (total - step_done) / sps if sps > 0 else float("inf"),
+                 "eta_s": (total - step_done) / sps if sps > 0 else float("nan"),
                  "replaced_total": replaced_total, "train_loss_ema": loss_ema}
       writer.write(step_done, scalars)
       say(mw.console_line(step_done, total, scalars))
@@ -371,6 +386,8 @@ def train(config, workdir: str, *, model=None, loss_fn: Optional[Callable] = Non
         with compile_cache.CompileWatch("train step") as watch:
           state, metrics = train_step(state, batch)
         say(watch.line())
+        # The rate (and ETA) counts from the first step's end: the compile is not a step.
+        window_t, window_step = time.time(), step + 1
       else:
         state, metrics = train_step(state, batch)
       step += 1
