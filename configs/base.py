@@ -69,6 +69,10 @@ def get_model_config(size: str = "base") -> ml_collections.ConfigDict:
   return m
 
 
+# The arguments get_config understands (`configs/base.py:large`); any other is an error.
+ARGS = ("base", "large")
+
+
 def get_config(arg=None):
   """arg: optional 'size' override (base|large) for quick variants."""
   c = ml_collections.ConfigDict()

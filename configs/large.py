@@ -2,6 +2,9 @@
 from configs import base
 
 
+ARGS = ()  # get_config takes no argument
+
+
 def get_config(arg=None):
   del arg
   return base.get_config("large")

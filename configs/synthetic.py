@@ -9,6 +9,9 @@ import ml_collections
 
 from configs import tiny
 
+# The arguments get_config understands (`configs/synthetic.py:language`); any other is an error.
+ARGS = ("language", "language_large", "runlocal")
+
 
 def get_config(arg=None):
   """`arg`: None (the demo), "language" (the mixed-protocol recipe), "language_large" (the same

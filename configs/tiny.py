@@ -4,6 +4,9 @@
 """
 from configs import base
 
+# The arguments get_config understands (`configs/tiny.py:runlocal`); any other is an error.
+ARGS = ("runlocal",)
+
 
 def get_config(arg=None):
   c = base.get_config()

@@ -72,8 +72,11 @@ def load_datasets(config) -> list[tuple[str, float, list]]:
     root = spec.get("root", "")
     if not root:
       raise ValueError(f"config.data.datasets.{name}.root is empty (set it, or weight=0 to skip it)")
-    seqs = readers.load_dataset(name, root, spec.get("split", "train"),
-                                cache_dir=config.data.get("cache_dir", ""))
+    try:
+      seqs = readers.load_dataset(name, root, spec.get("split", "train"),
+                                  cache_dir=config.data.get("cache_dir", ""))
+    except readers.DatasetError as e:  # the config field, for the train verb's one-line error
+      raise readers.DatasetError(f"data.datasets.{name}: {e}") from None
     summary = readers.sequence_summary(seqs)
     log.info("data set %s (%s): %s", name, root, summary)
     out.append((name, weight, seqs))

@@ -55,6 +55,7 @@ def load_config(spec: str, overrides: Sequence[str] = ()) -> ml_collections.Conf
   module_spec.loader.exec_module(module)
   if not hasattr(module, "get_config"):
     raise ConfigError(f"{path}: a config file must define get_config(arg=None)")
+  check_config_arg(spec, path, module, arg)
   try:
     config = module.get_config(arg or None)
   except (ValueError, KeyError, TypeError) as e:
@@ -63,6 +64,26 @@ def load_config(spec: str, overrides: Sequence[str] = ()) -> ml_collections.Conf
   validate_model(config)
   validate_data(config)
   return config
+
+
+def check_config_arg(spec: str, path: str, module, arg: str) -> None:
+  """`ConfigError` naming the arguments a config file defines (its `ARGS`) when `arg` is not one
+  of them: a typo must not silently give the config's default variant."""
+  if not arg:
+    return
+  known = getattr(module, "ARGS", None)
+  if known is None:
+    raise ConfigError(f"--config {spec}: {path} declares no ARGS, so its argument {arg!r} cannot "
+                      "be checked; list the arguments get_config understands in ARGS = (...)")
+  if arg in known:
+    return
+  if not known:
+    raise ConfigError(f"--config {spec}: {os.path.basename(path)} takes no argument; "
+                      f"use --config {spec.partition(':')[0]}")
+  close = difflib.get_close_matches(arg, known, n=1)
+  hint = f"; did you mean {spec.partition(':')[0]}:{close[0]}?" if close else ""
+  raise ConfigError(f"--config {spec}: {os.path.basename(path)} has no argument {arg!r}; it "
+                    f"defines: {', '.join(known)}{hint}")
 
 
 def _one_line(error: BaseException) -> str:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import concurrent.futures
 import io
 import json
+import logging
 import os
 import zlib
 from typing import Any, Optional
@@ -328,18 +329,30 @@ def _load_model_folder(path: str, config):
   return config, {"params": restored["params"], "batch_stats": restored.get("batch_stats", {})}
 
 
+def drop_read_only_notice(record) -> bool:
+  """A logging filter (the absl logger) for Orbax's notice about a read-only manager."""
+  return not str(record.msg).startswith("Given directory is read only")
+
+
 def _load_checkpoint(path: str, config, step):
   import orbax.checkpoint as ocp  # noqa: PLC0415  (only checkpoints need Orbax)
 
   directory = checkpoint_dir(path)
-  manager = ocp.CheckpointManager(
-      directory, options=ocp.CheckpointManagerOptions(read_only=True, create=False,
-                                                      save_interval_steps=0),
-      # The data position is not read here; naming its handler keeps Orbax from warning that it
-      # "could not be restored" at every load.
-      item_handlers={STATE_ITEM: ocp.PyTreeCheckpointHandler(),
-                     CONFIG_ITEM: ocp.JsonCheckpointHandler(),
-                     DATA_ITEM: ocp.JsonCheckpointHandler()})
+  # Orbax warns "Given directory is read only" for every read-only manager: what we asked for,
+  # nothing a user of eval / track / export can act on.
+  absl_logger = logging.getLogger("absl")
+  absl_logger.addFilter(drop_read_only_notice)
+  try:
+    manager = ocp.CheckpointManager(
+        directory, options=ocp.CheckpointManagerOptions(read_only=True, create=False,
+                                                        save_interval_steps=0),
+        # The data position is not read here; naming its handler keeps Orbax from warning that it
+        # "could not be restored" at every load.
+        item_handlers={STATE_ITEM: ocp.PyTreeCheckpointHandler(),
+                       CONFIG_ITEM: ocp.JsonCheckpointHandler(),
+                       DATA_ITEM: ocp.JsonCheckpointHandler()})
+  finally:
+    absl_logger.removeFilter(drop_read_only_notice)
   try:
     step = manager.latest_step() if step is None else step
     if step is None:

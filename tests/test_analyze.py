@@ -3,6 +3,7 @@ import csv
 import dataclasses
 import json
 import os
+import re
 import sys
 import types
 
@@ -227,9 +228,10 @@ def test_result_files_in_either_multi_target_spelling(tmp_path):
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
-  with pytest.raises(SystemExit, match=r"satracker analyze: .*no tnl2k sequences found"):
-    run_cli(["analyze", "--dataset", "tnl2k", "--root", str(tmp_path), "--results",
-             f"x={tmp_path}", "--out", str(tmp_path / "out")])
+  assert run_cli(["analyze", "--dataset", "tnl2k", "--root", str(tmp_path), "--results",
+                  f"x={tmp_path}", "--out", str(tmp_path / "out")]) == 2
+  err = capsys.readouterr().err
+  assert err.count("\n") == 1 and re.match(r"satracker analyze: .*no tnl2k sequences found", err), err
 
 
 def test_grounding_breakdown_by_mode_on_generated_videos(tmp_path):
@@ -271,10 +273,10 @@ def test_grounding_breakdown_by_mode_on_generated_videos(tmp_path):
   assert "| twin | absolute |" in (out / "grounding_by_mode.md").read_text()
 
 
-def test_grounding_breakdown_needs_synthetic_data(tmp_path):
-  with pytest.raises(SystemExit, match=r"--grounding needs --dataset synthetic"):
-    run_cli(["analyze", "--dataset", "tnl2k", "--root", str(tmp_path), "--grounding",
-             "--results", f"x={tmp_path}", "--out", str(tmp_path / "out")])
+def test_grounding_breakdown_needs_synthetic_data(tmp_path, capsys):
+  assert run_cli(["analyze", "--dataset", "tnl2k", "--root", str(tmp_path), "--grounding",
+                  "--results", f"x={tmp_path}", "--out", str(tmp_path / "out")]) == 2
+  assert "--grounding needs --dataset synthetic" in capsys.readouterr().err
 
 
 def _capture_figures(monkeypatch):

@@ -63,8 +63,8 @@ def test_several_model_problems_stay_on_one_line(capsys):
 
 def test_config_errors_reach_the_cli_through_model_loading(tmp_path, capsys):
   # eval/track/export load configs inside the verb (cli/common.py): still one line and exit 2.
-  rc, _, err = run_cli(["eval", "--config", "configs/tiny.py", "--dataset", "tnl2k", "--root",
-                        str(tmp_path), "--out", str(tmp_path / "out"),
+  rc, _, err = run_cli(["eval", "--config", "configs/tiny.py", "--dataset", "synthetic", "--root",
+                        str(_synthetic_root(tmp_path / "data")), "--out", str(tmp_path / "out"),
                         "--config.tracker.hann=1"], capsys)
   assert rc == 2 and err.count("\n") == 1 and "did you mean tracker.hann_window" in err
 
@@ -127,3 +127,85 @@ def test_toolkit_option_knows_the_library_toolkits_and_refuses_others(tmp_path, 
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert "--toolkit: invalid choice: 'matlab'" in err and "tnl2k-matlab" in err
+
+
+def _synthetic_root(root, split="test"):
+  """One 2-frame video in the synthetic (TNL2K) layout under ROOT/<split>/, plus a vocab.txt."""
+  import numpy as np
+  from PIL import Image
+  seq = root / split / "seq_a"
+  (seq / "imgs").mkdir(parents=True)
+  for i in range(2):
+    Image.fromarray(np.full((40, 48, 3), 90, np.uint8)).save(seq / "imgs" / f"{i + 1:05d}.png")
+  (seq / "groundtruth.txt").write_text("10,10,12,12\n11,10,12,12\n")
+  (seq / "language.txt").write_text("the grey box\n")
+  (root / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the"]) + "\n")
+  return root
+
+
+def _one_line(verb, err):
+  assert err.count("\n") == 1 and err.startswith(f"satracker {verb}: "), err
+  return err
+
+
+def test_eval_mistakes_are_one_line_and_exit_2(tmp_path, capsys):
+  # The mistakes of issue 25, as a user types them; each fails before the model is loaded and
+  # leaves no --out folder behind.
+  data = _synthetic_root(tmp_path / "data")
+  pack = tmp_path / "pack"
+  (pack / "annos" / "gt_rect").mkdir(parents=True)
+  (pack / "annos" / "gt_rect" / "seq_a.txt").write_text("1,2,3,4\n")
+  out = tmp_path / "out"
+  cases = [
+      (["--dataset", "synthetic", "--root", str(tmp_path / "nope")], "synthetic root folder missing"),
+      (["--dataset", "synthetic", "--root", str(data), "--split", "val"], "no val/; choose --split test"),
+      (["--dataset", "lasot", "--root", str(data)], "no lasot sequences found"),
+      (["--dataset", "tnl2k", "--root", str(pack)], "annotation pack holds no frames"),
+      (["--dataset", "synthetic", "--root", str(data), "--checkpoint", str(tmp_path / "nope")],
+       "nope"),
+  ]
+  for args, expected in cases:
+    rc, printed, err = run_cli(["eval", *args, "--out", str(out), "--no-progress"], capsys)
+    assert rc == 2 and expected in _one_line("eval", err), (args, err)
+    assert printed == ""
+  assert not out.exists() or not os.listdir(out)
+  with pytest.raises(SystemExit) as missing:  # argparse's own: usage + the missing option, exit 2
+    cli.main(["eval", "--dataset", "synthetic", "--out", str(out)])
+  assert missing.value.code == 2 and "--root" in capsys.readouterr().err
+
+
+def test_train_mistakes_are_one_line_and_exit_2(tmp_path, capsys):
+  data = _synthetic_root(tmp_path / "data")
+  numpy_input = "--config.data.backend=numpy"  # no TensorFlow import: the test stays quick
+  cases = [
+      # configs/base.py as shipped: no data roots.
+      (["--config", "configs/base.py"], "data.datasets.lasot.root, data.datasets.otb99_lang.root, "
+                                        "data.datasets.tnl2k.root are empty"),
+      (["--config", "configs/synthetic.py", f"--config.data.datasets.synthetic.root={tmp_path}/nope"],
+       "no such folder"),
+      # A root without the split asked for: found at the first batch, still one line.
+      (["--config", "configs/synthetic.py", f"--config.data.datasets.synthetic.root={data}",
+        "--config.data.datasets.synthetic.split=val", numpy_input],
+       "data.datasets.synthetic: " + f"{data}: holds the split folder(s) test/ but no val/"),
+      (["--config", "configs/synthetic.py:langauge"], "defines: language, language_large, runlocal"),
+  ]
+  for i, (args, expected) in enumerate(cases):
+    rc, _, err = run_cli(["train", *args, "--workdir", str(tmp_path / f"w{i}")], capsys)
+    assert rc == 2 and expected in _one_line("train", err), (args, err)
+
+
+def test_a_config_argument_the_config_does_not_define_is_refused_naming_those_it_does():
+  with pytest.raises(config_utils.ConfigError) as typo:
+    config_utils.load_config("configs/synthetic.py:langauge")
+  assert str(typo.value) == ("--config configs/synthetic.py:langauge: synthetic.py has no argument "
+                             "'langauge'; it defines: language, language_large, runlocal; did you "
+                             "mean configs/synthetic.py:language?")
+  with pytest.raises(config_utils.ConfigError, match="large.py takes no argument"):
+    config_utils.load_config("configs/large.py:base")
+  # Every argument a shipped config defines loads (and means something: not the default variant).
+  for name in ("base", "tiny", "synthetic", "large"):
+    module = __import__(f"configs.{name}", fromlist=["ARGS"])
+    default = config_utils.config_to_json(config_utils.load_config(f"configs/{name}.py"))
+    for arg in module.ARGS:
+      variant = config_utils.config_to_json(config_utils.load_config(f"configs/{name}.py:{arg}"))
+      assert variant != default or (name, arg) == ("base", "base"), (name, arg)

@@ -96,3 +96,25 @@ def test_load_model_as_the_verbs_do(small, tmp_path):
     model_io.load_model(path, "configs/tiny.py", [])
   _, _, random = model_io.load_model("", "configs/tiny.py", SMALL)
   assert random
+
+
+def test_loading_a_checkpoint_prints_no_read_only_warning(tmp_path, caplog):
+  # Orbax warns "Given directory is read only" for every read-only manager; eval / track / export
+  # printed it at every load.
+  import logging
+  from satracker_jax import config_utils
+  from satracker_jax.train import checkpoint as ckpt_lib
+  config = config_utils.load_config("configs/tiny.py")
+  rng = np.random.default_rng(0)
+  variables = jax.tree.map(lambda a: rng.standard_normal(a.shape).astype(a.dtype),
+                           model_io.abstract_variables(config))
+  ckpt = ckpt_lib.Checkpointer(str(tmp_path), config)
+  ckpt.save(1, {**variables, "step": np.int32(1)}, {"next_sample_index": 8}, 1.0, True)
+  ckpt.wait()
+  ckpt.close()
+  caplog.clear()
+  with caplog.at_level(logging.INFO):
+    _, loaded = model_io.load_variables(str(tmp_path))
+  assert not [r for r in caplog.records if "read only" in r.getMessage()], caplog.text
+  np.testing.assert_array_equal(np.asarray(loaded["params"]["patch_embed"]["kernel"]),
+                                variables["params"]["patch_embed"]["kernel"])

@@ -425,3 +425,20 @@ def test_nl_tracks_a_sequence_whose_first_gt_box_is_invalid(setup, first_box):
     grounded = json.load(f)["sequences"]
   assert grounded["seq_b"]["iou"] == -1.0 and grounded["seq_a"]["iou"] > 0.5
   assert len(results_io.read_boxes(results_io.results_path(out, "seq_b"))) == len(sequences[1])
+
+
+def test_eval_says_when_it_replaces_results_of_another_model(setup, capsys):
+  # Issue 25: `eval --out DIR` holding another model's results replaced them without a word.
+  config, _, sequences, kwargs, tmp_path = setup
+  out = str(tmp_path / "results")
+  run = lambda w, source: runner.evaluate(config, {"w": jnp.full((), w)}, sequences, out,
+                                          write_report=False, model_info={"source": source}, **kwargs)
+  run(0.0, "runs/a")
+  assert "replacing" not in capsys.readouterr().out
+  run(0.0, "runs/a")  # the same model: skipped, nothing replaced
+  assert "replacing" not in capsys.readouterr().out
+  run(1.0, "runs/b")
+  lines = [line for line in capsys.readouterr().out.splitlines() if "replacing" in line]
+  old, new = (provenance_lib.fingerprint_variables({"w": jnp.full((), w)}) for w in (0.0, 1.0))
+  assert lines == [f"replacing the results of another model in {out}: 2 of 2 sequences (seq_a, "
+                   f"seq_b) were tracked by runs/a (model {old}); now tracking with runs/b (model {new})"]

@@ -6,7 +6,10 @@ is a plain library function (named in the verb module's docstring) that Python c
 use without argparse. Verb modules are imported only when their verb runs, so `satracker --help`
 is quick and nothing pulls in TensorFlow unless the verb needs the input pipeline. A config
 mistake anywhere below (`config_utils.ConfigError`: an unknown `--config.` path, a value of the
-wrong type, an invalid model) ends as one line on stderr and exit 2, like an argparse error.
+wrong type, an invalid model, a data root that is not there, a resume under another config) ends as
+one line on stderr and exit 2, like an argparse error; so does a verb's own refusal of a user's
+mistake (`raise SystemExit("message")`: a missing file, a wrong --root or --split). A traceback
+means a bug.
 """
 from __future__ import annotations
 
@@ -67,6 +70,13 @@ def add_compile_cache_options(parser: argparse.ArgumentParser, suppress: bool = 
                      help="compile everything afresh")
 
 
+def usage_line(verb: str, message: str) -> str:
+  """`satracker VERB: message` on one line (a message that names the verb already keeps it)."""
+  message = " ".join(str(message).split())
+  named = message.startswith((f"satracker {verb}: ", f"satracker {verb} "))
+  return message if named else f"satracker {verb}: {message}"
+
+
 def main(argv=None) -> int:
   argv = list(sys.argv[1:] if argv is None else argv)
   parser = build_parser()
@@ -98,7 +108,12 @@ def main(argv=None) -> int:
     result = module.run(args, overrides)
   except config_utils.ConfigError as e:
     # A usage error like argparse's own: one line, exit 2, no traceback.
-    print(f"satracker {verb}: {e}", file=sys.stderr)
+    print(usage_line(verb, e), file=sys.stderr)
+    return 2
+  except SystemExit as e:
+    if not isinstance(e.code, str):  # argparse's own exits (2 after its message, 0 for --help)
+      raise
+    print(usage_line(verb, e.code), file=sys.stderr)
     return 2
   return int(result or 0)
 

@@ -57,13 +57,16 @@ def run(args, overrides) -> int:
   from data_pipelines.readers import load_dataset  # noqa: PLC0415  (numpy-only readers)
   from satracker_jax import paths  # noqa: PLC0415
   from satracker_jax.evaluation import runner  # noqa: PLC0415
-  try:  # before anything is loaded: a bucket that cannot be written fails now, in one line
+  try:  # before the model is loaded: a wrong --root / --split / --dataset fails now, in one line
+    sequences = load_dataset(args.dataset, args.root, args.split)
+  except (ValueError, FileNotFoundError) as e:  # readers.DatasetError is a ValueError
+    raise SystemExit(str(e)) from None
+  try:  # a bucket that cannot be written fails now, in one line
     paths.ensure_dir(args.out, "--out")
   except paths.OutputPathError as e:
     print(f"satracker eval: {e}", file=sys.stderr)
     return 2
   config, variables = common.load_model(args, overrides)
-  sequences = load_dataset(args.dataset, args.root, args.split)
   if args.limit:
     sequences = sequences[:args.limit]
   source = os.fspath(paths.resolve(args.checkpoint)) if args.checkpoint else "random weights"

@@ -11,6 +11,7 @@ The work is `satracker_jax.train.loop.train(config, workdir)`.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 EPILOG = """\
@@ -28,6 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--config", required=True, help="config file[:arg], e.g. configs/tiny.py")
   parser.add_argument("--workdir", required=True,
                       help="checkpoints, metrics.jsonl, tensorboard/; a folder or a bucket URL (gs://...)")
+  parser.add_argument("--allow-config-changes", action="store_true",
+                      help="resume a workdir whose checkpoint was trained with another model, "
+                           "optimizer, loss or data config (refused without it; the changes are "
+                           "printed either way)")
   parser.add_argument("--coordinator", default="",
                       help="host:port of process 0 (multi-process; default: found by "
                            "jax.distributed.initialize from SLURM / TPU / the environment)")
@@ -67,6 +72,9 @@ def platform_problem(requested: str) -> str:
 
 
 def run(args, overrides) -> int:
+  # TensorFlow's (and XLA's) C++ start-up INFO notices (CPU instructions, device lists) tell a
+  # user of train nothing to act on; their warnings and errors still show. Set before either loads.
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
   import jax  # noqa: PLC0415
   if args.cpu_collectives:
     jax.config.update("jax_cpu_collectives_implementation", args.cpu_collectives)
@@ -87,10 +95,14 @@ def run(args, overrides) -> int:
 
   from satracker_jax.train import loop  # noqa: PLC0415
   try:
-    summary = loop.train(config, args.workdir)
+    summary = loop.train(config, args.workdir, allow_config_changes=args.allow_config_changes)
   except loop.TrainingStopped as e:
     print(f"satracker train: {e}", file=sys.stderr)
     return 1
+  if summary["loss"] is None:  # nothing left to train: no loss to report
+    print(f"finished: step {summary['step']}: the workdir already holds train.total_steps="
+          f"{config.train.total_steps} (raise it to train on)")
+    return 0
   print(f"finished: step {summary['step']} ({summary['stopped_by']}), loss {summary['loss']}, "
         f"skipped non-finite steps {summary['nonfinite_total']}")
   return 0

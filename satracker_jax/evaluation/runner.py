@@ -160,6 +160,27 @@ def sentence_for_eval(sequence) -> tuple[str, str]:
   return sentence, f"{path}: {problem}; tracking with it decoded with replacement: {sentence!r}"
 
 
+def replaced_results_line(record: dict, expected: dict, out_dir: str,
+                          model_info: Optional[dict]) -> str:
+  """"replacing the results of another model ..." when `out_dir` holds results (of the sequences
+  in `expected`) that a model other than this one made: which model and how many; "" otherwise."""
+  others = sorted(name for name, want in expected.items()
+                  if record["sequences"].get(name, {}).get("model") not in (None, want["model"])
+                  and os.path.exists(results_io.results_path(out_dir, name)))
+  if not others:
+    return ""
+  def who(info, fingerprint):
+    info = info or {}
+    source = info.get("source") or "an unnamed model"
+    return f"{source}" + (f", config {info['config']}" if info.get("config") else "") + f" (model {fingerprint})"
+  old_fp = record["sequences"][others[0]]["model"]
+  new_fp = expected[others[0]]["model"]
+  names = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+  return (f"replacing the results of another model in {out_dir}: {len(others)} of {len(expected)} "
+          f"sequences ({names}) were tracked by {who(record.get('model_info'), old_fp)}; now "
+          f"tracking with {who(model_info, new_fp)}")
+
+
 def track_sequences(config, variables, sequences, out_dir: str, parallel: int = 1,
                     workers: int = 0, devices=None, progress: bool = True, apply_fn=None,
                     tokenizer=None, reduced_decode: bool = True,
@@ -204,6 +225,9 @@ def track_sequences(config, variables, sequences, out_dir: str, parallel: int = 
               for s in sequences}
   record = read_provenance(out_dir)
   record["format"] = 1
+  replaced_model = replaced_results_line(record, expected, out_dir, model_info)
+  if replaced_model:
+    print(replaced_model)
   if model_info:
     record["model_info"] = model_info
   work = []

@@ -13,6 +13,7 @@ only) is `satracker_jax.model_io.load_variables`: inference never imports this m
 """
 from __future__ import annotations
 
+import logging
 from typing import Any, Optional
 
 import ml_collections
@@ -34,7 +35,7 @@ def make_manager(directory: str, keep: int = 3, keep_best: bool = True, async_sa
     policies.append(ocm.BestN(get_metric_fn=lambda m: m[BEST_METRIC], reverse=True, n=1))
   options = ocp.CheckpointManagerOptions(
       # The loop decides when to save (interval, preemption, end); Orbax must not second-guess it.
-      save_interval_steps=1,
+      save_interval_steps=0 if read_only else 1,
       preservation_policy=ocm.AnyPreservationPolicy(policies),
       # best_fn is what makes Orbax write the metrics item at all; the policy above does the keeping.
       best_fn=(lambda m: m[BEST_METRIC]) if keep_best else None,
@@ -52,6 +53,28 @@ def make_manager(directory: str, keep: int = 3, keep_best: bool = True, async_sa
       DATA_ITEM: ocp.JsonCheckpointHandler(),
   }
   return ocp.CheckpointManager(directory, options=options, item_handlers=handlers)
+
+
+def latest_saved_config(workdir: str) -> Optional[tuple[int, dict]]:
+  """(step, config JSON dict) of the latest checkpoint under WORKDIR/checkpoints; None (and
+  nothing created) when there is none. What a resume is checked against before anything runs."""
+  directory = paths.join(workdir, "checkpoints")
+  if not paths.resolve(directory).exists():
+    return None
+  absl_logger = logging.getLogger("absl")
+  absl_logger.addFilter(model_io.drop_read_only_notice)
+  try:
+    manager = make_manager(directory, read_only=True, async_save=False)
+  finally:
+    absl_logger.removeFilter(model_io.drop_read_only_notice)
+  try:
+    step = manager.latest_step()
+    if step is None:
+      return None
+    return step, dict(manager.restore(step, args=ocp.args.Composite(**{
+        CONFIG_ITEM: ocp.args.JsonRestore()}))[CONFIG_ITEM])
+  finally:
+    manager.close()
 
 
 class Checkpointer:
@@ -90,7 +113,12 @@ class Checkpointer:
           f"checkpoint {self.directory}/{step} has the per-block parameter layout of satracker-jax "
           "before the stacked blocks, so its optimizer state cannot resume this run; continue it as a "
           f"warm start in a new workdir (--config.train.init_from={self.directory}), which maps the weights")
-    model_io.check_compatible(target_state, saved, f"checkpoint {self.directory}/{step}")
+    where = f"checkpoint {self.directory}/{step}"
+    # The parameters first: a model of another shape is named by its parameter, not by the
+    # optimizer's copy of it (opt_state/...), which sorts first.
+    model_io.check_compatible({"params": target_state["params"]},
+                              {"params": saved.get("params", {})}, where)
+    model_io.check_compatible(target_state, saved, where)
     restored = self.manager.restore(step, args=ocp.args.Composite(**{
         STATE_ITEM: ocp.args.StandardRestore(target_state),
         CONFIG_ITEM: ocp.args.JsonRestore(),

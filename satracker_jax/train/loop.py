@@ -22,10 +22,11 @@ from typing import Any, Callable, Iterator, Optional
 import jax
 import numpy as np
 
-from satracker_jax import compile_cache, model_io, paths
+from satracker_jax import compile_cache, config_utils, model_io, paths
 from satracker_jax.train import checkpoint as ckpt_lib
 from satracker_jax.train import metrics_writer as mw
 from satracker_jax.train import optimizer as optim_lib
+from satracker_jax.train import resume as resume_lib
 from satracker_jax.train import sharding as sharding_lib
 from satracker_jax.train import state as state_lib
 
@@ -87,13 +88,39 @@ def default_loss_fn(config) -> Callable:
 def default_dataset_fn(config, workdir: str) -> Callable[..., Iterator[dict]]:
   # data.backend "tf" (tf.data) or "numpy" (no TensorFlow imported): data_pipelines/batches.py.
   from data_pipelines import batches, synthetic  # noqa: PLC0415
-  sampler = batches.backend_module(config)
+  from data_pipelines.readers import DatasetError  # noqa: PLC0415
   _maybe_generate_synthetic(config, workdir)
+  check_data_roots(config)
+  sampler = batches.backend_module(config)
   if "synthetic" in config.data.get("datasets", {}):
     synthetic.resolve_vocab_file(config)
-  return lambda start_index, process_index, process_count, batch_size: sampler.make_dataset(
-      config, start_index=start_index, process_index=process_index,
-      process_count=process_count, batch_size=batch_size)
+
+  def dataset_fn(start_index, process_index, process_count, batch_size):
+    try:
+      return sampler.make_dataset(config, start_index=start_index, process_index=process_index,
+                                  process_count=process_count, batch_size=batch_size)
+    except (DatasetError, FileNotFoundError) as e:  # a wrong root, split or data set layout
+      raise config_utils.ConfigError(str(e)) from None
+  return dataset_fn
+
+
+def check_data_roots(config) -> None:
+  """`ConfigError` (one line) for data sets to train on whose root is empty or not a folder,
+  before the model is built or the workdir written (a wrong split or layout: at the first batch)."""
+  datasets = {name: spec for name, spec in config.data.get("datasets", {}).items()
+              if float(spec.get("weight", 1.0)) > 0}
+  empty = [name for name, spec in sorted(datasets.items()) if not spec.get("root", "")]
+  if empty:
+    fields = ", ".join(f"data.datasets.{name}.root" for name in empty)
+    raise config_utils.ConfigError(
+        f"{fields} {'is' if len(empty) == 1 else 'are'} empty: give each data set's folder "
+        f"(--config.data.datasets.{empty[0]}.root=DIR) or leave it out "
+        f"(--config.data.datasets.{empty[0]}.weight=0)")
+  for name, spec in sorted(datasets.items()):
+    root = str(spec.root)
+    if not paths.is_url(root) and not os.path.isdir(root):
+      raise config_utils.ConfigError(f"data.datasets.{name}.root={root}: no such folder; give the "
+                                     f"{name} data set's root (--config.data.datasets.{name}.root=DIR)")
 
 
 def synthetic_root_for(workdir: str) -> str:
@@ -139,7 +166,12 @@ def check_tokenizer_fits_model(config) -> None:
   source = text.get("spm_model", "") if text.get("tokenizer") == "sentencepiece" else text.get("vocab_file", "")
   if not source or "{" in source:  # unset, or a placeholder no data set has resolved
     return
-  tok = tokenizer_lib.build_tokenizer(text, max_len=config.model.max_text_len)
+  try:
+    tok = tokenizer_lib.build_tokenizer(text, max_len=config.model.max_text_len)
+  except FileNotFoundError as e:
+    field = "text.spm_model" if text.get("tokenizer") == "sentencepiece" else "text.vocab_file"
+    raise config_utils.ConfigError(f"{field}={source}: {e}; give the tokenizer's file "
+                                   f"(--config.{field}=PATH)") from None
   tokenizer_lib.check_fits_model(tok, config.model.bert.vocab_size)
 
 
@@ -194,16 +226,43 @@ def _init_from_pretrained(model, config) -> dict:
   return {"params": params, "batch_stats": variables["batch_stats"]}
 
 
+def check_resume(config, workdir: str, allow: bool) -> list[str]:
+  """The lines to print about how `config` differs from the workdir's latest checkpoint's; raises
+  `ConfigError` for a change that makes it another run (train/resume.py). [] for a fresh workdir."""
+  saved = ckpt_lib.latest_saved_config(workdir)
+  if saved is None:
+    return []
+  step, saved_config = saved
+  if "synthetic" in config.data.get("datasets", {}):
+    # As the checkpoint has them: the root an empty one generates into, the vocab file inside it.
+    from data_pipelines import synthetic  # noqa: PLC0415
+    config = copy.deepcopy(config)
+    config.data.datasets.synthetic.root = (config.data.datasets.synthetic.get("root", "")
+                                           or synthetic_root_for(workdir))
+    synthetic.resolve_vocab_file(config)
+  lr_at = lambda cfg, at: float(optim_lib.lr_schedule(
+      config_utils.config_from_json(cfg).optim, int(cfg["train"]["total_steps"]))(at))
+  return resume_lib.check(saved_config, config, f"{paths.join(workdir, 'checkpoints')}/{step}", step,
+                          allow=allow, lr_at=lr_at)
+
+
 def train(config, workdir: str, *, model=None, loss_fn: Optional[Callable] = None,
-          dataset_fn: Optional[Callable] = None) -> dict:
+          dataset_fn: Optional[Callable] = None, allow_config_changes: bool = False) -> dict:
   """Trains until `config.train.total_steps`; returns a summary dict (final step, last loss...,
   and the final sharded `state`).
 
   `model` / `loss_fn(out, batch)` / `dataset_fn(start_index, process_index, process_count,
   batch_size)` default to the real SATracker, its losses and the sampler `data.backend` picks
   (tf.data or numpy, `default_dataset_fn`); tests and benchmarks swap them.
+  A resume prints how `config` differs from the checkpoint's and refuses (`ConfigError`) a change
+  that makes it another run unless `allow_config_changes` (train/resume.py).
   """
   config = prepare_config(config)
+  # A resume under another config is refused before anything is generated, built or written.
+  resume_lines = check_resume(config, workdir, allow_config_changes)
+  # Then the data (a wrong root fails before anything is built), before the Checkpointer: a
+  # generated synthetic root is then part of the saved config.
+  dataset_fn = dataset_fn if dataset_fn is not None else default_dataset_fn(config, workdir)
   tc = config.train
   is_main = jax.process_index() == 0
   prefix = f"[p{jax.process_index()}] " if jax.process_count() > 1 else ""
@@ -230,11 +289,11 @@ def train(config, workdir: str, *, model=None, loss_fn: Optional[Callable] = Non
       f"{jax.process_count()} process(es); global batch {global_bs}, local {local_bs}; "
       f"{state_lib.param_count(abstract['params']) / 1e6:.2f}M params")
   say(_preemption_line())
+  for line in resume_lines:
+    say(line)
   if is_main:
     say("lr multipliers:\n" + optim_lib.describe_multipliers(abstract_vars["params"], config.optim))
 
-  # Before the Checkpointer: a generated synthetic root is then part of the saved config.
-  dataset_fn = dataset_fn if dataset_fn is not None else default_dataset_fn(config, workdir)
   check_tokenizer_fits_model(config)
   ckpt = ckpt_lib.Checkpointer(workdir, config)
   latest = ckpt.latest_step()
@@ -251,8 +310,9 @@ def train(config, workdir: str, *, model=None, loss_fn: Optional[Callable] = Non
     start_index = 0
   step = int(jax.device_get(state["step"]))
   if start_index != step * global_bs:
-    raise ValueError(f"checkpoint step {step} with next sample {start_index}: the global batch "
-                     f"changed from {start_index // max(step, 1)} to {global_bs}; keep it fixed to resume")
+    raise config_utils.ConfigError(
+        f"checkpoint step {step} with next sample {start_index}: the global batch changed from "
+        f"{start_index // max(step, 1)} to {global_bs}; keep train.batch_size fixed to resume")
 
   writer = mw.MetricsWriter(workdir, is_main=is_main, tensorboard=bool(tc.get("tensorboard", True)))
   step_fn = state_lib.make_train_step(model, tx, schedule, loss_fn, config)
@@ -297,11 +357,12 @@ def train(config, workdir: str, *, model=None, loss_fn: Optional[Callable] = Non
           f"({ckpt.latest_step()}) holds the last finite state; lower the lr or check the data.")
     if step_done % int(tc.log_every) == 0 or step_done == total:
       now = time.time()
-      sps = (step_done - window_step) / max(now - window_t, 1e-9)
+      # nan for the compiled step itself (no steady steps timed yet): the line shows eta "?".
+      sps = (step_done - window_step) / max(now - window_t, 1e-9) if step_done > window_step else float("nan")
       window_t, window_step = now, step_done
       scalars = {**{k: v for k, v in m.items() if k not in ("finite", "nonfinite_run")},
                  "steps_per_s": sps, "samples_per_s": sps * global_bs,
-                 "eta_s": (total - step_done) / sps if sps > 0 else float("inf"),
+                 "eta_s": (total - step_done) / sps if sps > 0 else float("nan"),
                  "replaced_total": replaced_total, "train_loss_ema": loss_ema}
       writer.write(step_done, scalars)
       say(mw.console_line(step_done, total, scalars))
@@ -325,6 +386,8 @@ def train(config, workdir: str, *, model=None, loss_fn: Optional[Callable] = Non
         with compile_cache.CompileWatch("train step") as watch:
           state, metrics = train_step(state, batch)
         say(watch.line())
+        # The rate (and ETA) counts from the first step's end: the compile is not a step.
+        window_t, window_step = time.time(), step + 1
       else:
         state, metrics = train_step(state, batch)
       step += 1

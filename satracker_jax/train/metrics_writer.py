@@ -108,10 +108,14 @@ def format_eta(seconds: float) -> str:
   return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
 
 
+def _rate(value: float, digits: int) -> str:
+  return "?" if value != value else f"{value:.{digits}f}"  # nan: the compiled step, not timed
+
+
 def console_line(step: int, total: int, s: Mapping[str, float], prefix: str = "") -> str:
   terms = " ".join(f"{k}={s[k]:.4f}" for k in ("focal", "giou", "l1", "dm", "iou") if k in s)
   return (f"{prefix}step {step}/{total} loss={s['loss']:.4f} {terms} lr={s['lr']:.3g} "
-          f"gnorm={s['grad_norm']:.3g} {s['steps_per_s']:.2f} it/s {s['samples_per_s']:.1f} samples/s "
+          f"gnorm={s['grad_norm']:.3g} {_rate(s['steps_per_s'], 2)} it/s {_rate(s['samples_per_s'], 1)} samples/s "
           f"eta {format_eta(s['eta_s'])} skipped={int(s['nonfinite_total'])} "
           f"replaced={int(s.get('replaced_total', 0))}")
 
