@@ -52,7 +52,7 @@ from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 from satracker_jax import boxes as box_lib
 from satracker_jax import compile_cache, grounding
 from satracker_jax.boxes import crop_image
-from satracker_jax.models import build_model, decode_box
+from satracker_jax.models import build_model, decode_box, slb
 
 # A predicted box never shrinks below this (pixels): a collapsed box would make a degenerate
 # next crop from which the tracker cannot recover.
@@ -231,7 +231,9 @@ class BatchedTracker:
       self.variables, self._step, self._traces = (share_with.variables, share_with._step,
                                                   share_with._traces)
     else:
-      self.variables = jax.device_put(variables, self._replicated)
+      # Each block's weights in a buffer of their own, once (slb.unstack_rows: no slicing per step).
+      self.variables = jax.device_put(dict(variables, params=slb.unstack_rows(variables["params"])),
+                                      self._replicated)
       self._traces = [0]
       step = make_step_fn(apply_fn if apply_fn is not None else model_apply_fn(config))
       traces = self._traces

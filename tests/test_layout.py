@@ -91,3 +91,17 @@ def test_a_training_checkpoint_of_the_per_block_layout_loads_for_inference_and_r
   with pytest.raises(ValueError, match=r"per-block parameter layout.*train.init_from="):
     ckpt.restore(7, state)
   ckpt.close()
+
+
+def test_rows_given_apart_compute_what_the_stack_computes(tiny_model, tiny_apply, tiny_variables, tiny_batch):
+  """Inference hands the blocks their rows as separate buffers (slb.unstack_rows, the tracker does
+  it once); the outputs are those of the stacked parameters, unrolled and scanned."""
+  from satracker_jax.models import slb
+  from satracker_jax.smoke import model_inputs
+  inputs = [x[:2] for x in model_inputs(tiny_batch)]
+  rows = dict(tiny_variables, params=slb.unstack_rows(tiny_variables["params"]))
+  assert isinstance(rows["params"]["vit_blocks"], tuple) and len(rows["params"]["vit_blocks"]) == 4
+  want = tiny_apply(tiny_variables, *inputs)
+  got = tiny_apply(rows, *inputs)
+  for key in ("score_map", "vision_tokens", "text_tokens"):
+    np.testing.assert_array_equal(np.asarray(got[key]), np.asarray(want[key]))
