@@ -83,11 +83,8 @@ def plot_attributes(attributes: dict[str, list[dict]], path: str, subtitle: str 
   fig = Figure(figsize=(max(8.0, 0.9 * len(rows) + 2), 5.0))
   FigureCanvasAgg(fig)
   ax = fig.add_subplot(1, 1, 1)
-  xs = np.arange(len(rows))
-  width = 0.8 / max(len(names), 1)
-  for i, name in enumerate(names):
-    ys = [100.0 * r["auc"] if r["auc"] is not None else 0.0 for r in attributes[name]]
-    ax.bar(xs + (i - (len(names) - 1) / 2) * width, ys, width, label=name, color=colors[name])
+  xs = _grouped_bars(ax, len(rows), names, colors, lambda name: [
+      100.0 * r["auc"] if r["auc"] is not None else 0.0 for r in attributes[name]])
   ax.set_xticks(xs)
   ax.set_xticklabels([f"{r['short']}\n({r['num_sequences']})" for r in rows], fontsize="small")
   ax.set_ylim(0, 100)
@@ -101,6 +98,17 @@ def plot_attributes(attributes: dict[str, list[dict]], path: str, subtitle: str 
   return path
 
 
+def _grouped_bars(ax, groups: int, names, colors: dict, heights) -> np.ndarray:
+  """One bar per tracker in each of `groups` groups (`heights(name)`: a list per group); returns
+  the groups' x positions."""
+  xs = np.arange(groups)
+  width = 0.8 / max(len(names), 1)
+  for i, name in enumerate(names):
+    ax.bar(xs + (i - (len(names) - 1) / 2) * width, heights(name), width, label=name,
+           color=colors[name])
+  return xs
+
+
 def plot_grounding_by_mode(breakdown: dict, path: str, subtitle: str = "",
                            colors: dict | None = None) -> str:
   """Bars of frame-0 grounding per mode, one per tracker (`analyze.grounding_by_mode`), with a
@@ -112,13 +120,8 @@ def plot_grounding_by_mode(breakdown: dict, path: str, subtitle: str = "",
   fig = Figure(figsize=(max(6.0, 1.3 * len(modes) + 2), 4.4 + 0.25 * ((len(names) + 2) // 3)))
   FigureCanvasAgg(fig)
   ax = fig.add_subplot(1, 1, 1)
-  xs = np.arange(len(modes))
-  width = 0.8 / max(len(names), 1)
-  for i, name in enumerate(names):
-    rows = [breakdown[name].get(m) for m in modes]
-    ax.bar(xs + (i - (len(names) - 1) / 2) * width,
-           [r["hit"] / r["videos"] if r else 0.0 for r in rows], width, label=name,
-           color=colors[name])
+  xs = _grouped_bars(ax, len(modes), names, colors, lambda name: [
+      r["hit"] / r["videos"] if r else 0.0 for r in (breakdown[name].get(m) for m in modes)])
   first = breakdown[names[0]] if names else {}
   chance = [(x, first[m]["twin_chance"]) for x, m in zip(xs, modes)
             if first.get(m) and first[m]["twin_chance"] is not None and m != "all"]
