@@ -232,8 +232,9 @@ class BatchedTracker:
                                                   share_with._traces)
     else:
       # Each block's weights in a buffer of their own, once (slb.unstack_rows: no slicing per step).
-      self.variables = jax.device_put(dict(variables, params=slb.unstack_rows(variables["params"])),
-                                      self._replicated)
+      if "params" in variables:
+        variables = dict(variables, params=slb.unstack_rows(variables["params"]))
+      self.variables = jax.device_put(variables, self._replicated)
       self._traces = [0]
       step = make_step_fn(apply_fn if apply_fn is not None else model_apply_fn(config))
       traces = self._traces

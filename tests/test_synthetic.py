@@ -336,6 +336,7 @@ def test_synth_into_another_generation_refuses_in_one_line_or_replaces_it_whole(
 
 def test_synth_refuses_no_videos_in_one_line(tmp_path, capsys):
   from satracker_jax import cli
-  with pytest.raises(SystemExit, match="sequences=0: generate at least 1 video"):
-    cli.main(["synth", "--out", str(tmp_path / "D"), "--sequences", "0", "--no-progress"])
+  assert cli.main(["synth", "--out", str(tmp_path / "D"), "--sequences", "0", "--no-progress"]) == 2
+  err = capsys.readouterr().err.strip()
+  assert len(err.splitlines()) == 1 and "sequences=0: generate at least 1 video" in err, err
   assert not (tmp_path / "D").exists()

@@ -113,9 +113,10 @@ def test_track_text_without_box_grounds_the_first_box_and_draws_it_as_such(tmp_p
   assert _has_colour(second[:96], visualize.PRED_COLOR)
 
 
-def test_track_protocol_nl_with_a_box_is_refused_in_one_line(tmp_path, oracle_model):
+def test_track_protocol_nl_with_a_box_is_refused_in_one_line(tmp_path, oracle_model, capsys):
   from satracker_jax import cli
   frames, _ = make_sequence(48, 64, 2, 1)
-  with pytest.raises(SystemExit, match="--box with --protocol nl"):
-    cli.main(["track", "--video", _write_still_video(tmp_path, frames), "--text", SENTENCE,
-              "--box", "1,1,5,5", "--protocol", "nl", "--out", str(tmp_path / "o.gif")])
+  assert cli.main(["track", "--video", _write_still_video(tmp_path, frames), "--text", SENTENCE,
+                   "--box", "1,1,5,5", "--protocol", "nl", "--out", str(tmp_path / "o.gif")]) == 2
+  err = capsys.readouterr().err.strip()
+  assert len(err.splitlines()) == 1 and "--box with --protocol nl" in err, err

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
 from satracker_jax.cli import common
 from satracker_jax.cli.analyze import DATASETS, TOOLKIT_HELP, TOOLKITS
@@ -57,15 +56,18 @@ def run(args, overrides) -> int:
   from data_pipelines.readers import load_dataset  # noqa: PLC0415  (numpy-only readers)
   from satracker_jax import paths  # noqa: PLC0415
   from satracker_jax.evaluation import runner  # noqa: PLC0415
+  def check_out():  # a bucket that cannot be written fails before anything is read, in one line
+    try:
+      paths.ensure_dir(args.out, "--out")
+    except paths.OutputPathError as e:
+      raise SystemExit(str(e)) from None
+  if paths.is_url(args.out):  # a local --out is created only once the data set has been found
+    check_out()
   try:  # before the model is loaded: a wrong --root / --split / --dataset fails now, in one line
     sequences = load_dataset(args.dataset, args.root, args.split)
   except (ValueError, FileNotFoundError) as e:  # readers.DatasetError is a ValueError
     raise SystemExit(str(e)) from None
-  try:  # a bucket that cannot be written fails now, in one line
-    paths.ensure_dir(args.out, "--out")
-  except paths.OutputPathError as e:
-    print(f"satracker eval: {e}", file=sys.stderr)
-    return 2
+  check_out()
   config, variables = common.load_model(args, overrides)
   if args.limit:
     sequences = sequences[:args.limit]

@@ -16,13 +16,17 @@ from __future__ import annotations
 import logging
 from typing import Any, Optional
 
+import jax
+import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as ocm
 
 from satracker_jax import config_utils, model_io, paths
 from satracker_jax.model_io import CONFIG_ITEM, DATA_ITEM, STATE_ITEM
 from satracker_jax.models import layout
+from satracker_jax.train import optimizer as optim_lib
 
 BEST_METRIC = "train_loss_ema"
 
@@ -118,13 +122,14 @@ class Checkpointer:
     # optimizer's copy of it (opt_state/...), which sorts first.
     model_io.check_compatible({"params": target_state["params"]},
                               {"params": saved.get("params", {})}, where)
-    model_io.check_compatible(target_state, saved, where)
+    read_as, convert = _moments_as_saved(target_state, saved)
+    model_io.check_compatible(read_as, saved, where)
     restored = self.manager.restore(step, args=ocp.args.Composite(**{
-        STATE_ITEM: ocp.args.StandardRestore(target_state),
+        STATE_ITEM: ocp.args.StandardRestore(read_as),
         CONFIG_ITEM: ocp.args.JsonRestore(),
         DATA_ITEM: ocp.args.JsonRestore(),
     }))
-    return restored[STATE_ITEM], dict(restored[DATA_ITEM]), dict(restored[CONFIG_ITEM])
+    return convert(restored[STATE_ITEM]), dict(restored[DATA_ITEM]), dict(restored[CONFIG_ITEM])
 
   def state_metadata(self, step: int) -> Any:
     return _tree_of_metadata(self.manager.item_metadata(step)[STATE_ITEM])
@@ -134,6 +139,42 @@ class Checkpointer:
 
   def close(self) -> None:
     self.manager.close()
+
+
+def _moments_as_saved(target_state: Any, saved: Any):
+  """-> (the target to read the checkpoint into, a function giving the state in `target_state`'s layout).
+
+  The Adam moments are two flat vectors when the parameters are not sharded (fsdp 1) and a tree
+  like the parameters otherwise (train/optimizer.py): a checkpoint of one layout is read in its own
+  and converted, so a run on 8 devices with fsdp resumes on 1 and back, bit for bit.
+  """
+  opt, saved_opt = target_state.get("opt_state"), saved.get("opt_state")
+  saved_mu = saved_opt.get("mu") if isinstance(saved_opt, dict) else getattr(saved_opt, "mu", None)
+  if not isinstance(opt, optim_lib.FusedAdamWState) or saved_mu is None:
+    return target_state, lambda state: state
+  target_flat, saved_flat = not isinstance(opt.mu, dict), not isinstance(saved_mu, dict)
+  if target_flat == saved_flat:
+    return target_state, lambda state: state
+  params = target_state["params"]
+  if saved_flat:
+    size = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))
+    vector = jax.ShapeDtypeStruct((size,), jnp.float32, sharding=opt.count.sharding)  # replicated
+    read_opt = opt._replace(mu=vector, nu=vector)
+    to_target = lambda m, like: jax.tree.map(lambda a, t: jax.device_put(a, t.sharding),
+                                             optim_lib.moment_tree(m, params), like)
+  else:
+    tree = jax.tree.map(lambda p: jax.ShapeDtypeStruct(p.shape, jnp.float32, sharding=p.sharding), params)
+    read_opt = opt._replace(mu=tree, nu=tree)
+    to_target = lambda m, like: jax.device_put(
+        jnp.concatenate([a.reshape(-1) for a in jax.tree.leaves(m)]), like.sharding)
+  print(f"the checkpoint holds the Adam moments {'as flat vectors' if saved_flat else 'per tensor'}; "
+        f"this run keeps them {'as flat vectors' if target_flat else 'per tensor'} (mesh fsdp "
+        f"{'1' if target_flat else '> 1'}): converted on restore", flush=True)
+
+  def convert(state):
+    o = state["opt_state"]
+    return dict(state, opt_state=o._replace(mu=to_target(o.mu, opt.mu), nu=to_target(o.nu, opt.nu)))
+  return dict(target_state, opt_state=read_opt), convert
 
 
 def _tree_of_metadata(meta):

@@ -212,11 +212,12 @@ def build_optimizer(config, params: Any, fsdp: int = 1) -> tuple[optax.GradientT
   flat = traverse_util.flatten_dict(params, sep="/")
   decay_mask = traverse_util.unflatten_dict({
       tuple(k.split("/")): len(v.shape) - int(layout.is_stacked(k)) >= 2 for k, v in flat.items()})
-  flat_moments = optim.get("flat_moments", "auto")
-  if flat_moments == "auto":
-    flat_moments = int(fsdp) == 1
-  elif flat_moments and int(fsdp) > 1:
-    raise ValueError(f"optim.flat_moments=True needs unsharded parameters; the mesh has fsdp={fsdp}")
+  flat_moments = str(optim.get("flat_moments", "auto")).lower()
+  if flat_moments not in ("auto", "true", "false"):
+    raise ValueError(f"optim.flat_moments={optim.flat_moments!r}: expected auto, true or false")
+  flat_moments = int(fsdp) == 1 if flat_moments == "auto" else flat_moments == "true"
+  if flat_moments and int(fsdp) > 1:
+    raise ValueError(f"optim.flat_moments=true needs unsharded parameters; the mesh has fsdp={fsdp}")
   tx = fused_adamw(schedule, b1=float(optim.b1), b2=float(optim.b2),
                    weight_decay=float(optim.weight_decay), decay_mask=decay_mask,
                    mults=lr_multipliers(params, optim), clip_norm=float(optim.clip_norm or 0.0),
