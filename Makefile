@@ -22,8 +22,11 @@ $(STAMP): setup.py
 
 env: $(STAMP)
 
+# Test files run on TEST_WORKERS processes (pytest-xdist, whole files per worker); 1 = serial.
+TEST_WORKERS ?= 2
+
 test: $(STAMP)
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q $(if $(filter 1,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile) tests
 
 demo: $(STAMP)
 	$(BIN)/satracker demo --workdir demo_workdir

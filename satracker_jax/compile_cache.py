@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from typing import Optional
+from typing import Callable, Optional
 
 import jax
 
@@ -77,12 +77,16 @@ class CompileWatch:
       print(w.line())   # "train step: compiled in 41.2 s (not in the cache; saved for next time)"
   """
 
-  def __init__(self, what: str):
+  def __init__(self, what: str, say: Optional[Callable[[str], None]] = None):
+    """`say`: called with "compiling the <what> (compilation cache: DIR) ..." as the block starts."""
     self.what = what
+    self._say = say
     self.seconds = 0.0
     self.hits = self.misses = 0
 
   def __enter__(self):
+    if self._say is not None:
+      self._say(f"compiling the {self.what} (compilation cache: {active_directory() or 'off'}) ...")
     enable_listener()
     with _lock:
       self._start = dict(_counts)

@@ -344,7 +344,6 @@ def run_demo(workdir: str = "demo_workdir", config_spec: str = "configs/syntheti
 
   started = time.time()
   workdir = os.path.abspath(workdir)
-  os.makedirs(workdir, exist_ok=True)
   config = config_utils.load_config(config_spec, overrides)
   if steps > 0:
     config.train.total_steps = steps
@@ -358,6 +357,7 @@ def run_demo(workdir: str = "demo_workdir", config_spec: str = "configs/syntheti
   if unknown or "nl_bb" not in protocols:
     raise config_utils.ConfigError(f"--protocols {','.join(protocols)}: need nl_bb, and only "
                                    f"{', '.join(runner.PROTOCOLS)}")
+  os.makedirs(workdir, exist_ok=True)  # only once the arguments hold: a refused demo leaves nothing
 
   phases = {}
   t0 = time.time()

@@ -92,12 +92,15 @@ def _shrink(image: np.ndarray, max_side: int) -> np.ndarray:
 
 def track_video(config, variables, frames: Iterable[np.ndarray], box, sentence: str, out: str, *,
                 fps: float = 10.0, max_frames: int = 0, max_side: int = 480,
-                gt_boxes: np.ndarray | None = None, results: str = "") -> dict:
+                gt_boxes: np.ndarray | None = None, results: str = "", say=None) -> dict:
   """Tracks `frames` from `box` + `sentence`, writes the drawn video to `out` (and the boxes in
   the raw-result format to `results`). `box=None` is the sentence-only protocol (`nl`): the first
   box is grounded from `sentence` on frame 0 and drawn in its own colour, with its score.
-  Returns {"frames", "fps" (excl. frame 0), "out", "first_box", "grounded", "grounding_score"}."""
+  `say` (print, a logger) hears the step's compile before the first frame (and how long it took).
+  Returns {"frames", "fps" (excl. frame 0 and the compile), "out", "first_box", "grounded",
+  "grounding_score"}."""
   tracker = tracker_lib.Tracker(config, variables)
+  tracker.warmup(say)  # the step's compile (or cache load) before frame 0, not inside the frame rate
   grounded = box is None
   legend = [("tracker", visualize.PRED_COLOR)]
   if grounded:

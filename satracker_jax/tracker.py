@@ -420,11 +420,14 @@ class BatchedTracker:
       results[i] = (self._boxes[i].copy(), score)
     return results
 
-  def warmup(self) -> compile_cache.CompileWatch:
+  def warmup(self, say: Callable[[str], None] | None = None) -> compile_cache.CompileWatch:
     """Compiles the step now (on idle inputs) so the first tracked frame is not charged for it;
-    returns how long that took and whether it came from the compilation cache."""
-    with compile_cache.CompileWatch(f"tracker step ({self.num_slots} slot(s))") as watch:
+    returns how long that took and whether it came from the compilation cache. `say` (print, a
+    logger) is told before ("compiling the tracker step ...") and after (ready in N s, cached?)."""
+    with compile_cache.CompileWatch(f"tracker step ({self.num_slots} slot(s))", say=say) as watch:
       jax.block_until_ready(self.step(np.stack([self._idle_search] * self.num_slots)))
+    if say is not None:
+      say(watch.line())
     return watch
 
   def step(self, search: np.ndarray) -> dict:
@@ -473,8 +476,8 @@ class Tracker:
     box, score = self._core.track([frame])[0]
     return box, score
 
-  def warmup(self) -> compile_cache.CompileWatch:
-    return self._core.warmup()
+  def warmup(self, say: Callable[[str], None] | None = None) -> compile_cache.CompileWatch:
+    return self._core.warmup(say)
 
   @property
   def trace_count(self) -> int:

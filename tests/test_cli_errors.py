@@ -209,3 +209,34 @@ def test_a_config_argument_the_config_does_not_define_is_refused_naming_those_it
     for arg in module.ARGS:
       variant = config_utils.config_to_json(config_utils.load_config(f"configs/{name}.py:{arg}"))
       assert variant != default or (name, arg) == ("base", "base"), (name, arg)
+
+
+TINY = os.path.join(REPO, "configs", "tiny.py")
+
+
+@pytest.mark.parametrize("argv,expected", [
+    (["track", "--video", "/nope.mp4", "--box", "1,1,5,5", "--out", "o.gif"], "--video /nope.mp4: no such file"),
+    (["track", "--video", "/nope.mp4", "--box", "1,1,5,5", "--out", "o.xyz"], "must end in .gif or .mp4"),
+    (["export", "--checkpoint", "/nope", "--out", "m"], "/nope: no such file or folder"),
+    (["export", "--config", TINY, "--batch", "0", "--out", "m"], "--batch '0': expected a whole number >= 1"),
+    (["convert", "--vit", "/nope.pth", "--out", "x.npz"], "checkpoint not found: '/nope.pth'"),
+    (["convert", "--out", "x.npz"], "give --vit and/or --bert"),
+    (["bench", "track", "--config", "configs/nope.py"], "config file not found: 'configs/nope.py'"),
+    (["bench", "track", "--frame-size", "100,100"], "--frame-size '100,100': expected WxH"),
+    (["bench", "track", "--frames", "0"], "--frames '0': expected a whole number >= 1"),
+    (["demo", "--seeds", "0", "--workdir", "w"], "--seeds 0: need at least 1"),
+    (["demo", "--config", "configs/synthetic.py:langauge", "--workdir", "w"], "langauge"),
+    (["smoke", "--config", TINY, "--batch", "0"], "--batch '0': expected a whole number >= 1"),
+    (["analyze", "--results", "/nope", "--dataset", "otb", "--root", "/nope", "--out", "rep"],
+     "'/nope': otb root folder missing"),
+    (["synth", "--out", "d", "--size", "160,120"], "--size '160,120': expected WxH"),
+    (["train", "--config", os.path.join(REPO, "configs", "base.py"), "--workdir", "w"],
+     "data.datasets.lasot.root, data.datasets.otb99_lang.root, data.datasets.tnl2k.root are empty"),
+], ids=lambda v: v[0] if isinstance(v, list) else None)
+def test_every_verb_turns_a_mistake_into_one_line_exit_2_and_leaves_nothing(argv, expected, tmp_path,
+                                                                              monkeypatch, capsys):
+  monkeypatch.chdir(tmp_path)
+  assert cli.main(argv) == 2
+  err = capsys.readouterr().err.strip()
+  assert len(err.splitlines()) == 1 and err.startswith(f"satracker {argv[0]}: ") and expected in err, err
+  assert os.listdir(tmp_path) == []  # no workdir, output folder or data left by a refused command

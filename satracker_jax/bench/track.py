@@ -70,7 +70,8 @@ def _bench_tracker(config, variables, tok, frames, box, num_frames: int, slots: 
   bt = tracker_lib.BatchedTracker(config, variables, slots, tokenizer=tok)
   for s in range(slots):
     bt.init(s, frames[0], box, "the red target")
-  watch = bt.warmup()  # the step's compile (or cache load), outside the timed calls
+  # The step's compile (or cache load), outside the timed calls; said before and after.
+  watch = bt.warmup(say=lambda line: print(line, flush=True))
   cursor = [0]
 
   def loop():
@@ -127,8 +128,6 @@ def run(config_spec: str = "configs/tiny.py", overrides=(), *, frames: int = 100
   }
   rows = [[f"{r['slots']}", r["loop_fps"], r["loop_ms_per_call"], r["step_fps"], r["step_ms_per_call"],
            r["crop_ms_per_frame"], r["compiles"]] for r in runs]
-  print(f"tracker step compile: {runs[0]['compile_s']:.1f} s "
-        f"({'from the cache' if runs[0]['compile']['cached'] else 'compiled'})")
   print(f"{config_spec} ({m.dtype}, {result['params'] / 1e6:.1f}M params, frames {height}x{width}, "
         f"{result['machine']['device_kind']} x{result['machine']['num_devices']})")
   print(utils.format_table(["streams", "loop fps", "loop ms/call", "step fps", "step ms/call",

@@ -118,8 +118,9 @@ def run(config_spec: str = "configs/tiny.py", overrides=(), *, batch: int = 0, s
     return state_lib.jit_train_step(state_lib.make_train_step(mdl, tx, schedule, loss_fn, cfg),
                                     state_sh, mesh, tuple(device_batch))
 
-  with compile_cache.CompileWatch("train step") as watch:
+  with compile_cache.CompileWatch("train step", say=lambda line: print(line, flush=True)) as watch:
     compiled = jit_step(config).lower(state, device_batch).compile()
+  print(watch.line(), flush=True)
   compile_s = watch.seconds
   raw_flops = xla_flops(compiled)
   fusions = count_fusions(compiled)

@@ -18,7 +18,7 @@ def _data_arguments(p: argparse.ArgumentParser) -> None:
   p.add_argument("--data-root", default="",
                  help="synthetic data (satracker synth output); default: the config's data "
                       "sets, or freshly generated synthetic data when none has a root")
-  p.add_argument("--sequences", type=int, default=24, help="videos to generate (no data root)")
+  p.add_argument("--sequences", type=common.count_arg("--sequences"), default=24, help="videos to generate (no data root)")
   p.add_argument("--frame-size", default="1280x720", type=common.frame_size_arg("--frame-size"),
                  help="WxH of generated (JPEG) videos")
   p.add_argument("--workers", default="",
@@ -27,8 +27,8 @@ def _data_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _train_arguments(p: argparse.ArgumentParser) -> None:
-  p.add_argument("--batch", type=int, default=0, help="global batch (0: the config's)")
-  p.add_argument("--steps", type=int, default=10, help="timed steps")
+  p.add_argument("--batch", type=common.count_arg("--batch", 0), default=0, help="global batch (0: the config's)")
+  p.add_argument("--steps", type=common.count_arg("--steps"), default=10, help="timed steps")
   p.add_argument("--warmup", type=int, default=2, help="untimed steps after compilation")
   p.add_argument("--bf16", action="store_true", help="bf16 compute (f32 master weights)")
   p.add_argument("--peak-flops", type=float, default=0.0,
@@ -36,8 +36,8 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _track_arguments(p: argparse.ArgumentParser) -> None:
-  p.add_argument("--frames", type=int, default=100, help="timed calls per measurement")
-  p.add_argument("--parallel", type=int, default=0, help="also time a BatchedTracker of N slots (0: the single stream only)")
+  p.add_argument("--frames", type=common.count_arg("--frames"), default=100, help="timed calls per measurement")
+  p.add_argument("--parallel", type=common.count_arg("--parallel", 0), default=0, help="also time a BatchedTracker of N slots (0: the single stream only)")
   p.add_argument("--bf16", action="store_true", help="bfloat16 compute (model.dtype)")
   p.add_argument("--frame-size", default="640x480", type=common.frame_size_arg("--frame-size"),
                  help="WxH of the synthetic frames")
@@ -46,7 +46,7 @@ def _track_arguments(p: argparse.ArgumentParser) -> None:
 def _scale_arguments(p: argparse.ArgumentParser) -> None:
   p.add_argument("--devices", type=int, default=8, help="fake CPU devices to compile for")
   p.add_argument("--mesh", default="data=-1,fsdp=1", help="data=A,fsdp=B (one may be -1)")
-  p.add_argument("--batch", type=int, default=0, help="global batch (0: the config's)")
+  p.add_argument("--batch", type=common.count_arg("--batch", 0), default=0, help="global batch (0: the config's)")
   p.add_argument("--remat", default="", choices=("", "none", "full", "dots"),
                  help="model.remat policy (default: the config's)")
   p.add_argument("--memory-gib", type=float, default=16.0, help="per-device memory the step must fit")
@@ -55,9 +55,9 @@ def _scale_arguments(p: argparse.ArgumentParser) -> None:
 def _eval_arguments(p: argparse.ArgumentParser) -> None:
   p.add_argument("--frame-size", default="1280x720", type=common.frame_size_arg("--frame-size"),
                  help="WxH of the generated JPEG videos")
-  p.add_argument("--sequences", type=int, default=8, help="videos to generate")
-  p.add_argument("--frames", type=int, default=60, help="frames per video")
-  p.add_argument("--parallel", type=int, default=8, help="sequences tracked at once")
+  p.add_argument("--sequences", type=common.count_arg("--sequences"), default=8, help="videos to generate")
+  p.add_argument("--frames", type=common.count_arg("--frames"), default=60, help="frames per video")
+  p.add_argument("--parallel", type=common.count_arg("--parallel"), default=8, help="sequences tracked at once")
   p.add_argument("--workers", type=int, default=0, help="decoding threads (0: all cores)")
   p.add_argument("--data-root", default="",
                  help="satracker synth output to read instead (default: videos generated afresh)")

@@ -15,6 +15,21 @@ def add_model_arguments(parser: argparse.ArgumentParser, config_help: str = "") 
                            " (default: the checkpoint's own config)")
 
 
+def count_arg(option: str, minimum: int = 1):
+  """An argparse `type` for a whole number >= `minimum` (a batch, a number of frames or steps); a
+  mistake ends as one line and exit 2 (`cli.main`), not a traceback from deep inside JAX."""
+  def parse(text: str) -> int:
+    from satracker_jax.config_utils import ConfigError  # noqa: PLC0415
+    try:
+      value = int(text)
+    except ValueError:
+      value = None
+    if value is None or value < minimum:
+      raise ConfigError(f"{option} {text!r}: expected a whole number >= {minimum}")
+    return value
+  return parse
+
+
 def frame_size_arg(option: str):
   """An argparse `type` for a frame size WxH (every verb's one syntax) -> (width, height). A
   mistake, the old H,W of `bench track` included, ends as one line and exit 2 (`cli.main`)."""

@@ -7,6 +7,8 @@ import argparse
 import logging
 import os
 
+from satracker_jax.cli import common
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--workdir", default="demo_workdir", help="everything is written under here")
@@ -19,9 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--protocols", default="",
                       help="comma-separated protocols to evaluate every model under (nl_bb, bb, "
                            "nl; default: nl_bb, plus nl when the config trains grounding)")
-  parser.add_argument("--steps", type=int, default=0, help="training steps (0: the config's)")
+  parser.add_argument("--steps", type=common.count_arg("--steps", 0), default=0, help="training steps (0: the config's)")
   parser.add_argument("--seed", type=int, default=-1, help="training and data seed (-1: the config's)")
-  parser.add_argument("--parallel", type=int, default=1, help="test sequences tracked per call")
+  parser.add_argument("--parallel", type=common.count_arg("--parallel"), default=1, help="test sequences tracked per call")
   parser.add_argument("--no-progress", action="store_true", help="no progress bars (logs, CI)")
 
 

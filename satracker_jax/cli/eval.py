@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="test, train, all (LaSOT, TNL2K, synthetic), val (GOT-10k); OTB has one")
   parser.add_argument("--out", required=True,
                       help="raw results + metrics.json go here (a folder or a bucket URL, gs://...)")
-  parser.add_argument("--parallel", type=int, default=0,
+  parser.add_argument("--parallel", type=common.count_arg("--parallel", 0), default=0,
                       help="sequences tracked at once (batched, spread over the local devices); "
                            "default: config.eval.parallel or the device count, the larger")
   parser.add_argument("--workers", type=int, default=0,

@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--out", required=True,
                       help="stablehlo: the serialised file (sidecar FILE.json); orbax: a folder. "
                            "Either may be a bucket URL (gs://...)")
-  parser.add_argument("--batch", type=int, default=1, help="stablehlo: batch size baked into the export")
+  parser.add_argument("--batch", type=common.count_arg("--batch"), default=1, help="stablehlo: batch size baked into the export")
   parser.add_argument("--weights", choices=("baked", "inputs"), default="baked",
                       help="stablehlo: baked = constants inside FILE; inputs = FILE.weights.npz "
                            "bound at load")

@@ -6,11 +6,12 @@ import argparse
 import jax
 
 from satracker_jax import config_utils
+from satracker_jax.cli import common
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--config", default="configs/tiny.py", help="config file[:arg]")
-  parser.add_argument("--batch", type=int, default=8, help="batch size of the random inputs")
+  parser.add_argument("--batch", type=common.count_arg("--batch"), default=8, help="batch size of the random inputs")
   parser.add_argument("--seed", type=int, default=0, help="seed of the parameters and the inputs")
 
 

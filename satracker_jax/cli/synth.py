@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--sequences", type=int, default=100, help="videos in total (train + test)")
   parser.add_argument("--seed", type=int, default=0,
                       help="generator seed: the same seed, count and size give the same bytes")
-  parser.add_argument("--frames", type=int, default=48, help="frames per video")
+  parser.add_argument("--frames", type=common.count_arg("--frames"), default=48, help="frames per video")
   parser.add_argument("--size", default="160x120", type=common.frame_size_arg("--size"),
                       help="frame size WxH")
   parser.add_argument("--split-test", type=int, default=None,

@@ -111,13 +111,14 @@ def run(args, overrides) -> int:
   try:
     summary = tv.track_video(config, variables, frames, box, sentence, args.out, fps=args.fps,
                              max_frames=args.max_frames, max_side=args.max_side,
-                             gt_boxes=gts if args.show_gt else None, results=args.results)
+                             gt_boxes=gts if args.show_gt else None, results=args.results,
+                             say=lambda line: print(line, flush=True))
   except ValueError as e:
     raise SystemExit(str(e)) from None
   if summary["grounded"]:
     print("frame 0: first box grounded from the sentence: " +
           ",".join(f"{v:.1f}" for v in summary["first_box"]) +
           f" (score {summary['grounding_score']:.2f})", file=sys.stdout)
-  print(f"tracked {summary['frames']} frames ({summary['fps']:.1f} frames/s incl. first-call compile); "
+  print(f"tracked {summary['frames']} frames ({summary['fps']:.1f} frames/s after the compile); "
         f"wrote {args.out}", file=sys.stdout)
   return 0

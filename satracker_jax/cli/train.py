@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 
 EPILOG = """\
@@ -87,6 +88,7 @@ def run(args, overrides) -> int:
   if problem:
     print(f"satracker train: {problem}", file=sys.stderr)
     return 2
+  new_workdir = not paths.is_url(args.workdir) and not os.path.exists(args.workdir)
   try:
     paths.ensure_dir(args.workdir, "--workdir")
   except paths.OutputPathError as e:
@@ -99,6 +101,12 @@ def run(args, overrides) -> int:
   except loop.TrainingStopped as e:
     print(f"satracker train: {e}", file=sys.stderr)
     return 1
+  except (config_utils.ConfigError, SystemExit):
+    # Refused before anything was trained (data roots, resume check, ...): a workdir this command
+    # created is removed again while it holds nothing but empty folders.
+    if new_workdir and not any(files for _, _, files in os.walk(args.workdir)):
+      shutil.rmtree(args.workdir, ignore_errors=True)
+    raise
   if summary["loss"] is None:  # nothing left to train: no loss to report
     print(f"finished: step {summary['step']}: the workdir already holds train.total_steps="
           f"{config.train.total_steps} (raise it to train on)")

@@ -292,10 +292,8 @@ def track_sequences(config, variables, sequences, out_dir: str, parallel: int = 
                                                  crop_pool=crop_pool, share_with=trackers[0]))
     summary.devices = trackers[0].num_devices
     # Compile outside the timed frames (the waves share the executable).
-    summary.compile = trackers[0].warmup().as_dict()
-    if progress:
-      print(f"[eval] tracker step ready in {summary.compile['seconds']:.1f} s "
-            f"({'from the compilation cache' if summary.compile['cached'] else 'compiled'})", flush=True)
+    summary.compile = trackers[0].warmup(
+        say=(lambda line: print(f"[eval] {line}", flush=True)) if progress else None).as_dict()
     bar.start = start = time.perf_counter()
     cpu_start = time.process_time()
     run_slots(trackers, work, decode_pool, depth, reduced_decode, stats, bar, on_done, on_fail,

@@ -382,8 +382,7 @@ def train(config, workdir: str, *, model=None, loss_fn: Optional[Callable] = Non
         train_step = state_lib.jit_train_step(step_fn, state_sh, mesh, keys)
       batch = state_lib.device_batch(local, mesh)
       if watch is None:
-        say(f"compiling the train step (compilation cache: {compile_cache.active_directory() or 'off'}) ...")
-        with compile_cache.CompileWatch("train step") as watch:
+        with compile_cache.CompileWatch("train step", say=say) as watch:
           state, metrics = train_step(state, batch)
         say(watch.line())
         # The rate (and ETA) counts from the first step's end: the compile is not a step.
