@@ -232,6 +232,9 @@ TINY = os.path.join(REPO, "configs", "tiny.py")
     (["synth", "--out", "d", "--size", "160,120"], "--size '160,120': expected WxH"),
     (["train", "--config", os.path.join(REPO, "configs", "base.py"), "--workdir", "w"],
      "data.datasets.lasot.root, data.datasets.otb99_lang.root, data.datasets.tnl2k.root are empty"),
+    (["train", "--config", os.path.join(REPO, "configs", "synthetic.py"), "--workdir", "w",
+      "--config.data.datasets.synthetic.root=gs://bucket/synthetic"],
+     "root=gs://bucket/synthetic: training data on a bucket is read from a mounted folder"),
 ], ids=lambda v: v[0] if isinstance(v, list) else None)
 def test_every_verb_turns_a_mistake_into_one_line_exit_2_and_leaves_nothing(argv, expected, tmp_path,
                                                                               monkeypatch, capsys):

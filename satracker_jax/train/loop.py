@@ -118,7 +118,13 @@ def check_data_roots(config) -> None:
         f"(--config.data.datasets.{empty[0]}.weight=0)")
   for name, spec in sorted(datasets.items()):
     root = str(spec.root)
-    if not paths.is_url(root) and not os.path.isdir(root):
+    if paths.is_url(root):
+      # The readers index a data set with local file calls (both backends), so a URL root would
+      # read as a missing folder deep in the first batch; said here instead, with what works.
+      raise config_utils.ConfigError(
+          f"data.datasets.{name}.root={root}: training data on a bucket is read from a mounted "
+          "folder (for example gcsfuse; docs/TRAINING.md); give the mount point")
+    if not os.path.isdir(root):
       raise config_utils.ConfigError(f"data.datasets.{name}.root={root}: no such folder; give the "
                                      f"{name} data set's root (--config.data.datasets.{name}.root=DIR)")
 
