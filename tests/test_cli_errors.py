@@ -243,3 +243,17 @@ def test_every_verb_turns_a_mistake_into_one_line_exit_2_and_leaves_nothing(argv
   err = capsys.readouterr().err.strip()
   assert len(err.splitlines()) == 1 and err.startswith(f"satracker {argv[0]}: ") and expected in err, err
   assert os.listdir(tmp_path) == []  # no workdir, output folder or data left by a refused command
+
+
+def test_a_synthetic_config_without_a_checkpoint_takes_the_vocabulary_of_the_data_set_it_reads(
+    tmp_path, monkeypatch, capsys):
+  """eval --config configs/synthetic.py (random weights) on a synthetic root tokenizes with that
+  root's vocab.txt; track, which reads no data set, says in one line how to name one."""
+  from satracker_jax.cli import common
+  args = type("Args", (), {"checkpoint": "", "config": os.path.join(REPO, "configs", "synthetic.py")})()
+  config, _ = common.load_model(args, [], needs_vocab=True, synthetic_root="/data/synth")
+  assert config.text.vocab_file == "/data/synth/vocab.txt"
+  with pytest.raises(SystemExit, match="a synthetic config's vocabulary is the one its data set"):
+    common.load_model(args, [], needs_vocab=True)
+  config, _ = common.load_model(args, [])  # export needs no vocabulary
+  assert "{synthetic_root}" in config.text.vocab_file

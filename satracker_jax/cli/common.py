@@ -44,13 +44,24 @@ def frame_size_arg(option: str):
   return parse
 
 
-def load_model(args, overrides):
-  """(config, variables) from --checkpoint / --config; a clear one-line exit on any mismatch."""
+def load_model(args, overrides, needs_vocab: bool = False, synthetic_root: str = ""):
+  """(config, variables) from --checkpoint / --config; a clear one-line exit on any mismatch.
+
+  `needs_vocab` (verbs that tokenize): a vocabulary the config cannot name is a one-line error.
+  `synthetic_root`: the synthetic data set the verb reads, whose vocab.txt a synthetic config's
+  `text.vocab_file` ("{synthetic_root}/vocab.txt") means when no checkpoint has resolved it."""
   from satracker_jax import model_io  # noqa: PLC0415
   try:
     config, variables, random = model_io.load_model(args.checkpoint, args.config, overrides)
   except (ValueError, FileNotFoundError, KeyError) as e:
     raise SystemExit(str(e).strip("'\"")) from None
+  vocab = str(config.text.get("vocab_file", ""))
+  if needs_vocab and "{synthetic_root}" in vocab:
+    if not synthetic_root:
+      raise SystemExit(f"text.vocab_file is {vocab!r}: a synthetic config's vocabulary is the one its "
+                       "data set was generated with; give a trained --checkpoint, or "
+                       "--config.text.vocab_file=ROOT/vocab.txt of the synthetic data set")
+    config.text.vocab_file = vocab.replace("{synthetic_root}", str(synthetic_root))
   if random:
     print("WARNING: no --checkpoint: using RANDOMLY INITIALISED weights", file=sys.stderr)
   return config, variables

@@ -68,7 +68,8 @@ def run(args, overrides) -> int:
   except (ValueError, FileNotFoundError) as e:  # readers.DatasetError is a ValueError
     raise SystemExit(str(e)) from None
   check_out()
-  config, variables = common.load_model(args, overrides)
+  config, variables = common.load_model(
+      args, overrides, needs_vocab=True, synthetic_root=args.root if args.dataset == "synthetic" else "")
   if args.limit:
     sequences = sequences[:args.limit]
   source = os.fspath(paths.resolve(args.checkpoint)) if args.checkpoint else "random weights"

@@ -107,7 +107,7 @@ def run(args, overrides) -> int:
     raise SystemExit("--text is required with a first box (no language.txt / nlp.txt beside the "
                      "frames); --protocol bb tracks from the box alone")
 
-  config, variables = common.load_model(args, overrides)
+  config, variables = common.load_model(args, overrides, needs_vocab=True)
   try:
     summary = tv.track_video(config, variables, frames, box, sentence, args.out, fps=args.fps,
                              max_frames=args.max_frames, max_side=args.max_side,
