@@ -74,7 +74,7 @@ class CompileWatch:
 
       with CompileWatch("train step") as w:
         state, metrics = step(state, batch)
-      print(w.line())   # "train step: compiled in 41.2 s (not in the cache; saved for next time)"
+      print(w.line())   # "train step: ready in 41.2 s (not in the compilation cache; saved for next time)"
   """
 
   def __init__(self, what: str, say: Optional[Callable[[str], None]] = None):

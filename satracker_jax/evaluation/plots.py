@@ -85,13 +85,22 @@ def plot_attributes(attributes: dict[str, list[dict]], path: str, subtitle: str 
   ax = fig.add_subplot(1, 1, 1)
   xs = _grouped_bars(ax, len(rows), names, colors, lambda name: [
       100.0 * r["auc"] if r["auc"] is not None else 0.0 for r in attributes[name]])
+  labels = [f"{r['short']}\n({r['num_sequences']})" for r in rows]
+  return _save_bars(fig, ax, xs, labels, path, label_size="small", top=100, ylabel="Success AUC [%]",
+                    title=_title("Success AUC per attribute", subtitle), legend_y=-0.14, ncol=4)
+
+
+def _save_bars(fig, ax, xs, labels, path: str, *, top: float, ylabel: str, title: str,
+               legend_y: float, ncol: int, label_size=None) -> str:
+  """The finish every bar plot shares: y range and grid, the legend below the axes (inside, it
+  would hide the bars near the top), saved to `path`."""
   ax.set_xticks(xs)
-  ax.set_xticklabels([f"{r['short']}\n({r['num_sequences']})" for r in rows], fontsize="small")
-  ax.set_ylim(0, 100)
-  ax.set_ylabel("Success AUC [%]")
-  ax.set_title(_title("Success AUC per attribute", subtitle))
+  ax.set_xticklabels(labels, fontsize=label_size)
+  ax.set_ylim(0, top)
+  ax.set_ylabel(ylabel)
+  ax.set_title(title)
   ax.grid(True, axis="y", linestyle=":")
-  ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=4, fontsize="small",
+  ax.legend(loc="upper center", bbox_to_anchor=(0.5, legend_y), ncol=ncol, fontsize="small",
             frameon=False)
   fig.tight_layout()
   fig.savefig(path, dpi=100)
@@ -128,16 +137,7 @@ def plot_grounding_by_mode(breakdown: dict, path: str, subtitle: str = "",
   if chance:
     ax.scatter([c[0] for c in chance], [c[1] for c in chance], marker="_", s=900, color="k",
                zorder=3, label="a random one of the target and its twins")
-  ax.set_xticks(xs)
-  ax.set_xticklabels([f"{m}\n({utils.plural(first[m]['videos'], 'video')})" if m in first else m
-                      for m in modes])
-  ax.set_ylim(0, 1.02)
-  ax.set_ylabel("frame-0 grounding (IoU > 0.5)")
-  ax.set_title(_title("Frame-0 grounding by mode", subtitle))
-  ax.grid(True, axis="y", linestyle=":")
-  # Below the axes: inside, it would hide the bars near 1.
-  ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, fontsize="small",
-            frameon=False)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  return path
+  labels = [f"{m}\n({utils.plural(first[m]['videos'], 'video')})" if m in first else m
+            for m in modes]
+  return _save_bars(fig, ax, xs, labels, path, top=1.02, ylabel="frame-0 grounding (IoU > 0.5)",
+                    title=_title("Frame-0 grounding by mode", subtitle), legend_y=-0.16, ncol=3)
