@@ -1,4 +1,5 @@
 """`satracker eval` runner: raw results + metrics.json, resumable, serial == batched."""
+import copy
 import json
 import os
 
@@ -442,3 +443,22 @@ def test_eval_says_when_it_replaces_results_of_another_model(setup, capsys):
   old, new = (provenance_lib.fingerprint_variables({"w": jnp.full((), w)}) for w in (0.0, 1.0))
   assert lines == [f"replacing the results of another model in {out}: 2 of 2 sequences (seq_a, "
                    f"seq_b) were tracked by runs/a (model {old}); now tracking with runs/b (model {new})"]
+
+
+def test_a_tokenizer_that_cannot_be_built_costs_no_results(setup):
+  """Another model whose vocabulary file is missing fails before the results of the model
+  already in --out are judged stale: nothing deleted, provenance unchanged."""
+  config, variables, sequences, kwargs, tmp_path = setup
+  out = str(tmp_path / "results")
+  runner.track_sequences(config, variables, sequences, out, **kwargs)
+  with open(os.path.join(out, "provenance.json")) as f:
+    before = f.read()
+  other = copy.deepcopy(config)
+  other.text.tokenizer, other.text.vocab_file = "wordpiece", str(tmp_path / "missing_vocab.txt")
+  with pytest.raises(FileNotFoundError, match="missing_vocab.txt"):
+    runner.track_sequences(other, variables, sequences, out, model_fingerprint="another-model",
+                           **dict(kwargs, tokenizer=None))
+  with open(os.path.join(out, "provenance.json")) as f:
+    assert f.read() == before
+  for s in sequences:
+    assert results_io.read_boxes(results_io.results_path(out, s.name)).shape[0] > 0

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -62,6 +63,13 @@ def load_model(args, overrides, needs_vocab: bool = False, synthetic_root: str =
                        "data set was generated with; give a trained --checkpoint, or "
                        "--config.text.vocab_file=ROOT/vocab.txt of the synthetic data set")
     config.text.vocab_file = vocab.replace("{synthetic_root}", str(synthetic_root))
+  if needs_vocab:  # a missing vocabulary file: one line now, not a traceback after the model loads
+    kind = str(config.text.get("tokenizer", "wordpiece"))
+    field = {"wordpiece": "vocab_file", "sentencepiece": "spm_model"}.get(kind)
+    path = str(config.text.get(field, "")) if field else ""
+    if path and not os.path.isfile(path):
+      raise SystemExit(f"text.{field} {path}: no such file (the {kind} tokenizer's vocabulary; "
+                       f"--config.text.{field}=PATH)")
   if random:
     print("WARNING: no --checkpoint: using RANDOMLY INITIALISED weights", file=sys.stderr)
   return config, variables

@@ -204,6 +204,11 @@ def track_sequences(config, variables, sequences, out_dir: str, parallel: int = 
   sequences = list(sequences)
   if not sequences:
     raise ValueError("no sequences to evaluate")
+  if tokenizer is None:
+    # Before anything in out_dir is touched: a tokenizer that cannot be built (a wrong vocab
+    # path) must not cost the results already there (stale ones are deleted below).
+    from satracker_jax.tokenizer import build_tokenizer  # noqa: PLC0415
+    tokenizer = build_tokenizer(config.text, max_len=config.model.max_text_len)
   os.makedirs(out_dir, exist_ok=True)
   devices = list(jax.local_devices() if devices is None else devices)
   workers = int(workers) or os.cpu_count() or 1
