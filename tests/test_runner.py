@@ -290,7 +290,7 @@ def test_eval_verb_prints_failures_and_exits_nonzero(setup, monkeypatch, capsys)
   from satracker_jax.cli import eval as eval_verb
   config, variables, sequences, kwargs, tmp_path = setup
   os.remove(sequences[1].frames[2])
-  monkeypatch.setattr(common, "load_model", lambda args, overrides: (config, variables))
+  monkeypatch.setattr(common, "load_model", lambda args, overrides, **_: (config, variables))
   real = runner.evaluate
   monkeypatch.setattr(runner, "evaluate", lambda *a, **k: real(
       *a, **{**k, "apply_fn": kwargs["apply_fn"], "tokenizer": kwargs["tokenizer"]}))
@@ -378,7 +378,7 @@ def test_eval_verb_toolkit_rescores_without_retracking(setup, monkeypatch, capsy
   from satracker_jax.cli import common
   from satracker_jax.cli import eval as eval_verb
   config, variables, sequences, kwargs, tmp_path = setup
-  monkeypatch.setattr(common, "load_model", lambda args, overrides: (config, variables))
+  monkeypatch.setattr(common, "load_model", lambda args, overrides, **_: (config, variables))
   real = runner.evaluate
   monkeypatch.setattr(runner, "evaluate", lambda *a, **k: real(
       *a, **{**k, "apply_fn": kwargs["apply_fn"], "tokenizer": kwargs["tokenizer"]}))

@@ -76,7 +76,7 @@ def oracle_model(monkeypatch):
     return oracle.tracker
 
   monkeypatch.setattr(track_video.tracker_lib, "Tracker", make_tracker)
-  monkeypatch.setattr(common, "load_model", lambda args, overrides: (config, {"params": {}}))
+  monkeypatch.setattr(common, "load_model", lambda args, overrides, **_: (config, {"params": {}}))
   return oracle
 
 
