@@ -251,8 +251,13 @@ def test_a_synthetic_config_without_a_checkpoint_takes_the_vocabulary_of_the_dat
   root's vocab.txt; track, which reads no data set, says in one line how to name one."""
   from satracker_jax.cli import common
   args = type("Args", (), {"checkpoint": "", "config": os.path.join(REPO, "configs", "synthetic.py")})()
-  config, _ = common.load_model(args, [], needs_vocab=True, synthetic_root="/data/synth")
-  assert config.text.vocab_file == "/data/synth/vocab.txt"
+  root = tmp_path / "synth"
+  with pytest.raises(SystemExit, match=f"text.vocab_file {root}/vocab.txt: no such file"):
+    common.load_model(args, [], needs_vocab=True, synthetic_root=str(root))
+  root.mkdir()
+  (root / "vocab.txt").write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\nred\n")
+  config, _ = common.load_model(args, [], needs_vocab=True, synthetic_root=str(root))
+  assert config.text.vocab_file == f"{root}/vocab.txt"
   with pytest.raises(SystemExit, match="a synthetic config's vocabulary is the one its data set"):
     common.load_model(args, [], needs_vocab=True)
   config, _ = common.load_model(args, [])  # export needs no vocabulary
