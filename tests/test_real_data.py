@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
 import tarfile
 import tempfile
 
@@ -30,7 +31,27 @@ import pytest
 from satracker_jax import cli
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED_DATA = os.path.join(os.path.dirname(REPO), "shared", "data")
+
+
+def _shared_data() -> str:
+  """../shared/data beside the repository; for a clone of a local checkout made elsewhere (a fresh
+  clone in a temporary folder, as CI's check does), beside the checkout it was cloned from."""
+  beside = os.path.join(os.path.dirname(REPO), "shared", "data")
+  if os.path.isdir(beside):
+    return beside
+  try:
+    origin = subprocess.run(["git", "-C", REPO, "config", "--get", "remote.origin.url"],
+                            capture_output=True, text=True, timeout=10).stdout.strip()
+  except (OSError, subprocess.SubprocessError):
+    origin = ""
+  if origin and os.path.isdir(origin):
+    cloned_from = os.path.join(os.path.dirname(os.path.abspath(origin)), "shared", "data")
+    if os.path.isdir(cloned_from):
+      return cloned_from
+  return beside
+
+
+SHARED_DATA = _shared_data()
 ARCHIVE = os.environ.get("SATRACKER_REAL_DATA", os.path.join(SHARED_DATA, "real.tar.xz"))
 TNL2K_ARCHIVE = os.environ.get("SATRACKER_TNL2K_TOOLKIT",
                                os.path.join(SHARED_DATA, "tnl2k_toolkit.tar.xz"))
