@@ -113,8 +113,9 @@ def get_config(arg=None):
   # JPEG decoded at 1/2, 1/4, 1/8 when the crop shrinks the frame >= 2x that (0: off; 2: closer
   # to the tracker's crops, ~15% more CPU; data_pipelines/crop_window.py states the differences).
   c.data.jpeg_dct_oversample = 1.0
-  # Who makes the pixels: "tf" (tf.data graph, data_pipelines/sampler.py) or "numpy" (Pillow and
-  # numpy, data_pipelines/numpy_sampler.py: the same batches, no TensorFlow).
+  # Who makes the pixels: "tf" (tf.data graph, data_pipelines/sampler.py; reads bucket roots too) or
+  # "numpy" (Pillow and numpy, data_pipelines/numpy_sampler.py: the same batches, no TensorFlow,
+  # local or mounted roots only).
   c.data.backend = "tf"
   # How many input workers, and of which kind: "threads" or "processes", optionally ":N" for N of
   # them (threads:4, processes:16); without a count, one per CPU this process may use (its
@@ -125,7 +126,8 @@ def get_config(arg=None):
   # sample planner) scale with the cores: what a GPU host needs. The bytes never depend on it.
   c.data.workers = "threads"
   c.data.prefetch = 2
-  c.data.cache_dir = ""  # sequence index cache; "" = beside the data set root
+  # Sequence index cache; "" = beside the data set root (a bucket root: ~/.cache/satracker-jax/index).
+  c.data.cache_dir = ""
 
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 32  # global batch

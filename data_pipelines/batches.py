@@ -19,7 +19,7 @@ from typing import Callable, Iterator, Optional
 
 import numpy as np
 
-from data_pipelines import processing, readers, synthetic
+from data_pipelines import files, processing, readers, synthetic
 from satracker_jax import utils
 from satracker_jax.tokenizer import build_tokenizer
 
@@ -60,6 +60,20 @@ def usable_cpus() -> int:
     log.info("input workers: %d CPUs usable by this process (%s; the node has %d)", usable,
              source, node)
   return usable
+
+
+def bucket_root_problem(config, backend: str) -> str:
+  """One line when a data set to train on has a bucket root and `backend` ("tf" or "numpy") cannot
+  read it (numpy: Pillow opens local files only), else "". The tf backend reads buckets directly."""
+  if backend != "numpy":
+    return ""
+  for name, spec in sorted(config.data.get("datasets", {}).items()):
+    root = str(spec.get("root", ""))
+    if files.is_url(root) and float(spec.get("weight", 1.0)) > 0:
+      return (f"data.datasets.{name}.root={root}: data.backend=numpy reads a local or mounted "
+              "folder only; data.backend=tf reads a bucket directly (or mount the bucket, e.g. "
+              "with gcsfuse)")
+  return ""
 
 
 def load_datasets(config) -> list[tuple[str, float, list]]:

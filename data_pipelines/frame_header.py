@@ -4,12 +4,14 @@ The sampler plans every crop in Python (`crop_window.plan_crop` needs the frame 
 graph reads and decodes the frame; reading the header there also finds missing files and broken
 headers cheaply, so they are replaced with the right reason. JPEG (SOF marker) and PNG (IHDR) are
 parsed here in a few microseconds; any other format goes through Pillow's lazy `Image.open`, which
-reads the header only.
+reads the header only. A frame on a bucket (a URL) is read through `data_pipelines/files.py`.
 """
 from __future__ import annotations
 
 import struct
 from typing import NamedTuple
+
+from data_pipelines import files
 
 JPEG, OTHER = 0, 1
 _HEAD = 1 << 13  # most JPEG headers fit; longer ones (EXIF) are read on as needed
@@ -64,7 +66,7 @@ def _jpeg_size(f, head: bytes) -> tuple[int, int]:
 
 def read_header(path: str) -> FrameHeader:
   """FileNotFoundError for missing files, HeaderError for anything that is not an image."""
-  with open(path, "rb") as f:
+  with files.open(path) as f:
     head = f.read(_HEAD)
     if head[:3] == b"\xff\xd8\xff":
       width, height = _jpeg_size(f, head)
@@ -73,17 +75,18 @@ def read_header(path: str) -> FrameHeader:
       width, height = struct.unpack(">II", head[16:24])
       codec = OTHER
     else:
-      width, height = _pillow_size(path)
+      f.seek(0)
+      width, height = _pillow_size(f)
       codec = OTHER
   if width <= 0 or height <= 0:
     raise HeaderError(f"image size {width}x{height}")
   return FrameHeader(codec, int(width), int(height))
 
 
-def _pillow_size(path: str) -> tuple[int, int]:
+def _pillow_size(f) -> tuple[int, int]:
   from PIL import Image  # noqa: PLC0415  (the slow path: formats other than JPEG and PNG)
   try:
-    with Image.open(path) as img:
+    with Image.open(f) as img:
       return img.size
   except Exception as e:  # Pillow raises UnidentifiedImageError, OSError, SyntaxError...
     raise HeaderError(f"not an image ({e})") from None

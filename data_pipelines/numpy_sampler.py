@@ -320,10 +320,9 @@ def make_dataset(config, start_index: int = 0, process_index: int = 0, process_c
   `sampler.make_dataset`'s arguments and result, without TensorFlow; made by `data.workers`."""
   batch_size = batches_lib.local_batch_size(config, process_index, process_count, batch_size)
   maker_given = sample_maker is not None or datasets is not None
-  for name, spec in config.data.datasets.items():  # Pillow opens local files only
-    if "://" in str(spec.get("root", "")) and float(spec.get("weight", 1.0)) > 0 and not maker_given:
-      raise ValueError(f"data.datasets.{name}.root={spec.root}: data.backend=numpy reads a local or "
-                       "mounted folder only (mount the bucket, e.g. with gcsfuse, or copy the data)")
+  problem = "" if maker_given else batches_lib.bucket_root_problem(config, "numpy")
+  if problem:  # Pillow opens local files only
+    raise ValueError(problem)
   maker = sample_maker or build_sample_maker(config, datasets)
   global_batch = batch_size * process_count
   first = int(start_index) + process_index * batch_size

@@ -1,7 +1,13 @@
-"""Tracking data sets on disk -> `Sequence` records. No TensorFlow here: eval and the tracker use it.
+"""Tracking data sets on disk -> `Sequence` records. No TensorFlow here for local data: eval and the
+tracker use it.
 
     sequences = load_dataset("lasot", "/data/LaSOT", "test")
     sequences = load_dataset("otb", "/data/OTB100", annotations_only=True)   # scoring: no frames
+    sequences = load_dataset("lasot", "gs://bucket/LaSOT", "train")         # frames are URLs too
+
+A root may be a bucket URL: every file call goes through `data_pipelines/files.py` (local paths
+through `os` as before, URLs through `tf.io.gfile`, TensorFlow imported only then), and the
+sequences' frames are URLs, which the tf.data sampler reads (`tf.io.read_file`).
 
 Layouts (first line of the language file, lower-cased and stripped, is the sentence):
   lasot       <class>/<class>-N/{img/%08d.jpg, groundtruth.txt, nlp.txt, full_occlusion.txt,
@@ -44,9 +50,12 @@ content (the sampler replaces it), while a sequence whose last frame number disa
 count is structural.
 
 The index (names, frame naming, boxes, sentences) is cached on first read in an .npz beside the
-root (or in `cache_dir`) and rebuilt when the listing of the root or of its sequence folders
+root (or in `cache_dir`; for a bucket root in `default_url_cache_dir()`, a local folder, when
+`cache_dir` is empty) and rebuilt when the listing of the root or of its sequence folders
 changes (names or mtimes), when any annotation, flag or sentence file it read changes (size or
 mtime; a file it looked for and did not find appears), or when this reader's version changes.
+A bucket has no folder mtimes: there the listings count by their names only, so frames replaced
+in place under the same names are not noticed (annotation files still are, by size and mtime).
 Each process writes its own temporary file and renames it over the cache (atomic: a reader sees
 the old index or the new one, never a torn one); a cache that cannot be read is rebuilt, with a
 warning.
@@ -67,7 +76,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from data_pipelines import otb_sequences
+from data_pipelines import files, otb_sequences
 from data_pipelines.lasot_split import lasot_test_sequences
 from satracker_jax import box_files
 
@@ -93,18 +102,10 @@ class DatasetError(ValueError):
 _FILES_READ: contextvars.ContextVar[Optional[dict]] = contextvars.ContextVar("files_read", default=None)
 
 
-def _file_state(path: str) -> list:
-  try:
-    st = os.stat(path)
-    return [st.st_size, st.st_mtime_ns]
-  except OSError:
-    return [-1, 0]  # missing: its appearance changes the data set too
-
-
 def _note_read(path: str) -> None:
-  files = _FILES_READ.get()
-  if files is not None and path not in files:
-    files[path] = _file_state(path)
+  read = _FILES_READ.get()
+  if read is not None and path not in read:
+    read[path] = files.states([path])[0]  # missing: [-1, 0], its appearance changes the data set too
 
 
 @dataclasses.dataclass
@@ -140,9 +141,10 @@ def read_boxes(path: str) -> np.ndarray:
   """[N, 4] float64 from a groundtruth file; empty / NaN lines become NaN rows
   (`satracker_jax.box_files`, the one box-file parser)."""
   _note_read(path)
-  if not os.path.isfile(path):
+  if not files.isfile(path):
     raise DatasetError(f"{path}: groundtruth file missing")
-  return box_files.read_rows(path, 4, blank_lines_absent=True, error=DatasetError)
+  return box_files.parse_rows(files.read_bytes(path), path, 4, blank_lines_absent=True,
+                              error=DatasetError)
 
 
 def box_visible(boxes: np.ndarray) -> np.ndarray:
@@ -156,10 +158,9 @@ def read_sentence(path: str) -> tuple[str, str]:
   decodes it with replacement characters and names it); "" when the sentence is fine."""
   from satracker_jax.tokenizer import decode_sentence_bytes  # noqa: PLC0415  (numpy-only module)
   _note_read(path)
-  if not os.path.isfile(path):
+  if not files.isfile(path):
     return "", path
-  with open(path, "rb") as f:
-    data = f.read()
+  data = files.read_bytes(path)
   try:
     text = decode_sentence_bytes(data, path)
   except ValueError:
@@ -174,10 +175,9 @@ def _read_flags(path: str, n: int, extra_zeros: bool = False) -> np.ndarray:
   `extra_zeros`: trailing flags beyond the n frames are dropped when they are all 0 (a TNL2K
   absent file has 930 for 929 frames)."""
   _note_read(path)
-  if not os.path.isfile(path):
+  if not files.isfile(path):
     return np.zeros(n, bool)  # absent flag file = no frame flagged
-  with open(path, "rb") as f:
-    fields = [t for t in re.split(rb"[,\s]+", f.read()) if t]
+  fields = [t for t in re.split(rb"[,\s]+", files.read_bytes(path)) if t]
   try:
     flags = np.array([int(float(t)) for t in fields], np.int64) != 0
   except ValueError:
@@ -189,15 +189,22 @@ def _read_flags(path: str, n: int, extra_zeros: bool = False) -> np.ndarray:
   return flags
 
 
+def _text_lines(path: str) -> list[str]:
+  return files.read_bytes(path).decode("utf-8-sig").splitlines()
+
+
 def _listdir(path: str) -> list[str]:
   try:
-    return sorted(os.listdir(path))
+    return files.listdir(path)
   except FileNotFoundError:
     raise DatasetError(f"{path}: folder missing") from None
 
 
 def _subdirs(path: str) -> list[str]:
-  return [d for d in _listdir(path) if not d.startswith(".") and os.path.isdir(os.path.join(path, d))]
+  try:
+    return [d for d in files.subdirs(path) if not d.startswith(".")]
+  except FileNotFoundError:
+    raise DatasetError(f"{path}: folder missing") from None
 
 
 def _frame_spec(img_dir: str, n_boxes: int, box_file: str, start: Optional[int] = None,
@@ -252,9 +259,8 @@ def _record(name, img_dir, spec, boxes, sentence, bad, occl=None, oov=None, abse
 def _lasot_test_names(root: str) -> set[str]:
   listed = os.path.join(root, "testing_set.txt")
   _note_read(listed)
-  if os.path.isfile(listed):
-    with open(listed, encoding="utf-8-sig") as f:
-      return {line.strip() for line in f if line.strip()}
+  if files.isfile(listed):
+    return {line.strip() for line in _text_lines(listed) if line.strip()}
   return lasot_test_sequences()
 
 
@@ -273,7 +279,7 @@ def _lasot_order(name: str):
 
 def _scan_lasot(root: str, split: str, frames: bool = True) -> list[dict]:
   test = _lasot_test_names(root)
-  if os.path.isdir(os.path.join(root, "annos")):
+  if files.isdir(os.path.join(root, "annos")):
     return _scan_lasot_pack(root, split, frames, test)
   records = []
   for cls in _subdirs(root):
@@ -309,7 +315,7 @@ def _scan_lasot_pack(root: str, split: str, frames: bool, test: set[str]) -> lis
   for name in names:
     boxes = read_boxes(os.path.join(anno_dir, f"{name}.txt"))
     absent_file = os.path.join(anno_dir, "absent", f"{name}.txt")
-    if not os.path.isfile(absent_file):
+    if not files.isfile(absent_file):
       # Without it the invisible frames would count as visible: scores would silently differ.
       raise DatasetError(f"{absent_file}: absent flags missing (LaSOT scores need them)")
     absent = _read_flags(absent_file, len(boxes))
@@ -325,9 +331,9 @@ def _tnl2k_split_dirs(root: str, split: str) -> list[str]:
   A root with split folders but not the one asked for is an error saying which ones it has,
   rather than "no sequences" or, worse, silently another split.
   """
-  if split and os.path.isdir(os.path.join(root, split)):
+  if split and files.isdir(os.path.join(root, split)):
     return [split]
-  present = [d for d in SPLIT_FOLDERS if os.path.isdir(os.path.join(root, d))]
+  present = [d for d in SPLIT_FOLDERS if files.isdir(os.path.join(root, d))]
   if not present:
     return [""]
   if split == "all":
@@ -355,9 +361,8 @@ def _scan_tnl2k_pack(root: str, split: str, frames: bool) -> list[dict]:
                        f"got --split {split!r}")
   listed = os.path.join(root, TNL2K_PACK_TEST_LIST)
   _note_read(listed)
-  if os.path.isfile(listed):
-    with open(listed, encoding="utf-8-sig") as f:
-      names = [line.strip() for line in f if line.strip()]
+  if files.isfile(listed):
+    names = [line.strip() for line in _text_lines(listed) if line.strip()]
   else:
     names = sorted(f[:-4] for f in _listdir(gt_dir) if f.endswith(".txt") and not f.startswith("."))
   records = []
@@ -365,13 +370,12 @@ def _scan_tnl2k_pack(root: str, split: str, frames: bool) -> list[dict]:
     boxes = read_boxes(os.path.join(gt_dir, f"{name}.txt"))
     absent_file = os.path.join(root, "annos", "absent", f"{name}.txt")
     _note_read(absent_file)
-    absent = _read_flags(absent_file, len(boxes), extra_zeros=True) if os.path.isfile(absent_file) else None
+    absent = _read_flags(absent_file, len(boxes), extra_zeros=True) if files.isfile(absent_file) else None
     att_file = os.path.join(root, "annos", "att", f"{name}_attribute.txt")
     attributes = None
     _note_read(att_file)
-    if os.path.isfile(att_file):
-      with open(att_file, "rb") as f:
-        fields = [t for t in re.split(rb"[,\s]+", f.read()) if t]
+    if files.isfile(att_file):
+      fields = [t for t in re.split(rb"[,\s]+", files.read_bytes(att_file)) if t]
       try:
         attributes = [int(float(t)) for t in fields]
       except ValueError:
@@ -381,7 +385,7 @@ def _scan_tnl2k_pack(root: str, split: str, frames: bool) -> list[dict]:
 
 
 def _scan_tnl2k(root: str, split: str, frames: bool = True) -> list[dict]:
-  if os.path.isdir(os.path.join(root, "annos", "gt_rect")):
+  if files.isdir(os.path.join(root, "annos", "gt_rect")):
     return _scan_tnl2k_pack(root, split, frames)
   records = []
   for sub in _tnl2k_split_dirs(root, split):
@@ -389,8 +393,8 @@ def _scan_tnl2k(root: str, split: str, frames: bool = True) -> list[dict]:
     for name in _subdirs(base):
       seq_dir = os.path.join(base, name)
       gt = os.path.join(seq_dir, "groundtruth.txt")
-      has_imgs = frames and os.path.isdir(os.path.join(seq_dir, "imgs"))
-      if not has_imgs and not os.path.exists(gt):
+      has_imgs = frames and files.isdir(os.path.join(seq_dir, "imgs"))
+      if not has_imgs and not files.exists(gt):
         continue  # not a sequence folder (e.g. an archive's side folder)
       boxes = read_boxes(gt)
       spec = _frame_spec(os.path.join(seq_dir, "imgs"), len(boxes), gt) if frames else None
@@ -407,8 +411,8 @@ def _scan_synthetic(root: str, split: str, frames: bool = True) -> list[dict]:
     seq_dir = os.path.join(root, os.path.dirname(r["img_dir"]))
     _note_read(os.path.join(seq_dir, "attributes.json"))
     try:
-      with open(os.path.join(seq_dir, "attributes.json")) as f:
-        r["single_frame"] = bool(json.load(f).get("single_frame", True))
+      attributes = json.loads(files.read_bytes(os.path.join(seq_dir, "attributes.json")))
+      r["single_frame"] = bool(attributes.get("single_frame", True))
     except (OSError, ValueError, AttributeError):
       pass
   return records
@@ -424,13 +428,13 @@ def _scan_otb(root: str, split: str, frames: bool = True) -> list[dict]:
   if split not in ("test", "all"):
     raise DatasetError(f"OTB-2015 has one split, test (all is the same); got {split!r}")
   pack = os.path.join(root, "anno")
-  if not frames and os.path.isdir(pack):
+  if not frames and files.isdir(pack):
     return [_otb_pack_record(pack, name) for name in otb_sequences.SEQUENCES]
   records = []
   for name in otb_sequences.SEQUENCES:
     video, target = otb_sequences.video_and_target(name)
     seq_dir = os.path.join(root, video)
-    if not os.path.isdir(seq_dir):
+    if not files.isdir(seq_dir):
       hint = " (or an anno/ folder: the OTB toolkit's annotation pack)" if not frames else ""
       raise DatasetError(f"{seq_dir}: OTB-2015 sequence folder missing; {root} must hold the 100 "
                          f"sequence folders{hint}")
@@ -446,7 +450,7 @@ def _scan_otb(root: str, split: str, frames: bool = True) -> list[dict]:
 
 def _otb_pack_record(pack: str, name: str) -> dict:
   candidates = [os.path.join(pack, f"{n}.txt") for n in otb_sequences.annotation_names(name)]
-  path = next((c for c in candidates if os.path.isfile(c)), candidates[0])
+  path = next((c for c in candidates if files.isfile(c)), candidates[0])
   boxes, _ = _otb_range(otb_sequences.video_and_target(name)[0], read_boxes(path))
   return _record(name, "", None, boxes, otb_sequences.OBJECT_CLASS[name], False)
 
@@ -459,7 +463,7 @@ def _scan_otb99_lang(root: str, split: str, frames: bool = True) -> list[dict]:
     # Jogging-1 / Skating2-2: one video folder, one groundtruth_rect.<k>.txt per target.
     video, k = name, ""
     m = re.fullmatch(r"(.+)-(\d)", name)
-    if m and not os.path.isdir(os.path.join(root, "OTB_videos", name)):
+    if m and not files.isdir(os.path.join(root, "OTB_videos", name)):
       video, k = m.group(1), m.group(2)
     seq_dir = os.path.join(root, "OTB_videos", video)
     gt = os.path.join(seq_dir, f"groundtruth_rect.{k}.txt" if k else "groundtruth_rect.txt")
@@ -476,10 +480,9 @@ def _scan_otb99_lang(root: str, split: str, frames: bool = True) -> list[dict]:
 
 def _got10k_class(path: str) -> tuple[str, bool]:
   _note_read(path)
-  if not os.path.isfile(path):
+  if not files.isfile(path):
     return "", True
-  with open(path, "rb") as f:
-    text = f.read().decode("utf-8", errors="replace")
+  text = files.read_bytes(path).decode("utf-8", errors="replace")
   m = re.search(r"^\s*object_class\s*:\s*(.*)$", text, re.MULTILINE)
   sentence = m.group(1).strip().lower() if m else ""
   return sentence, not sentence
@@ -502,7 +505,7 @@ def _scan_got10k(root: str, split: str, frames: bool = True) -> list[dict]:
     sentence, bad = _got10k_class(os.path.join(seq_dir, "meta_info.ini"))
     absent = None
     absence_file = os.path.join(seq_dir, "absence.label")
-    if os.path.isfile(absence_file):
+    if files.isfile(absence_file):
       absent = _read_flags(absence_file, len(boxes))
     records.append(_record(name, os.path.join(split, name), spec, boxes, sentence, bad, absent=absent))
   return records
@@ -525,7 +528,7 @@ def _listing_dirs(name: str, root: str, split: str) -> list[str]:
   dirs = [root]
   if name == "lasot":
     dirs += [os.path.join(root, c) for c in _subdirs(root)] + [os.path.join(root, "annos", "absent")]
-  elif name == "tnl2k" and os.path.isdir(os.path.join(root, "annos", "gt_rect")):
+  elif name == "tnl2k" and files.isdir(os.path.join(root, "annos", "gt_rect")):
     dirs += [os.path.join(root, "annos", sub) for sub in ("gt_rect", "absent", "att")]
     dirs.append(os.path.join(root, "sequence_evaluation_config"))
   elif name in ("tnl2k", "synthetic"):
@@ -543,30 +546,40 @@ def _fingerprint(name: str, root: str, split: str, frames: bool = True) -> str:
   h = hashlib.sha1(f"{READER_VERSION}|{name}|{split}|{'frames' if frames else 'annotations'}"
                    .encode("utf-8", "surrogateescape"))
   for d in _listing_dirs(name, root, split):
-    if not os.path.isdir(d):
+    if not files.isdir(d):
       continue
-    for entry in sorted(os.scandir(d), key=lambda e: e.name):
-      if entry.name.startswith(_CACHE_PREFIX):
+    for entry, mtime in files.listing(d):
+      if entry.startswith(_CACHE_PREFIX):
         continue  # our own cache file must not invalidate itself
-      h.update(f"{d}/{entry.name}:{entry.stat().st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
+      h.update(f"{d}/{entry}:{mtime}\n".encode("utf-8", "surrogateescape"))
   return h.hexdigest()
+
+
+def default_url_cache_dir() -> str:
+  """Where the index of a bucket root goes when `cache_dir` is empty: a local folder (the index is
+  written with a local rename, and a bucket may be read-only), one per user."""
+  base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+  return os.path.join(base, "satracker-jax", "index")
 
 
 def _cache_path(name: str, root: str, split: str, cache_dir: str, frames: bool = True) -> str:
   # Annotation-only indexes have no frame naming: a separate file, so neither evicts the other.
   kind = "" if frames else "_annotations"
+  if not cache_dir and files.is_url(root):
+    cache_dir = default_url_cache_dir()
   if cache_dir:
-    tag = hashlib.sha1(os.fsencode(os.path.abspath(root))).hexdigest()[:12]
+    tag = hashlib.sha1(os.fsencode(files.absolute(root))).hexdigest()[:12]
     return os.path.join(cache_dir, f"{_CACHE_PREFIX}{name}_{split}{kind}_{tag}.npz")
   return os.path.join(root, f"{_CACHE_PREFIX}{name}_{split}{kind}.npz")
 
 
 def _files_unchanged(root: str, states: list[list]) -> bool:
   """Whether every file of `states` ([[path relative to root, size, mtime_ns]]) is unchanged."""
-  return all(_file_state(os.path.join(root, rel)) == [size, mtime] for rel, size, mtime in states)
+  now = files.states(os.path.join(root, rel) for rel, _, _ in states)
+  return now == [[size, mtime] for _, size, mtime in states]
 
 
-def _save_index(path: str, fingerprint: str, records: list[dict], files: list) -> None:
+def _save_index(path: str, fingerprint: str, records: list[dict], file_states: list) -> None:
   meta, boxes, flags = [], [], []
   for r in records:
     m = {k: r[k] for k in ("name", "img_dir", "spec", "sentence", "bad_sentence", "single_frame")}
@@ -578,7 +591,7 @@ def _save_index(path: str, fingerprint: str, records: list[dict], files: list) -
     boxes.append(r["boxes"])
     flags.extend(r[k] for k in m["flags"])
   arrays = {
-      "meta": np.array(json.dumps({"fingerprint": fingerprint, "files": files, "sequences": meta})),
+      "meta": np.array(json.dumps({"fingerprint": fingerprint, "files": file_states, "sequences": meta})),
       "boxes": np.concatenate(boxes) if boxes else np.zeros((0, 4)),
       "flags": np.concatenate(flags).astype(np.uint8) if flags else np.zeros(0, np.uint8),
   }
@@ -653,9 +666,9 @@ def load_dataset(name: str, root: str, split: str = "test", cache_dir: str = "",
   """
   if name not in _SCANNERS:
     raise ValueError(f"unknown data set {name!r}; choose from {', '.join(DATASETS)}")
-  if not root or not os.path.isdir(root):
+  if not root or not files.isdir(root):
     raise DatasetError(f"{root!r}: {name} root folder missing")
-  root = os.path.abspath(root)
+  root = files.absolute(root)
   frames = not annotations_only
   records = None
   if use_cache:
@@ -663,14 +676,14 @@ def load_dataset(name: str, root: str, split: str = "test", cache_dir: str = "",
     path = _cache_path(name, root, split, cache_dir, frames)
     records = _load_index(path, root, fingerprint) if os.path.isfile(path) else None
   if records is None:
-    files: dict = {}
-    token = _FILES_READ.set(files)
+    read: dict = {}
+    token = _FILES_READ.set(read)
     try:
       records = _SCANNERS[name](root, split, frames)
     finally:
       _FILES_READ.reset(token)
     if use_cache and records:  # no index for a root that is not this data set (or not this split)
-      states = [[os.path.relpath(p, root), *state] for p, state in sorted(files.items())]
+      states = [[files.relative(p, root), *state] for p, state in sorted(read.items())]
       _save_index(path, fingerprint, records, states)
   if not records:
     raise DatasetError(f"{root}: no {name} sequences found for split {split!r}")

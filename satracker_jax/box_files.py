@@ -5,6 +5,7 @@ and `--box` argument (`track_video.py`). numpy only, so `data_pipelines/` may im
 
     boxes = read_rows("groundtruth.txt", 4, blank_lines_absent=True)  # [N, 4] float64, NaN: absent
     box = parse_row("10,20,30,40", 4, where="--box")                  # [4] float64
+    boxes = parse_rows(data, "gs://b/seq/groundtruth.txt", 4)         # bytes the caller read
 
 The format, the same for every caller: values separated by commas, tabs or any white space, mixed
 freely (pytracking / OSTrack write tabs, LaSOT commas, OTB either, with or without a space after
@@ -53,7 +54,15 @@ def read_rows(path: str, columns: int = 4, *, blank_lines_absent: bool = False,
   is absent in that frame), else `error` naming the line. A missing file is `FileNotFoundError`.
   """
   with open(path, "rb") as f:
-    text = f.read().decode("utf-8-sig", errors="replace")
+    data = f.read()
+  return parse_rows(data, path, columns, blank_lines_absent=blank_lines_absent, error=error)
+
+
+def parse_rows(data: bytes, path: str, columns: int = 4, *, blank_lines_absent: bool = False,
+               error: type[Exception] = ValueError) -> np.ndarray:
+  """`read_rows` of the bytes of the file `path`, read by the caller (a data set on a bucket is
+  read through `data_pipelines/files.py`)."""
+  text = data.decode("utf-8-sig", errors="replace")
   lines = text.splitlines()
   while lines and not lines[-1].strip():
     lines.pop()

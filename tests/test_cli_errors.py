@@ -161,6 +161,8 @@ def test_eval_mistakes_are_one_line_and_exit_2(tmp_path, capsys):
       (["--dataset", "synthetic", "--root", str(data), "--split", "val"], "no val/; choose --split test"),
       (["--dataset", "lasot", "--root", str(data)], "no lasot sequences found"),
       (["--dataset", "tnl2k", "--root", str(pack)], "annotation pack holds no frames"),
+      (["--dataset", "synthetic", "--root", "gs://bucket/synthetic"],
+       "--root gs://bucket/synthetic: eval reads frames from a local or mounted folder"),
       (["--dataset", "synthetic", "--root", str(data), "--checkpoint", str(tmp_path / "nope")],
        "nope"),
   ]
@@ -232,9 +234,11 @@ TINY = os.path.join(REPO, "configs", "tiny.py")
     (["synth", "--out", "d", "--size", "160,120"], "--size '160,120': expected WxH"),
     (["train", "--config", os.path.join(REPO, "configs", "base.py"), "--workdir", "w"],
      "data.datasets.lasot.root, data.datasets.otb99_lang.root, data.datasets.tnl2k.root are empty"),
+    # The tf backend reads a bucket root (tests/test_bucket_data.py); the numpy one says so.
     (["train", "--config", os.path.join(REPO, "configs", "synthetic.py"), "--workdir", "w",
-      "--config.data.datasets.synthetic.root=gs://bucket/synthetic"],
-     "root=gs://bucket/synthetic: training data on a bucket is read from a mounted folder"),
+      "--config.data.datasets.synthetic.root=gs://bucket/synthetic", "--config.data.backend=numpy"],
+     "root=gs://bucket/synthetic: data.backend=numpy reads a local or mounted folder only; "
+     "data.backend=tf reads a bucket directly"),
 ], ids=lambda v: v[0] if isinstance(v, list) else None)
 def test_every_verb_turns_a_mistake_into_one_line_exit_2_and_leaves_nothing(argv, expected, tmp_path,
                                                                               monkeypatch, capsys):

@@ -63,6 +63,9 @@ def run(args, overrides) -> int:
       raise SystemExit(str(e)) from None
   if paths.is_url(args.out):  # a local --out is created only once the data set has been found
     check_out()
+  if paths.is_url(args.root):  # the readers could index it, but the tracker decodes with Pillow
+    raise SystemExit(f"--root {args.root}: eval reads frames from a local or mounted folder "
+                     "(mount the bucket, e.g. with gcsfuse, or copy the data)")
   try:  # before the model is loaded: a wrong --root / --split / --dataset fails now, in one line
     sequences = load_dataset(args.dataset, args.root, args.split)
   except (ValueError, FileNotFoundError) as e:  # readers.DatasetError is a ValueError

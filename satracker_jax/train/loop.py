@@ -116,15 +116,20 @@ def check_data_roots(config) -> None:
         f"{fields} {'is' if len(empty) == 1 else 'are'} empty: give each data set's folder "
         f"(--config.data.datasets.{empty[0]}.root=DIR) or leave it out "
         f"(--config.data.datasets.{empty[0]}.weight=0)")
+  # A bucket root is read by the tf backend (data_pipelines/files.py); the numpy one cannot, which
+  # is said before any bucket is asked anything.
+  from data_pipelines import batches, files  # noqa: PLC0415
+  problem = batches.bucket_root_problem(config, str(config.data.get("backend", "tf")))
+  if problem:
+    raise config_utils.ConfigError(problem)
   for name, spec in sorted(datasets.items()):
     root = str(spec.root)
-    if paths.is_url(root):
-      # The readers index a data set with local file calls (both backends), so a URL root would
-      # read as a missing folder deep in the first batch; said here instead, with what works.
-      raise config_utils.ConfigError(
-          f"data.datasets.{name}.root={root}: training data on a bucket is read from a mounted "
-          "folder (for example gcsfuse; docs/TRAINING.md); give the mount point")
-    if not os.path.isdir(root):
+    try:
+      found = files.isdir(root)
+    except OSError as e:  # a bucket that cannot be read (no credentials, no such bucket...)
+      raise config_utils.ConfigError(f"data.datasets.{name}.root={root}: cannot read it "
+                                     f"({paths.one_line(e)})") from None
+    if not found:
       raise config_utils.ConfigError(f"data.datasets.{name}.root={root}: no such folder; give the "
                                      f"{name} data set's root (--config.data.datasets.{name}.root=DIR)")
 
