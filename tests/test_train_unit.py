@@ -356,3 +356,23 @@ def test_fused_adamw_equals_the_optax_chain_it_replaces(fsdp):
                                 params["vit_blocks"]["attn"]["qkv"]["kernel"][1])
   assert not np.array_equal(p_fused["vit_blocks"]["attn"]["qkv"]["kernel"][0],
                             params["vit_blocks"]["attn"]["qkv"]["kernel"][0])
+
+
+def test_the_steps_gradient_norm_reads_the_flat_vector_only_with_flat_moments():
+  """With flat moments the train step takes the norm of the one concatenated gradient vector (one
+  reduction instead of one per tensor); per-tensor moments (sharded parameters) keep optax's norm.
+  Both are the same norm up to summation order."""
+  import optax
+  config = config_utils.load_config("configs/tiny.py")
+  rng = np.random.default_rng(1)
+  params = {"vit_blocks": {"w": jnp.asarray(rng.standard_normal((3, 4, 12)), jnp.float32)},
+            "box_head": {"kernel": jnp.asarray(rng.standard_normal((4, 4)), jnp.float32),
+                         "bias": jnp.asarray(rng.standard_normal(4), jnp.float32)}}
+  grads = jax.tree.map(lambda p: p * 3.0, params)
+  want = float(optax.tree.norm(grads))
+  for fsdp, flat in ((1, True), (2, False)):
+    tx, _ = optim_lib.build_optimizer(config, params, fsdp=fsdp)
+    opt_state = tx.init(params)
+    assert optim_lib.has_flat_moments(opt_state) == flat
+    assert float(optim_lib.global_norm(grads, opt_state)) == pytest.approx(want, rel=1e-6)
+  assert not optim_lib.has_flat_moments(optax.sgd(0.1).init(params))

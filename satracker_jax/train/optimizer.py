@@ -153,9 +153,12 @@ def fused_adamw(schedule: Callable, *, b1: float, b2: float, weight_decay: float
         return g if (m != 0).all() else g * jnp.asarray(m != 0, g.dtype)
       return g if m != 0.0 else jnp.zeros_like(g)
     grads = jax.tree.map(mask_frozen, grads, mults)
+    if flat:
+      leaves, treedef = jax.tree.flatten(grads)
+      vector = flat_vector(leaves)
     scale = jnp.asarray(1.0, jnp.float32)
     if clip_norm:
-      norm = optax.tree.norm(grads)
+      norm = vector_norm(vector) if flat else optax.tree.norm(grads)
       scale = jnp.where(norm < clip_norm, 1.0, clip_norm / norm)  # optax.clip_by_global_norm
     count = optax.safe_increment(state.count)
     bc1 = 1 - jnp.asarray(b1, jnp.float32) ** count
@@ -175,9 +178,7 @@ def fused_adamw(schedule: Callable, *, b1: float, b2: float, weight_decay: float
       return -lr.astype(u.dtype) * u
 
     if flat:
-      leaves, treedef = jax.tree.flatten(grads)
-      mu, nu = moments(jnp.concatenate([g.reshape(-1).astype(jnp.float32) for g in leaves]),
-                       state.mu, state.nu)
+      mu, nu = moments(vector, state.mu, state.nu)
       offsets = np.cumsum([0] + [int(np.prod(g.shape)) for g in leaves])
       piece = lambda v, i: v[offsets[i]:offsets[i + 1]].reshape(leaves[i].shape)
       flat_p, flat_m, flat_d = (treedef.flatten_up_to(t) for t in (params, mults, decay_mask))
@@ -190,6 +191,28 @@ def fused_adamw(schedule: Callable, *, b1: float, b2: float, weight_decay: float
     return jax.tree.map(update, mu, nu, params, mults, decay_mask), FusedAdamWState(count, mu, nu)
 
   return optax.GradientTransformation(init_fn, update_fn)
+
+
+def flat_vector(leaves) -> jax.Array:
+  """Every leaf, raveled and concatenated in float32: the layout of flat moments."""
+  return jnp.concatenate([x.reshape(-1).astype(jnp.float32) for x in leaves])
+
+
+def vector_norm(vector: jax.Array) -> jax.Array:
+  return jnp.sqrt(jnp.sum(vector * vector))
+
+
+def has_flat_moments(opt_state: Any) -> bool:
+  return isinstance(opt_state, FusedAdamWState) and isinstance(opt_state.mu, jax.Array) and opt_state.mu.ndim == 1
+
+
+def global_norm(grads: Any, opt_state: Any) -> jax.Array:
+  """The gradients' global norm, as the optimizer of `opt_state` computes it: with flat moments
+  from the one concatenated vector the update reads anyway (one reduction; XLA merges the two
+  identical concatenations), else per tensor (`optax.tree.norm`: the tensors may be sharded)."""
+  if has_flat_moments(opt_state):
+    return vector_norm(flat_vector(jax.tree.leaves(grads)))
+  return optax.tree.norm(grads)
 
 
 def moment_tree(moment: Any, params: Any) -> Any:

@@ -18,6 +18,7 @@ import numpy as np
 import optax
 
 from satracker_jax import model_io
+from satracker_jax.train import optimizer
 from satracker_jax.train import sharding as sharding_lib
 
 # What a training batch carries into the step (`sample_index` stays on the host: int64).
@@ -143,7 +144,7 @@ def make_train_step(model, tx, schedule, loss_fn: Callable, config) -> Callable:
       loss = jnp.where(poison, jnp.nan, loss)
       grads = jax.tree.map(lambda g: jnp.where(poison, jnp.nan, g), grads)
 
-    grad_norm = optax.tree.norm(grads)
+    grad_norm = optimizer.global_norm(grads, state["opt_state"])
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     updates, new_opt_state = tx.update(grads, state["opt_state"], params)
     new_params = optax.apply_updates(params, updates)
