@@ -20,3 +20,15 @@ def test_accel_report_writes_each_part_and_reports_a_failed_one(tmp_path):
   md = open(os.path.join(out, "accel.md")).read()
   assert "Kernels per train step" in md and "nope: FAILED" in md
   assert report["kernels"] == k
+
+
+def test_bench_track_counts_the_steps_matmuls_per_slot_and_times_the_mlp_matmul(tiny_config, tiny_variables):
+  from satracker_jax.bench import track
+  one = track.step_flops(tiny_config, tiny_variables, 1)
+  # Every matmul of the step is per slot, so two slots cost exactly twice one.
+  assert one > 1e8 and track.step_flops(tiny_config, tiny_variables, 2) == 2 * one
+  ref = track.matmul_reference(tiny_config, calls=2)
+  m = tiny_config.model
+  tokens = (m.template_size // m.patch_size) ** 2 + (m.search_size // m.patch_size) ** 2
+  assert ref["shape"] == [tokens, m.vit.dim, 4 * m.vit.dim] and ref["dtype"] == "float32"
+  assert ref["gflops_per_s"] > 0

@@ -11,6 +11,11 @@ frames with a moving target:
 - `crop`: the host-side search crop alone;
 - with `--parallel N`: the same for a `BatchedTracker` of N slots, frames/s counting all N streams.
 Compilation is excluded (warm-up calls) and the compile count is reported (it must be 1 each).
+
+How close the step is to what the device can do: its matmul FLOPs per call (the loop-free count of
+bench/flops.py), the rate the step reaches, and the rate of one matmul of the ViT's MLP shape
+([tokens, dim] @ [dim, hidden], the step's compute dtype) on the same device, timed alone. A step
+near 100% of that reference is bound by the matmul library, not by the program around it.
 """
 from __future__ import annotations
 
@@ -94,6 +99,30 @@ def _bench_tracker(config, variables, tok, frames, box, num_frames: int, slots: 
   }
 
 
+def matmul_reference(config, calls: int = 20) -> dict:
+  """GFLOP/s of one [tokens, dim] @ [dim, hidden] matmul of the config's ViT in its compute dtype."""
+  import jax.numpy as jnp  # noqa: PLC0415
+  from satracker_jax.models import build_model  # noqa: PLC0415
+  cfg = build_model(config.model).config
+  tokens, dim = cfg.num_template + cfg.num_search, cfg.vit.dim
+  hidden = int(dim * cfg.vit.mlp_ratio)
+  rng = np.random.default_rng(0)
+  a = jnp.asarray(rng.standard_normal((tokens, dim)), cfg.compute_dtype)
+  b = jnp.asarray(rng.standard_normal((dim, hidden)), cfg.compute_dtype)
+  matmul = jax.jit(jnp.matmul)
+  seconds = _time(lambda: matmul(a, b).block_until_ready(), calls)
+  return {"shape": [tokens, dim, hidden], "dtype": cfg.resolved_dtype,
+          "gflops_per_s": 2 * tokens * dim * hidden / seconds / 1e9}
+
+
+def step_flops(config, variables, slots: int) -> float:
+  """Matmul FLOPs of one tracker step of `slots` slots."""
+  from satracker_jax.bench.flops import function_flops  # noqa: PLC0415
+  specs = tracker_lib.step_input_specs(config, slots)
+  return function_flops(tracker_lib.make_step_fn(tracker_lib.model_apply_fn(config)), variables,
+                        *specs.values())
+
+
 def run(config_spec: str = "configs/tiny.py", overrides=(), *, frames: int = 100, parallel: int = 0,
         bf16: bool = False, frame_size: tuple[int, int] = (640, 480)) -> dict:
   """Times the tracker of `config_spec` (+ overrides) on `frame_size` (W, H) frames; `parallel`
@@ -111,6 +140,10 @@ def run(config_spec: str = "configs/tiny.py", overrides=(), *, frames: int = 100
   if parallel > 1:
     runs.append(_bench_tracker(config, variables, tok, video, box, max(1, num_calls // parallel),
                                parallel))
+  for r in runs:
+    r["step_gflop"] = step_flops(config, variables, r["slots"]) / 1e9
+    r["step_gflops_per_s"] = r["step_gflop"] / (r["step_ms_per_call"] / 1e3)
+  reference = matmul_reference(config)
   m = config.model
   result = {
       "bench": "track",
@@ -124,12 +157,19 @@ def run(config_spec: str = "configs/tiny.py", overrides=(), *, frames: int = 100
       "single": runs[0],
       "batched": runs[1] if len(runs) > 1 else None,
       "compile_s": runs[0]["compile_s"], "compile": runs[0]["compile"],
+      "matmul_reference": reference,
       "machine": utils.machine_info(),
   }
   rows = [[f"{r['slots']}", r["loop_fps"], r["loop_ms_per_call"], r["step_fps"], r["step_ms_per_call"],
-           r["crop_ms_per_frame"], r["compiles"]] for r in runs]
+           r["crop_ms_per_frame"], r["step_gflops_per_s"],
+           100 * r["step_gflops_per_s"] / reference["gflops_per_s"], r["compiles"]] for r in runs]
   print(f"{config_spec} ({m.dtype}, {result['params'] / 1e6:.1f}M params, frames {height}x{width}, "
         f"{result['machine']['device_kind']} x{result['machine']['num_devices']})")
   print(utils.format_table(["streams", "loop fps", "loop ms/call", "step fps", "step ms/call",
-                            "crop ms/frame", "compiles"], rows, floatfmt=".2f"))
+                            "crop ms/frame", "step GFLOP/s", "% of matmul", "compiles"], rows,
+                           floatfmt=".2f"))
+  tokens, dim, hidden = reference["shape"]
+  print(f"step: {runs[0]['step_gflop']:.2f} GFLOP of matmuls per frame; matmul reference "
+        f"[{tokens}x{dim}] @ [{dim}x{hidden}] {reference['dtype']} alone: "
+        f"{reference['gflops_per_s']:.1f} GFLOP/s on this device")
   return result
