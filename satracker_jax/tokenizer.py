@@ -14,6 +14,9 @@ SentencePiece framing: the model's own `bos` and `eos` pieces play [CLS] / [SEP]
 piece pads. Models made by `train_sentencepiece` reserve pad=0, unk=1, bos=2, eos=3, so padding is
 id 0 as with WordPiece. A model without a pad piece pads with id 0: the mask, not the id, is what
 keeps padding out of attention.
+
+A vocabulary (vocab.txt, .model) may also lie on a bucket (`gs://...`, any scheme TensorFlow's file
+systems know): it is then read through `data_pipelines/files.py`, which needs TensorFlow.
 """
 from __future__ import annotations
 
@@ -26,6 +29,35 @@ import numpy as np
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 MAX_CHARS_PER_WORD = 100  # BERT: longer "words" are almost always junk (URLs, hashes) -> [UNK]
+# config.text field that names each tokenizer's vocabulary.
+VOCABULARY_FIELDS = {"wordpiece": "vocab_file", "sentencepiece": "spm_model"}
+
+
+def vocabulary_field(kind: str) -> str:
+  """The config.text field naming the vocabulary of tokenizer `kind` ("" for an unknown kind)."""
+  return VOCABULARY_FIELDS.get(str(kind), "")
+
+
+def _is_url(path: str) -> bool:
+  return "://" in path
+
+
+def vocabulary_exists(path: str) -> bool:
+  if _is_url(path):
+    from data_pipelines import files  # noqa: PLC0415  (TensorFlow's file systems, for URLs only)
+    return files.isfile(path)
+  return os.path.isfile(path)
+
+
+def _read_vocabulary(path: str, what: str) -> bytes:
+  """The bytes of a vocabulary file, local or on a bucket; FileNotFoundError naming `what`."""
+  if not path or not vocabulary_exists(path):
+    raise FileNotFoundError(f"{what} file not found: {path!r}")
+  if _is_url(path):
+    from data_pipelines import files  # noqa: PLC0415
+    return files.read_bytes(path)
+  with open(path, "rb") as f:
+    return f.read()
 
 
 def decode_sentence_bytes(data: bytes, path: str) -> str:
@@ -164,13 +196,11 @@ class WordPieceTokenizer(_Framed):
   """BERT basic tokenization + greedy longest-match-first WordPiece over a `vocab.txt`."""
 
   def __init__(self, vocab_file: str, max_len: int = 40, lower_case: bool = True):
-    if not vocab_file or not os.path.isfile(vocab_file):
-      raise FileNotFoundError(f"WordPiece vocab file not found: {vocab_file!r}")
+    data = _read_vocabulary(vocab_file, "WordPiece vocab")
     self.vocab_file = vocab_file
     self.max_len = _check_max_len(max_len)
     self.lower_case = lower_case
-    with open(vocab_file, "rb") as f:
-      text = decode_sentence_bytes(f.read(), vocab_file)
+    text = decode_sentence_bytes(data, vocab_file)
     self.vocab: dict[str, int] = {}
     for index, line in enumerate(text.splitlines()):
       token = line.strip()
@@ -220,13 +250,12 @@ class SentencePieceTokenizer(_Framed):
   """SentencePiece pieces framed by the model's bos/eos (see the module docstring)."""
 
   def __init__(self, model_file: str, max_len: int = 40, lower_case: bool = False):
-    if not model_file or not os.path.isfile(model_file):
-      raise FileNotFoundError(f"SentencePiece model file not found: {model_file!r}")
+    data = _read_vocabulary(model_file, "SentencePiece model")
     import sentencepiece as spm  # pylint: disable=g-import-not-at-top
     self.model_file = model_file
     self.max_len = _check_max_len(max_len)
     self.lower_case = lower_case
-    self.sp = spm.SentencePieceProcessor(model_file=model_file)
+    self.sp = spm.SentencePieceProcessor(model_proto=data)
     self.cls_id, self.sep_id = self.sp.bos_id(), self.sp.eos_id()
     if self.cls_id < 0 or self.sep_id < 0:
       raise ValueError(f"{model_file}: the model has no bos/eos piece (trained with bos_id/eos_id=-1); "

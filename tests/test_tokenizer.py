@@ -132,6 +132,26 @@ def test_sentencepiece_train_and_round_trip(tmp_path):
   assert mask.all() and ids[-1] == tok.sep_id
 
 
+def test_a_vocabulary_on_a_bucket_is_read_through_the_file_systems(vocab_file, tmp_path):
+  """TensorFlow's in-memory file system (`ram://`) stands in for a bucket."""
+  tf = pytest.importorskip("tensorflow")
+  url = "ram://tokenizer-test/vocab.txt"
+  tf.io.gfile.makedirs("ram://tokenizer-test")
+  tf.io.gfile.copy(vocab_file, url, overwrite=True)
+  assert tk.vocabulary_exists(url) and not tk.vocabulary_exists("ram://tokenizer-test/nope.txt")
+  local, remote = (tk.build_tokenizer(_text_cfg(vocab_file=p), max_len=MAX_LEN) for p in (vocab_file, url))
+  for sentence in SENTENCES:
+    assert all(np.array_equal(a, b) for a, b in zip(local.encode(sentence), remote.encode(sentence)))
+  with pytest.raises(FileNotFoundError, match="ram://tokenizer-test/nope.txt"):
+    tk.build_tokenizer(_text_cfg(vocab_file="ram://tokenizer-test/nope.txt"), max_len=8)
+  model = tk.train_sentencepiece(SENTENCES[:2] * 20, str(tmp_path / "spm" / "m"), vocab_size=40)
+  tf.io.gfile.copy(model, "ram://tokenizer-test/m.model", overwrite=True)
+  spm_cfg = lambda path: _text_cfg(tokenizer="sentencepiece", spm_model=path)
+  local, remote = (tk.build_tokenizer(spm_cfg(p), 16) for p in (model, "ram://tokenizer-test/m.model"))
+  assert np.array_equal(local.encode(SENTENCES[0])[0], remote.encode(SENTENCES[0])[0])
+  assert tk.vocabulary_field("sentencepiece") == "spm_model" and tk.vocabulary_field("bpe2") == ""
+
+
 def test_check_fits_model_names_both_sizes(vocab_file):
   import flax.linen as nn
   import jax

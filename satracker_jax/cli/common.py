@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 
@@ -51,7 +50,7 @@ def load_model(args, overrides, needs_vocab: bool = False, synthetic_root: str =
   `needs_vocab` (verbs that tokenize): a vocabulary the config cannot name is a one-line error.
   `synthetic_root`: the synthetic data set the verb reads, whose vocab.txt a synthetic config's
   `text.vocab_file` ("{synthetic_root}/vocab.txt") means when no checkpoint has resolved it."""
-  from satracker_jax import model_io  # noqa: PLC0415
+  from satracker_jax import model_io, tokenizer  # noqa: PLC0415
   try:
     config, variables, random = model_io.load_model(args.checkpoint, args.config, overrides)
   except (ValueError, FileNotFoundError, KeyError) as e:
@@ -65,9 +64,9 @@ def load_model(args, overrides, needs_vocab: bool = False, synthetic_root: str =
     config.text.vocab_file = vocab.replace("{synthetic_root}", str(synthetic_root))
   if needs_vocab:  # a missing vocabulary file: one line now, not a traceback after the model loads
     kind = str(config.text.get("tokenizer", "wordpiece"))
-    field = {"wordpiece": "vocab_file", "sentencepiece": "spm_model"}.get(kind)
+    field = tokenizer.vocabulary_field(kind)
     path = str(config.text.get(field, "")) if field else ""
-    if path and not os.path.isfile(path):
+    if path and not tokenizer.vocabulary_exists(path):
       raise SystemExit(f"text.{field} {path}: no such file (the {kind} tokenizer's vocabulary; "
                        f"--config.text.{field}=PATH)")
   if random:
