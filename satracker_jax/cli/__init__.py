@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from satracker_jax import config_utils
@@ -87,6 +88,10 @@ def main(argv=None) -> int:
   if verb not in VERBS:
     parser.error(f"unknown verb {verb!r}; choose from {', '.join(VERBS)}")
   help_text = VERBS[verb]
+  # TensorFlow's C++ INFO and WARNING lines (start-up notices, tf.data's end-of-sequence notes, a
+  # bucket's failed credential lookup before our own one-line error says why) tell a user nothing to
+  # act on; its errors still show. Read once when TensorFlow loads, so set before any verb runs.
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   module_name = f"{__name__}.{verb}"
   try:
     module = importlib.import_module(module_name)

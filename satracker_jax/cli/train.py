@@ -73,9 +73,6 @@ def platform_problem(requested: str) -> str:
 
 
 def run(args, overrides) -> int:
-  # TensorFlow's (and XLA's) C++ start-up INFO notices (CPU instructions, device lists) tell a
-  # user of train nothing to act on; their warnings and errors still show. Set before either loads.
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
   import jax  # noqa: PLC0415
   if args.cpu_collectives:
     jax.config.update("jax_cpu_collectives_implementation", args.cpu_collectives)
