@@ -49,7 +49,7 @@ def vocabulary_exists(path: str) -> bool:
   return os.path.isfile(path)
 
 
-def _read_vocabulary(path: str, what: str) -> bytes:
+def read_vocabulary(path: str, what: str) -> bytes:
   """The bytes of a vocabulary file, local or on a bucket; FileNotFoundError naming `what`."""
   if not path or not vocabulary_exists(path):
     raise FileNotFoundError(f"{what} file not found: {path!r}")
@@ -196,7 +196,7 @@ class WordPieceTokenizer(_Framed):
   """BERT basic tokenization + greedy longest-match-first WordPiece over a `vocab.txt`."""
 
   def __init__(self, vocab_file: str, max_len: int = 40, lower_case: bool = True):
-    data = _read_vocabulary(vocab_file, "WordPiece vocab")
+    data = read_vocabulary(vocab_file, "WordPiece vocab")
     self.vocab_file = vocab_file
     self.max_len = _check_max_len(max_len)
     self.lower_case = lower_case
@@ -250,7 +250,7 @@ class SentencePieceTokenizer(_Framed):
   """SentencePiece pieces framed by the model's bos/eos (see the module docstring)."""
 
   def __init__(self, model_file: str, max_len: int = 40, lower_case: bool = False):
-    data = _read_vocabulary(model_file, "SentencePiece model")
+    data = read_vocabulary(model_file, "SentencePiece model")
     import sentencepiece as spm  # pylint: disable=g-import-not-at-top
     self.model_file = model_file
     self.max_len = _check_max_len(max_len)

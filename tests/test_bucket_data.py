@@ -193,3 +193,39 @@ def test_a_local_root_is_read_without_tensorflow(local_root, tmp_path):
           f"s = readers.load_dataset('synthetic', {local_root!r}, 'train', cache_dir={str(tmp_path)!r}); "
           "assert len(s) == 3 and s[0].frames; sys.exit('tensorflow' in sys.modules)")
   assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0
+
+
+def test_eval_tracks_a_data_set_on_a_bucket_as_the_same_data_in_a_folder(local_root, bucket, tmp_path, monkeypatch):
+  """Frames, sentences and provenance read from the URL; the same boxes as from the local copy."""
+  import argparse
+  import jax.numpy as jnp
+  from satracker_jax.cli import common
+  from satracker_jax.cli import eval as eval_verb
+  from satracker_jax.evaluation import results_io, runner
+  from test_runner import BrightnessNet
+  from test_tracker import FakeTokenizer
+  config = config_utils.load_config("tiny")
+  kwargs = dict(apply_fn=BrightnessNet(config.model.search_size // config.model.patch_size),
+                tokenizer=FakeTokenizer(config.model.max_text_len), progress=False)
+  variables = {"w": jnp.zeros(())}
+  boxes = {}
+  for where, root in (("local", local_root), ("bucket", bucket)):
+    sequences = readers.load_dataset("synthetic", root, "test")
+    assert sequences and all(f.startswith(root) for f in sequences[0].frames)
+    out = str(tmp_path / where)
+    summary = runner.track_sequences(config, variables, sequences, out, **kwargs)
+    assert not summary.failed
+    boxes[where] = {s.name: results_io.read_boxes(results_io.results_path(out, s.name)) for s in sequences}
+  assert boxes["local"].keys() == boxes["bucket"].keys()
+  for name in boxes["local"]:
+    np.testing.assert_array_equal(boxes["local"][name], boxes["bucket"][name])
+  # The verb itself takes the URL (it used to refuse it).
+  monkeypatch.setattr(common, "load_model", lambda args, overrides, **_: (config, variables))
+  real = runner.evaluate
+  monkeypatch.setattr(runner, "evaluate", lambda *a, **k: real(
+      *a, **{**k, "apply_fn": kwargs["apply_fn"], "tokenizer": kwargs["tokenizer"]}))
+  parser = argparse.ArgumentParser()
+  eval_verb.add_arguments(parser)
+  args = parser.parse_args(["--dataset", "synthetic", "--root", bucket, "--out", str(tmp_path / "verb"),
+                            "--no-progress"])
+  assert eval_verb.run(args, []) == 0

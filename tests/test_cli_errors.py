@@ -161,8 +161,8 @@ def test_eval_mistakes_are_one_line_and_exit_2(tmp_path, capsys):
       (["--dataset", "synthetic", "--root", str(data), "--split", "val"], "no val/; choose --split test"),
       (["--dataset", "lasot", "--root", str(data)], "no lasot sequences found"),
       (["--dataset", "tnl2k", "--root", str(pack)], "annotation pack holds no frames"),
-      (["--dataset", "synthetic", "--root", "gs://bucket/synthetic"],
-       "--root gs://bucket/synthetic: eval reads frames from a local or mounted folder"),
+      (["--dataset", "synthetic", "--root", "ram://satracker-no-such-bucket/synthetic"],  # a bucket
+       "ram://satracker-no-such-bucket/synthetic': synthetic root folder missing"),
       (["--dataset", "synthetic", "--root", str(data), "--checkpoint", str(tmp_path / "nope")],
        "nope"),
   ]

@@ -28,7 +28,7 @@ from satracker_jax.cli.analyze import DATASETS, TOOLKIT_HELP, TOOLKITS
 def add_arguments(parser: argparse.ArgumentParser) -> None:
   common.add_model_arguments(parser)
   parser.add_argument("--dataset", required=True, choices=DATASETS, help="benchmark layout of --root")
-  parser.add_argument("--root", required=True, help="dataset root folder")
+  parser.add_argument("--root", required=True, help="dataset root folder (or a bucket URL, gs://...)")
   parser.add_argument("--split", default="test",
                       help="test, train, all (LaSOT, TNL2K, synthetic), val (GOT-10k); OTB has one")
   parser.add_argument("--out", required=True,
@@ -63,9 +63,6 @@ def run(args, overrides) -> int:
       raise SystemExit(str(e)) from None
   if paths.is_url(args.out):  # a local --out is created only once the data set has been found
     check_out()
-  if paths.is_url(args.root):  # the readers could index it, but the tracker decodes with Pillow
-    raise SystemExit(f"--root {args.root}: eval reads frames from a local or mounted folder "
-                     "(mount the bucket, e.g. with gcsfuse, or copy the data)")
   try:  # before the model is loaded: a wrong --root / --split / --dataset fails now, in one line
     sequences = load_dataset(args.dataset, args.root, args.split)
   except (ValueError, FileNotFoundError) as e:  # readers.DatasetError is a ValueError

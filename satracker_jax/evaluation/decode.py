@@ -24,6 +24,8 @@ PNG and other formats ignore the draft request and decode at scale 1, the slower
 """
 from __future__ import annotations
 
+import io
+
 import numpy as np
 from PIL import Image
 
@@ -93,11 +95,20 @@ class DecodedFrame:
     return np.asarray(self.image)
 
 
+def _source(path: str):
+  """What Pillow opens: the path itself, or a URL's bytes."""
+  if "://" not in path:
+    return path
+  from data_pipelines import files  # noqa: PLC0415  (TensorFlow's file systems, for URLs only)
+  return io.BytesIO(files.read_bytes(path))
+
+
 def decode_frame(path: str, scale: int = 1) -> DecodedFrame:
   """Decodes `path` at scale 1/`scale` (JPEG; other formats at 1) into a `DecodedFrame`.
-  A missing, truncated or undecodable file is a `FrameError` naming it."""
+  A missing, truncated or undecodable file is a `FrameError` naming it. A frame on a bucket (a URL)
+  is read through `data_pipelines/files.py` and decoded from memory."""
   try:
-    with Image.open(path) as image:
+    with Image.open(_source(path)) as image:
       width, height = image.size
       if scale > 1:
         # Pillow picks the largest reduction whose result is at least the requested size, so

@@ -18,7 +18,7 @@ from typing import Optional
 import jax
 import numpy as np
 
-from satracker_jax import config_utils
+from satracker_jax import config_utils, tokenizer
 from satracker_jax.evaluation import results_io
 
 PROVENANCE_FILE = "provenance.json"
@@ -57,9 +57,8 @@ def config_fingerprint(config, reduced_decode: bool = True) -> str:
   as_json = config_utils.config_to_json(config)
   text = dict(as_json.get("text", {}))
   vocab = text.get("vocab_file", "")
-  if vocab and os.path.isfile(vocab):
-    with open(vocab, "rb") as f:  # the vocabulary's content, wherever it lives
-      text["vocab_file"] = hashlib.sha1(f.read()).hexdigest()
+  if vocab and tokenizer.vocabulary_exists(vocab):  # the vocabulary's content, wherever it lives
+    text["vocab_file"] = hashlib.sha1(tokenizer.read_vocabulary(vocab)).hexdigest()
   relevant = {
       "model": as_json.get("model"), "tracker": as_json.get("tracker"), "text": text,
       "factors": [float(config.data.template_factor), float(config.data.search_factor)],
@@ -69,11 +68,9 @@ def config_fingerprint(config, reduced_decode: bool = True) -> str:
 
 
 def _stat(path: str) -> str:
-  try:
-    st = os.stat(path)
-  except OSError:
-    return "missing"
-  return f"{st.st_size}:{st.st_mtime_ns}"
+  from data_pipelines import files  # noqa: PLC0415  (local paths through os; URLs through tf.io.gfile)
+  size, mtime = files.states([path])[0]
+  return "missing" if size < 0 else f"{size}:{mtime}"
 
 
 def sequence_fingerprint(sequence, sentence: Optional[str] = None) -> str:

@@ -141,9 +141,9 @@ def sentence_for_eval(sequence) -> tuple[str, str]:
   path = getattr(sequence, "sentence_file", "")
   if not path:
     return sequence.sentence, f"sequence {sequence.name}: no usable sentence; tracking without one"
+  from data_pipelines import files  # noqa: PLC0415  (a local file, or an object on a bucket)
   try:
-    with open(path, "rb") as f:
-      data = f.read()
+    data = files.read_bytes(path)
   except OSError:
     return "", f"{path}: sentence file missing; tracking {sequence.name} without a sentence"
   try:
