@@ -110,7 +110,9 @@ def matmul_reference(config, calls: int = 20) -> dict:
   a = jnp.asarray(rng.standard_normal((tokens, dim)), cfg.compute_dtype)
   b = jnp.asarray(rng.standard_normal((dim, hidden)), cfg.compute_dtype)
   matmul = jax.jit(jnp.matmul)
-  seconds = _time(lambda: matmul(a, b).block_until_ready(), calls)
+  # The best of a few short rounds: a lone kernel of a few ms is easily slowed by other work on a
+  # shared machine, and the reference is meant as what the device can do.
+  seconds = min(_time(lambda: matmul(a, b).block_until_ready(), calls) for _ in range(5))
   return {"shape": [tokens, dim, hidden], "dtype": cfg.resolved_dtype,
           "gflops_per_s": 2 * tokens * dim * hidden / seconds / 1e9}
 
