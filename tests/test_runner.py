@@ -225,6 +225,21 @@ def test_fingerprint_variables_sees_every_leaf():
   assert provenance_lib.fingerprint_variables(reshaped) != fp
 
 
+def test_config_fingerprint_follows_the_vocabulary_content_not_its_path(tiny_config, tmp_path):
+  """A re-generated vocab.txt at the same path is another model input; a copy elsewhere is not."""
+  a, b = tmp_path / "a" / "vocab.txt", tmp_path / "b" / "vocab.txt"
+  for path, words in ((a, "x y z"), (b, "x y z")):
+    path.parent.mkdir()
+    path.write_text("\n".join(words.split()) + "\n")
+  fingerprints = []
+  for path in (a, b, a):
+    config = copy.deepcopy(tiny_config)
+    config.text.vocab_file = str(path)
+    fingerprints.append(provenance_lib.config_fingerprint(config))
+    a.write_text("x y w\n")  # after the first: same path, other content
+  assert fingerprints[0] == fingerprints[1] != fingerprints[2]
+
+
 def jax_tree_copy(tree):
   import jax
   return jax.tree.map(np.array, tree)

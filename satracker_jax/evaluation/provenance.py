@@ -58,7 +58,7 @@ def config_fingerprint(config, reduced_decode: bool = True) -> str:
   text = dict(as_json.get("text", {}))
   vocab = text.get("vocab_file", "")
   if vocab and tokenizer.vocabulary_exists(vocab):  # the vocabulary's content, wherever it lives
-    text["vocab_file"] = hashlib.sha1(tokenizer.read_vocabulary(vocab)).hexdigest()
+    text["vocab_file"] = hashlib.sha1(tokenizer.read_vocabulary(vocab, "vocabulary")).hexdigest()
   relevant = {
       "model": as_json.get("model"), "tracker": as_json.get("tracker"), "text": text,
       "factors": [float(config.data.template_factor), float(config.data.search_factor)],
