@@ -58,9 +58,11 @@ def _run(tmp_path_factory, name, devices, overrides, run_extra):
 
 
 def one_device_run(tmp_path_factory):
-  """(workdir, RESULT): 60 steps on 1 device, a checkpoint every 3 steps, all kept."""
+  """(workdir, RESULT): 1 device, a checkpoint every 3 steps, all kept. total_steps 60 (the lr
+  schedule of the 8-device run), stopped by a SIGTERM after step 33: the last step a test reads
+  (the SIGKILL resume ends there); the 27 steps after it were never looked at."""
   return _run(tmp_path_factory, "run_1dev", 1, ["train.total_steps=60", "train.checkpoint_every=3",
-                                                "train.keep_checkpoints=25"], EXTRA)
+                                                "train.keep_checkpoints=25"], extra(debug_signal=["TERM", 33]))
 
 
 def eight_device_run(tmp_path_factory):
