@@ -22,11 +22,12 @@ $(STAMP): setup.py
 
 env: $(STAMP)
 
-# Test files run on TEST_WORKERS processes (pytest-xdist, whole files per worker); 1 = serial.
+# Test files run on TEST_WORKERS processes (pytest-xdist, whole files per worker, slowest first in
+# the order tests/conftest.py collects them); 1 = serial.
 TEST_WORKERS ?= 2
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q $(if $(filter 1,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile) tests
+	$(BIN)/python -m pytest -q $(if $(filter 1,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder) tests
 
 demo: $(STAMP)
 	$(BIN)/satracker demo --workdir demo_workdir

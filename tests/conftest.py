@@ -63,3 +63,22 @@ def tiny_apply(tiny_model):
   """The tiny model's jitted apply, shared so that each input shape / flag compiles once per session."""
   import jax
   return jax.jit(tiny_model.apply, static_argnames=("train", "dense_matching"))
+
+
+# `make test` hands whole files to 2 pytest-xdist workers in collection order
+# (`--dist loadfile --no-loadscope-reorder`; xdist's default order is by test count). A slow file
+# that starts last keeps one worker busy while the other idles, so the slowest files (measured on
+# the 2-core machine, docs/BENCHMARKS.md "Tests") are collected first, slowest first; the two
+# train_runs files first of all, so that their reference runs start together on the two workers.
+SLOW_FILES_FIRST = (
+    "test_train_runs.py", "test_train_runs_one_device.py", "test_models.py", "test_demo.py",
+    "test_train_step.py", "test_scale.py", "test_export.py", "test_input_workers.py",
+    "test_train_unit.py", "test_bench_accel.py", "test_suite_config.py", "test_sampler.py",
+    "test_numpy_sampler.py", "test_model_io.py", "test_grounding.py", "test_convert.py",
+    "test_real_data.py", "test_runner.py")
+
+
+def pytest_collection_modifyitems(items):
+  rank = {name: i for i, name in enumerate(SLOW_FILES_FIRST)}
+  # A stable sort: each file's tests keep their order, the files not listed theirs after the rest.
+  items.sort(key=lambda item: rank.get(item.path.name, len(rank)))

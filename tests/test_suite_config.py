@@ -27,7 +27,10 @@ def test_ci_runs_with_satracker_ci_set():
 @pytest.mark.parametrize("ci", [False, True], ids=["local", "ci"])
 def test_a_test_missing_the_shared_data_says_so_locally_and_fails_in_ci(tmp_path, ci):
   env = {k: v for k, v in os.environ.items() if k != "SATRACKER_CI"}
+  # Both archives absent: every test of the file stops at its archive's check, so the run only
+  # reports (about 1 s, where the TNL2K analyses took 12 s) and both archives' messages are seen.
   env["SATRACKER_REAL_DATA"] = str(tmp_path / "absent" / "real.tar.xz")
+  env["SATRACKER_TNL2K_TOOLKIT"] = str(tmp_path / "absent" / "tnl2k_toolkit.tar.xz")
   env["COLUMNS"] = "400"  # summary lines are cut at the terminal width
   if ci:
     env["SATRACKER_CI"] = "1"
@@ -38,6 +41,7 @@ def test_a_test_missing_the_shared_data_says_so_locally_and_fails_in_ci(tmp_path
   if ci:
     assert p.returncode == 1 and "ERROR tests/test_real_data.py" in summary, p.stdout[-3000:]
     assert "real.tar.xz not found" in summary and "CI (SATRACKER_CI set) needs it" in summary
+    assert "tnl2k_toolkit.tar.xz not found" in summary
   else:
     assert p.returncode == 0 and "SKIPPED" in summary, p.stdout[-3000:]
-    assert "real.tar.xz not found" in summary
+    assert "real.tar.xz not found" in summary and "tnl2k_toolkit.tar.xz not found" in summary

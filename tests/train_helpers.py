@@ -6,9 +6,11 @@ The stand-in (a tiny conv + Dense + BatchNorm Linen model, and batches that are 
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -160,3 +162,30 @@ def checkpoint_state(workdir, step: int, part: str = "") -> dict:
   if part:
     flat = {k[len(part) + 1:]: v for k, v in flat.items() if k.startswith(part + "/")}
   return flat
+
+
+def once_per_session(tmp_path_factory, name: str, make) -> dict:
+  """`make(folder)` -> a JSON-able dict, run once per test session however many pytest-xdist
+  workers ask: the first caller runs it under a file lock in a folder all the session's workers
+  share (xdist's documented pattern), later callers (other files, other workers) wait for the lock
+  and get the stored dict. So two test files can each start one expensive run on its own worker
+  and still read each other's. A failed `make` is stored too: the next caller fails with its message
+  instead of running it again."""
+  base = tmp_path_factory.getbasetemp()
+  if os.environ.get("PYTEST_XDIST_WORKER"):
+    base = base.parent  # pytest-N/, the parent of every worker's popen-gwK/ of this session
+  folder, done, failed = base / name, base / f"{name}.json", base / f"{name}.failed"
+  with open(base / f"{name}.lock", "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+    if failed.exists():
+      raise AssertionError(f"{name} failed in another test of this session:\n{failed.read_text()}")
+    if not done.exists():
+      shutil.rmtree(folder, ignore_errors=True)
+      folder.mkdir()
+      try:
+        result = make(folder)
+      except BaseException as e:
+        failed.write_text(f"{type(e).__name__}: {e}"[-8000:])
+        raise
+      done.write_text(json.dumps(result))
+    return json.loads(done.read_text())
