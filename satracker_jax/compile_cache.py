@@ -12,13 +12,30 @@ cached beside it (`jax_persistent_cache_enable_xla_caches`), so a cached start d
 
 A cache the caller configured already (JAX_COMPILATION_CACHE_DIR, jax.config) is left as it is.
 `CompileWatch` measures one compile and says whether it came from the cache.
+
+JAX's cache still traces and lowers the function in every process (its key is the lowered HLO):
+for base's train step that is 6-9 s of Python on the 2-core machine, more than loading the
+compiled program. A program built by this package from a config alone (`executable(...)`, with a
+`key` naming that config) is therefore also kept whole, as a serialized executable under
+`DIR/executables/`, keyed on the config, the package's source code, the argument shapes, dtypes
+and shardings, the JAX / jaxlib / Flax / optax versions, the devices, XLA_FLAGS and JAX's
+options; a second process loads it without tracing. Programs with user-supplied parts (a model or
+loss passed in by a test or a script), multi-process runs and bucket caches use JAX's cache alone.
 """
 from __future__ import annotations
 
+import contextlib
+import functools
+import hashlib
+import json
 import os
+import pickle
+import platform
+import sys
 import threading
 import time
-from typing import Callable, Optional
+from importlib import metadata
+from typing import Any, Callable, Optional
 
 import jax
 
@@ -118,6 +135,109 @@ class CompileWatch:
   def as_dict(self) -> dict:
     return {"seconds": self.seconds, "cache_hits": self.hits, "cache_misses": self.misses,
             "cached": self.cached}
+
+
+def _count(event: str) -> None:
+  with _lock:
+    _counts[event] += 1
+
+
+@functools.lru_cache(maxsize=1)
+def source_fingerprint() -> str:
+  """sha256 of every Python file of the package (name and content): a code change is a new key."""
+  root = os.path.dirname(os.path.abspath(__file__))
+  h = hashlib.sha256()
+  for folder, dirs, names in sorted(os.walk(root)):
+    dirs.sort()
+    for name in sorted(n for n in names if n.endswith(".py")):
+      path = os.path.join(folder, name)
+      h.update(os.path.relpath(path, root).encode() + b"\0")
+      with open(path, "rb") as f:
+        h.update(f.read())
+  return h.hexdigest()
+
+
+def _version(dist: str) -> str:
+  try:
+    return metadata.version(dist)
+  except metadata.PackageNotFoundError:
+    return ""
+
+
+def _args_spec(args) -> list:
+  leaves, treedef = jax.tree_util.tree_flatten(args)
+  spec = [str(treedef)]
+  for x in leaves:
+    sharding = getattr(x, "sharding", None)
+    spec.append([tuple(getattr(x, "shape", ())), str(getattr(x, "dtype", type(x).__name__)),
+                 repr(sharding) if sharding is not None else ""])
+  return spec
+
+
+def executable_key(what: str, key: Any, args) -> str:
+  """The file name of `what` built from `key` (JSON-able: the config) on `args`: everything the
+  compiled program depends on besides them is in it too (see the module docstring)."""
+  devices = jax.devices()
+  options = {k: repr(v) for k, v in jax.config.values.items() if "cache" not in k}
+  parts = {
+      "what": what, "key": key, "args": _args_spec(args), "source": source_fingerprint(),
+      "versions": {d: _version(d) for d in ("jax", "jaxlib", "flax", "optax", "numpy")},
+      "python": platform.python_version(),
+      "devices": [jax.default_backend(), len(devices), devices[0].device_kind, jax.process_count()],
+      "env": {k: os.environ.get(k, "") for k in ("XLA_FLAGS", "LIBTPU_INIT_ARGS")},
+      "options": options,
+  }
+  return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _lower_and_compile(jitted, args: tuple, timings: Optional[dict]):
+  t0 = time.perf_counter()
+  lowered = jitted.lower(*args)
+  if timings is not None:
+    timings["trace_lower_s"] = time.perf_counter() - t0
+  return lowered.compile()  # JAX's cache reports its own hit or miss
+
+
+def executable(what: str, jitted, args: tuple, key: Any = None, timings: Optional[dict] = None):
+  """`jitted` compiled for `args`: from `DIR/executables/` when the same program was saved there
+  (no tracing, no lowering, no XLA), else lowered, compiled and saved. `key` None (a program with
+  parts not named by a config), no local cache folder or several processes: `jitted` itself,
+  which JAX's cache serves on its first call (compiled now if `timings` is given). Call it inside
+  a `CompileWatch`: a load counts as a cache hit. `timings` (a dict) gets "trace_lower_s" when
+  this call traced and lowered."""
+  directory = active_directory()
+  if key is None or directory is None or "://" in directory or jax.process_count() > 1:
+    return jitted if timings is None else _lower_and_compile(jitted, args, timings)
+  from jax.experimental import serialize_executable  # noqa: PLC0415
+  path = os.path.join(directory, "executables", executable_key(what, key, args) + ".pkl")
+  if os.path.exists(path):
+    try:
+      with open(path, "rb") as f:
+        payload, in_tree, out_tree = pickle.load(f)
+      compiled = serialize_executable.deserialize_and_load(payload, in_tree, out_tree)
+    except Exception as e:  # noqa: BLE001 - a torn or foreign file: compiled again below
+      print(f"compilation cache: {path} unreadable ({type(e).__name__}); compiling the {what} again",
+            file=sys.stderr, flush=True)
+    else:
+      _count(_HITS)
+      return compiled
+  compiled = _lower_and_compile(jitted, args, timings)
+  try:
+    blob = pickle.dumps(serialize_executable.serialize(compiled))
+  except (ValueError, NotImplementedError, TypeError, pickle.PicklingError):
+    return compiled  # this backend cannot serialize it: JAX's cache keeps the XLA part
+  tmp = f"{path}.tmp-{os.getpid()}-{threading.get_ident()}"
+  try:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(tmp, "wb") as f:
+      f.write(blob)
+    os.replace(tmp, path)  # whole or not at all, whoever else writes the same key
+  except OSError as e:  # a full or read-only cache folder costs the next start, not this run
+    print(f"compilation cache: could not store the {what} in {path} ({e.strerror or e})",
+          file=sys.stderr, flush=True)
+    with contextlib.suppress(OSError):
+      os.remove(tmp)
+  return compiled
 
 
 def enable_listener() -> None:

@@ -120,13 +120,14 @@ def run(config_spec: str = "configs/tiny.py", overrides=(), *, batch: int = 0, s
 
   # Tracing + lowering (Python, every process) and XLA's compile (what the persistent cache
   # replaces by a load) are timed apart: their sum is what a user waits for.
+  # A second process loads the whole executable (compile_cache.executable): no trace, no lower.
+  timings = {}
   with compile_cache.CompileWatch("train step", say=lambda line: print(line, flush=True)) as watch:
-    t0 = time.perf_counter()
-    lowered = jit_step(config).lower(state, device_batch)
-    lower_s = time.perf_counter() - t0
-    compiled = lowered.compile()
+    compiled = compile_cache.executable("train step", jit_step(config), (state, device_batch),
+                                        loop.step_program_key(config), timings=timings)
   print(watch.line(), flush=True)
   compile_s = watch.seconds
+  lower_s = timings.get("trace_lower_s", 0.0)
   xla_compile_s = compile_s - lower_s
   raw_flops = xla_flops(compiled)
   fusions = count_fusions(compiled)

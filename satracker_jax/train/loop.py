@@ -12,6 +12,7 @@ deterministic kernels at a cost we have not measured (no GPU was available; laun
 from __future__ import annotations
 
 import copy
+import fnmatch
 import hashlib
 import os
 import signal
@@ -73,6 +74,21 @@ def prepare_config(config):
     # bf16 compute, f32 master weights: the model keeps param_dtype f32 and casts per op.
     config.model.dtype = "bfloat16"
   return config
+
+
+# Config fields the compiled train step never reads (logging, checkpointing, where the data lives,
+# how it is read, evaluation): runs that differ only in them share one stored executable
+# (compile_cache.executable). Everything else of the config is part of the key.
+NOT_IN_STEP = ("train.log_every", "train.checkpoint_every", "train.keep_checkpoints", "train.keep_best",
+               "train.tensorboard", "train.async_checkpointing", "train.init_from", "train.debug_signal",
+               "data.datasets.*.root", "data.cache_dir", "data.backend", "data.workers", "data.threads",
+               "data.num_parallel_calls", "data.processes", "data.prefetch", "tracker.*", "eval.*")
+
+
+def step_program_key(config) -> dict:
+  """The config as the train step's compiled program depends on it (see NOT_IN_STEP)."""
+  fields = resume_lib.flat(config_utils.config_to_json(config))
+  return {k: v for k, v in fields.items() if not any(fnmatch.fnmatch(k, p) for p in NOT_IN_STEP)}
 
 
 def default_model(config):
@@ -288,6 +304,9 @@ def train(config, workdir: str, *, model=None, loss_fn: Optional[Callable] = Non
   local_bs = global_bs // jax.process_count()
   total = int(tc.total_steps)
 
+  # A step built from the config alone may be stored whole in the compilation cache (no tracing
+  # in the next process); one with a model or loss passed in is compiled through JAX's cache only.
+  program_key = step_program_key(config) if model is None and loss_fn is None else None
   model = model if model is not None else default_model(config)
   loss_fn = loss_fn if loss_fn is not None else default_loss_fn(config)
   abstract_vars = jax.eval_shape(
@@ -394,6 +413,7 @@ def train(config, workdir: str, *, model=None, loss_fn: Optional[Callable] = Non
       batch = state_lib.device_batch(local, mesh)
       if watch is None:
         with compile_cache.CompileWatch("train step", say=say) as watch:
+          train_step = compile_cache.executable("train step", train_step, (state, batch), program_key)
           state, metrics = train_step(state, batch)
         say(watch.line())
         # The rate (and ETA) counts from the first step's end: the compile is not a step.
