@@ -221,7 +221,17 @@ def executable(what: str, jitted, args: tuple, key: Any = None, timings: Optiona
     else:
       _count(_HITS)
       return compiled
+  enable_listener()
+  with _lock:
+    hits_before = _counts[_HITS]
   compiled = _lower_and_compile(jitted, args, timings)
+  with _lock:
+    loaded = _counts[_HITS] > hits_before
+  if loaded:
+    # XLA's part came from JAX's cache: XLA:CPU re-serialises a loaded executable without some
+    # of its kernels ("Function wrapped_iota not found" when the copy runs), so only a program
+    # compiled here is stored whole.
+    return compiled
   try:
     blob = pickle.dumps(serialize_executable.serialize(compiled))
   except (ValueError, NotImplementedError, TypeError, pickle.PicklingError):

@@ -24,8 +24,9 @@ def test_sigkill_after_step_30_then_resume_is_bitwise_equal(run_1dev, tmp_path, 
   assert p.returncode == -9, p.stdout[-3000:]
   assert "RESULT" not in p.stdout and f"resumed from {wd}/checkpoints/24 " in p.stdout
   # Logging, checkpointing and test-hook fields differ from the reference run's, the program does
-  # not: both processes load the reference's stored executable, so the bitwise comparison below
-  # also holds a loaded executable to the one compiled in the reference run.
+  # not: both processes load the reference's step from the compilation cache (whole, when the
+  # reference compiled it), so the bitwise comparison below also holds a loaded program to the
+  # one the reference run compiled.
   assert "(from the compilation cache)" in p.stdout, p.stdout[-3000:]
   p = th.run_worker(wd, devices=1, overrides=overrides, extra=tr.extra(debug_signal=["TERM", 33]),
                     env=tr.CACHE_ENV)
