@@ -13,8 +13,13 @@ from satracker_jax import compile_cache
 
 @pytest.fixture()
 def cache(tmp_path, monkeypatch):
+  """Our executables in `tmp_path`; JAX's own persistent cache off for the test (in the suite it
+  may hold these small programs already, and a program JAX loaded is never stored whole)."""
   monkeypatch.setattr(compile_cache, "active_directory", lambda: str(tmp_path))
-  return tmp_path
+  jax_cache_on = jax.config.jax_enable_compilation_cache
+  jax.config.update("jax_enable_compilation_cache", False)
+  yield tmp_path
+  jax.config.update("jax_enable_compilation_cache", jax_cache_on)
 
 
 TRACES = []
