@@ -18,8 +18,8 @@ for base's train step that is 6-9 s of Python on the 2-core machine, more than l
 compiled program. A program built by this package from a config alone (`executable(...)`, with a
 `key` naming that config) is therefore also kept whole, as a serialized executable under
 `DIR/executables/`, keyed on the config, the package's source code, the argument shapes, dtypes
-and shardings, the JAX / jaxlib / Flax / optax versions, the devices, XLA_FLAGS and JAX's
-options; a second process loads it without tracing. Programs with user-supplied parts (a model or
+and shardings, the JAX / jaxlib / Flax / optax versions, the devices (and the host CPU's model and
+flags), XLA_FLAGS and JAX's options; a second process loads it without tracing. Programs with user-supplied parts (a model or
 loss passed in by a test or a script), multi-process runs and bucket caches use JAX's cache alone.
 """
 from __future__ import annotations
@@ -164,6 +164,19 @@ def _version(dist: str) -> str:
     return ""
 
 
+@functools.lru_cache(maxsize=1)
+def host_cpu() -> str:
+  """The host CPU's model and instruction-set flags (Linux), else its architecture: XLA:CPU code
+  is compiled for the host's features, so a cache folder shared by unlike machines keeps them apart."""
+  try:
+    with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+      lines = [line for line in f if line.startswith(("model name", "flags"))]
+    fields = sorted(set(lines))
+  except OSError:
+    fields = []
+  return hashlib.sha256("".join(fields).encode()).hexdigest()[:16] if fields else platform.machine()
+
+
 def _args_spec(args) -> list:
   leaves, treedef = jax.tree_util.tree_flatten(args)
   spec = [str(treedef)]
@@ -182,7 +195,7 @@ def executable_key(what: str, key: Any, args) -> str:
   parts = {
       "what": what, "key": key, "args": _args_spec(args), "source": source_fingerprint(),
       "versions": {d: _version(d) for d in ("jax", "jaxlib", "flax", "optax", "numpy")},
-      "python": platform.python_version(),
+      "python": platform.python_version(), "host_cpu": host_cpu(),
       "devices": [jax.default_backend(), len(devices), devices[0].device_kind, jax.process_count()],
       "env": {k: os.environ.get(k, "") for k in ("XLA_FLAGS", "LIBTPU_INIT_ARGS")},
       "options": options,

@@ -59,7 +59,7 @@ def test_a_stored_program_loads_without_tracing_and_computes_the_same(cache):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
-@pytest.mark.parametrize("change", ["key", "shape", "dtype", "source", "what"])
+@pytest.mark.parametrize("change", ["key", "shape", "dtype", "source", "what", "host"])
 def test_whatever_changes_the_program_changes_the_key(cache, monkeypatch, change):
   state, x = fresh_args()
   base = compile_cache.executable_key("step", {"lr": 0.1}, (state, x))
@@ -72,10 +72,12 @@ def test_whatever_changes_the_program_changes_the_key(cache, monkeypatch, change
     state = {**state, "w": state["w"].astype(jnp.bfloat16)}
   elif change == "source":
     monkeypatch.setattr(compile_cache, "source_fingerprint", lambda: "edited")
+  elif change == "host":
+    monkeypatch.setattr(compile_cache, "host_cpu", lambda: "another cpu")
   else:
     what = "other"
   assert compile_cache.executable_key(what, key, (state, x)) != base
-  assert compile_cache.executable_key("step", {"lr": 0.1}, fresh_args()) == base or change == "source"
+  assert compile_cache.executable_key("step", {"lr": 0.1}, fresh_args()) == base or change in ("source", "host")
 
 
 def test_the_source_fingerprint_reads_the_package():
