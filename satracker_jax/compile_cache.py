@@ -228,9 +228,11 @@ def executable(what: str, jitted, args: tuple, key: Any = None, timings: Optiona
       with open(path, "rb") as f:
         payload, in_tree, out_tree = pickle.load(f)
       compiled = serialize_executable.deserialize_and_load(payload, in_tree, out_tree)
-    except Exception as e:  # noqa: BLE001 - a torn or foreign file: compiled again below
-      print(f"compilation cache: {path} unreadable ({type(e).__name__}); compiling the {what} again",
-            file=sys.stderr, flush=True)
+    except Exception as e:  # noqa: BLE001 - a torn or foreign file: removed, compiled again below
+      print(f"compilation cache: {path} unreadable ({type(e).__name__}); removed, compiling the "
+            f"{what} again", file=sys.stderr, flush=True)
+      with contextlib.suppress(OSError):
+        os.remove(path)
     else:
       _count(_HITS)
       return compiled
