@@ -1,6 +1,7 @@
 """compile_cache.executable: a program built from a config alone is stored whole and a later
 process (here: a later call) loads it without tracing; anything that changes the program changes
-the key; a damaged file is removed and the program compiled again; a program with parts the key cannot name is not stored."""
+the key; a damaged file is removed and the program compiled again; a program with parts the key
+cannot name is not stored."""
 import os
 import random
 
