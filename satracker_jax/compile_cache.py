@@ -19,8 +19,9 @@ compiled program. A program built by this package from a config alone (`executab
 `key` naming that config) is therefore also kept whole, as a serialized executable under
 `DIR/executables/`, keyed on the config, the package's source code, the argument shapes, dtypes
 and shardings, the JAX / jaxlib / Flax / optax versions, the devices (and the host CPU's model and
-flags), XLA_FLAGS and JAX's options; a second process loads it without tracing. Programs with user-supplied parts (a model or
-loss passed in by a test or a script), multi-process runs and bucket caches use JAX's cache alone.
+flags), XLA_FLAGS and JAX's options; a second process loads it without tracing. Programs with
+user-supplied parts (a model or loss passed in by a test or a script), multi-process runs and
+bucket caches use JAX's cache alone.
 """
 from __future__ import annotations
 

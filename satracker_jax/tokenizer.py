@@ -38,26 +38,17 @@ def vocabulary_field(kind: str) -> str:
   return VOCABULARY_FIELDS.get(str(kind), "")
 
 
-def _is_url(path: str) -> bool:
-  return "://" in path
-
-
 def vocabulary_exists(path: str) -> bool:
-  if _is_url(path):
-    from data_pipelines import files  # noqa: PLC0415  (TensorFlow's file systems, for URLs only)
-    return files.isfile(path)
-  return os.path.isfile(path)
+  from data_pipelines import files  # noqa: PLC0415  (os for a local path; TensorFlow for a URL only)
+  return files.isfile(path)
 
 
 def read_vocabulary(path: str, what: str) -> bytes:
   """The bytes of a vocabulary file, local or on a bucket; FileNotFoundError naming `what`."""
   if not path or not vocabulary_exists(path):
     raise FileNotFoundError(f"{what} file not found: {path!r}")
-  if _is_url(path):
-    from data_pipelines import files  # noqa: PLC0415
-    return files.read_bytes(path)
-  with open(path, "rb") as f:
-    return f.read()
+  from data_pipelines import files  # noqa: PLC0415
+  return files.read_bytes(path)
 
 
 def decode_sentence_bytes(data: bytes, path: str) -> str:

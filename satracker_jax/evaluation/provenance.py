@@ -9,6 +9,7 @@ otherwise its old files are deleted and it is tracked again.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -57,7 +58,7 @@ def config_fingerprint(config, reduced_decode: bool = True) -> str:
   as_json = config_utils.config_to_json(config)
   text = dict(as_json.get("text", {}))
   vocab = text.get("vocab_file", "")
-  if vocab and tokenizer.vocabulary_exists(vocab):  # the vocabulary's content, wherever it lives
+  with contextlib.suppress(FileNotFoundError):  # the vocabulary's content, wherever it lives
     text["vocab_file"] = hashlib.sha1(tokenizer.read_vocabulary(vocab, "vocabulary")).hexdigest()
   relevant = {
       "model": as_json.get("model"), "tracker": as_json.get("tracker"), "text": text,
