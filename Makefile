@@ -10,14 +10,25 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed$(if $(ACCEL),-$(ACCEL))
 comma := ,
 EXTRAS := test,tf$(if $(ACCEL),$(comma)$(ACCEL))
+# The installer. uv (installed into .venv by pip, range below) resolves the same setup.py ranges to
+# the same versions as pip and installs them in parallel: a fresh .venv took 18 s instead of 66 s
+# on the 2-core development machine (2026-12-07, uv's download cache empty, pip's full). uv does
+# not read pip's configuration (an index or find-links set there): `make env INSTALLER=pip` then.
+INSTALLER ?= uv
 
 .PHONY: env test demo clean
 
 $(STAMP): setup.py
 	@case "$(ACCEL)" in ""|cuda|cuda13|tpu) ;; *) echo "ACCEL=$(ACCEL): expected cuda, cuda13 or tpu (or nothing: CPU)" >&2; exit 2;; esac
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	@case "$(INSTALLER)" in uv|pip) ;; *) echo "INSTALLER=$(INSTALLER): expected uv or pip" >&2; exit 2;; esac
+ifeq ($(INSTALLER),uv)
+	$(BIN)/pip install -q 'uv>=0.5,<0.14'
+	$(BIN)/uv pip install -q --python $(BIN)/python -e '.[$(EXTRAS)]'
+else
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[$(EXTRAS)]'
+endif
 	touch $(STAMP)
 
 env: $(STAMP)

@@ -119,6 +119,7 @@ def save_model_folder(out: str, config, variables: dict) -> list[str]:
   if model_file.exists():
     model_file.unlink()  # the folder is not a model again until the new variables are complete
   items = {part: variables.get(part, {}) for part in model_io.VARIABLE_PARTS}
+  model_io.use_orbax_array_writer()
   with ocp.StandardCheckpointer() as checkpointer:
     checkpointer.save(folder / model_io.VARIABLES_DIR, items, force=True)
     checkpointer.wait_until_finished()

@@ -329,6 +329,33 @@ def _load_model_folder(path: str, config):
   return config, {"params": restored["params"], "batch_stats": restored.get("batch_stats", {})}
 
 
+# Orbax writes an array held whole by several devices (under data parallelism: every parameter and
+# moment) "replica-parallel" by default on CPU and TPU: each replica writes a slice of it, cut by a
+# jitted slice on its device, one program per array shape. Within one process this gains nothing
+# (one host writes every slice anyway) and costs a compile per shape on the first save and a
+# dispatch per slice on every save. On the 2-core CPU machine (2026-12-07), the 10 saves of the
+# tests' 8-device run (data 4 x fsdp 2, 0.36 M parameters) took 34 s instead of 12 s, the first
+# compiling ~180 slice programs; 4 saves of 150 replicated arrays of distinct shapes on 8 devices
+# took 60 s for the first and ~1 s for each later one, instead of ~0.4 s. Here a
+# replicated array is written by replica 0 alone, except across processes where each replica's
+# slice would be at least this large (then the write is spread over the hosts, as Orbax intends).
+REPLICA_PARALLEL_MIN_BYTES = 1 << 20
+
+
+def use_orbax_array_writer() -> None:
+  """Registers Orbax's jax.Array handler with the rule above (the registry is global and Orbax
+  reads it at each save; called by every writer: the trainer's checkpoints and model exports).
+  Orbax's own default stays in force on GPUs, where it already writes from one replica."""
+  import orbax.checkpoint as ocp  # noqa: PLC0415
+  # The default handler's metadata store, as Orbax's own registry builds it (>= 0.12).
+  from orbax.checkpoint._src.metadata import array_metadata_store  # noqa: PLC0415
+
+  parallel = jax.process_count() > 1 and jax.default_backend() not in ("gpu", "cuda", "rocm")
+  ocp.type_handlers.register_type_handler(jax.Array, ocp.type_handlers.ArrayHandler(
+      use_replica_parallel=parallel, min_slice_bytes_for_replica_parallel=REPLICA_PARALLEL_MIN_BYTES,
+      array_metadata_store=array_metadata_store.Store()), override=True)
+
+
 def drop_read_only_notice(record) -> bool:
   """A logging filter (the absl logger) for Orbax's notice about a read-only manager."""
   return not str(record.msg).startswith("Given directory is read only")

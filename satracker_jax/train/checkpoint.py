@@ -51,6 +51,8 @@ def make_manager(directory: str, keep: int = 3, keep_best: bool = True, async_sa
       # a writer removes them when it starts (a reader must not touch a running save's).
       cleanup_tmp_directories=not read_only,
   )
+  if not read_only:
+    model_io.use_orbax_array_writer()
   handlers = {
       STATE_ITEM: state_handler or ocp.StandardCheckpointHandler(),
       CONFIG_ITEM: ocp.JsonCheckpointHandler(),
