@@ -169,20 +169,28 @@ def fused_adamw(schedule: Callable, *, b1: float, b2: float, weight_decay: float
       g = g * scale.astype(g.dtype)
       return b1 * mu + (1 - b1) * g, b2 * nu + (1 - b2) * g * g
 
-    def update(mu, nu, p, m, decay):
-      u = (mu / bc1.astype(mu.dtype)) / (jnp.sqrt(nu / bc2.astype(nu.dtype)) + eps)
+    def direction(mu, nu):
+      return (mu / bc1.astype(mu.dtype)) / (jnp.sqrt(nu / bc2.astype(nu.dtype)) + eps)
+
+    def finish(u, p, m, decay):
       if decay and weight_decay:
         u = u + weight_decay * p
       if not is_one(m):
         u = u * jnp.asarray(m, u.dtype)
       return -lr.astype(u.dtype) * u
 
+    update = lambda mu, nu, p, m, decay: finish(direction(mu, nu), p, m, decay)
+
     if flat:
       mu, nu = moments(vector, state.mu, state.nu)
+      # Adam's direction of every parameter in one expression; each tensor then takes its piece and
+      # applies its own terms (decay, multiplier, lr). The same operations in the same order as
+      # per tensor, so the same values; about half the traced operations per tensor.
+      adam = direction(mu, nu)
       offsets = np.cumsum([0] + [int(np.prod(g.shape)) for g in leaves])
       piece = lambda v, i: v[offsets[i]:offsets[i + 1]].reshape(leaves[i].shape)
       flat_p, flat_m, flat_d = (treedef.flatten_up_to(t) for t in (params, mults, decay_mask))
-      updates = [update(piece(mu, i), piece(nu, i), flat_p[i], flat_m[i], flat_d[i]).astype(leaves[i].dtype)
+      updates = [finish(piece(adam, i), flat_p[i], flat_m[i], flat_d[i]).astype(leaves[i].dtype)
                  for i in range(len(leaves))]
       return jax.tree.unflatten(treedef, updates), FusedAdamWState(count, mu, nu)
     new = jax.tree.map(moments, grads, state.mu, state.nu)
