@@ -6,7 +6,9 @@ Formats (last axis = 4):
   xywh    top-left + size; pixel boxes in frames / result files (pytracking convention).
 
 Conversions and IoU work on numpy arrays and on jax arrays (also under jit): the array module is
-picked from the input. Crop geometry is numpy only (host side).
+picked from the input. Crop geometry is numpy only (host side). JAX is not imported here: the
+input pipeline's worker processes use these functions on numpy arrays only, and importing JAX cost
+each of them 1.4 s of CPU at start (an input cannot hold a jax array before JAX is imported).
 
 Crop convention (OSTrack `sample_target`): the crop is a square of side
 `ceil(sqrt(w * h) * factor)` pixels centred on the box centre (x + w/2, y + h/2), its top-left
@@ -21,22 +23,29 @@ the training pipeline's crop plan all use it.
 from __future__ import annotations
 
 import math
+import sys
 from typing import NamedTuple
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
 _EPS = 1e-7
 
 
+def _is_jax(a) -> bool:
+  jax = sys.modules.get("jax")
+  return jax is not None and isinstance(a, jax.Array)
+
+
 def _xp(a):
-  return jnp if isinstance(a, jax.Array) else np
+  if _is_jax(a):
+    import jax.numpy as jnp  # noqa: PLC0415  (already imported: the input is a jax array)
+    return jnp
+  return np
 
 
 def _xp2(a, b):
-  return jnp if isinstance(a, jax.Array) or isinstance(b, jax.Array) else np
+  return _xp(a) if _is_jax(a) else _xp(b)
 
 
 def _split(box):

@@ -112,6 +112,18 @@ def test_the_file_access_module_imports_tensorflow_only_inside_functions():
   assert any(m.startswith("tensorflow") for m in GRAPH["data_pipelines.files"])  # the lazy one
 
 
+def test_the_numpy_input_imports_neither_jax_nor_tensorflow():
+  """Each worker process of `data.workers=processes` imports the numpy sampler: JAX alone cost each
+  1.4 s of CPU at start (2026-12-07), and none of them runs a JAX computation."""
+  import subprocess
+  import sys
+  code = ("import sys, data_pipelines.numpy_sampler; "
+          "print(sorted(m for m in sys.modules if m.split('.')[0] in ('jax', 'jaxlib', 'flax', 'tensorflow')))")
+  p = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+  assert p.returncode == 0, p.stderr[-2000:]
+  assert p.stdout.strip() == "[]", p.stdout[-2000:]
+
+
 def test_only_data_pipelines_import_tensorflow():
   assert _violations(["satracker_jax"], TENSORFLOW) == []
 
