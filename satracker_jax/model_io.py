@@ -69,10 +69,36 @@ def init_variables(model, model_config, rng) -> dict:
   return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
 
 
+# Tracing a model's initialisation costs about as much as tracing its forward pass (2 s for tiny on
+# the 2-core machine), and a verb asks for the shapes several times (load, check, restore target).
+# The traced shapes are kept per model (Linen modules built from equal configs are equal), at most
+# this many; callers get fresh dict containers, so no caller's edit reaches the cache.
+_SHAPES_CACHE: dict = {}
+_SHAPES_CACHE_SIZE = 16
+
+
+def _shapes_once(kind: str, model, model_config, trace) -> dict:
+  key = (kind, model, input_shapes(model_config))
+  try:
+    hit = _SHAPES_CACHE.get(key)
+  except TypeError:  # a module with an unhashable field: traced every time
+    return trace()
+  if hit is None:
+    hit = _SHAPES_CACHE[key] = trace()
+    while len(_SHAPES_CACHE) > _SHAPES_CACHE_SIZE:
+      _SHAPES_CACHE.pop(next(iter(_SHAPES_CACHE)))
+  return _fresh_dicts(hit)
+
+
+def _fresh_dicts(tree):
+  return {k: _fresh_dicts(v) for k, v in tree.items()} if isinstance(tree, dict) else tree
+
+
 def _boxed_shapes(model, model_config) -> dict:
   """The model's variables as shapes, each parameter still boxed with its initialiser's rule."""
   boxed_init = lambda *inputs: nn.Module.init(model, jax.random.key(0), *inputs, train=False)
-  return jax.eval_shape(boxed_init, *input_shapes(model_config))
+  return _shapes_once("boxed", model, model_config,
+                      lambda: jax.eval_shape(boxed_init, *input_shapes(model_config)))
 
 
 def host_variables(model, model_config, seed: int) -> dict:
@@ -109,7 +135,8 @@ def host_variables(model, model_config, seed: int) -> dict:
 def abstract_variables(config) -> dict:
   """Shapes and dtypes of the config's variables; nothing is allocated."""
   model = build_model(config.model)
-  return jax.eval_shape(lambda: init_variables(model, config.model, jax.random.PRNGKey(0)))
+  return _shapes_once("abstract", model, config.model, lambda: jax.eval_shape(
+      lambda: init_variables(model, config.model, jax.random.PRNGKey(0))))
 
 
 def random_variables(config, seed: int = 0) -> dict:

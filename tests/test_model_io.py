@@ -29,6 +29,21 @@ def test_abstract_variables_match_an_initialisation(small):
   assert set(abstract) == {"params", "batch_stats"} and abstract["batch_stats"]
 
 
+def test_the_shapes_of_a_model_are_traced_once_and_handed_out_as_copies(small, monkeypatch):
+  config, _ = small
+  first = model_io.abstract_variables(config_utils.load_config("configs/tiny.py", SMALL))
+  traced = []
+  real = jax.eval_shape
+  monkeypatch.setattr(jax, "eval_shape", lambda *a, **k: traced.append(1) or real(*a, **k))
+  again = model_io.abstract_variables(config_utils.load_config("configs/tiny.py", SMALL))  # an equal config
+  assert traced == [] and model_io.flat_shapes(again) == model_io.flat_shapes(first)
+  again["params"]["patch_embed"]["kernel"] = None  # a caller's edit stays its own
+  assert model_io.abstract_variables(config)["params"]["patch_embed"]["kernel"] is not None
+  wider = config_utils.load_config("configs/tiny.py", SMALL + ["model.head_channels=32"])
+  model_io.abstract_variables(wider)  # another model is traced
+  assert traced
+
+
 def test_check_variables_names_the_first_mismatch(small):
   config, variables = small
   model_io.check_variables(config, variables, "same")
