@@ -373,14 +373,31 @@ def use_orbax_array_writer() -> None:
   """Registers Orbax's jax.Array handler with the rule above (the registry is global and Orbax
   reads it at each save; called by every writer: the trainer's checkpoints and model exports).
   Orbax's own default stays in force on GPUs, where it already writes from one replica."""
+  global _ARRAY_WRITER
   import orbax.checkpoint as ocp  # noqa: PLC0415
   # The default handler's metadata store, as Orbax's own registry builds it (>= 0.12).
   from orbax.checkpoint._src.metadata import array_metadata_store  # noqa: PLC0415
 
   parallel = jax.process_count() > 1 and jax.default_backend() not in ("gpu", "cuda", "rocm")
-  ocp.type_handlers.register_type_handler(jax.Array, ocp.type_handlers.ArrayHandler(
+  if _ARRAY_WRITER == parallel:
+    return
+  handler = ocp.type_handlers.ArrayHandler(
       use_replica_parallel=parallel, min_slice_bytes_for_replica_parallel=REPLICA_PARALLEL_MIN_BYTES,
-      array_metadata_store=array_metadata_store.Store()), override=True)
+      array_metadata_store=array_metadata_store.Store())
+  absl_logger = logging.getLogger("absl")
+  absl_logger.addFilter(_drop_override_notice)  # Orbax logs a WARNING for every replaced handler
+  try:
+    ocp.type_handlers.register_type_handler(jax.Array, handler, override=True)
+  finally:
+    absl_logger.removeFilter(_drop_override_notice)
+  _ARRAY_WRITER = parallel
+
+
+_ARRAY_WRITER = None  # the `parallel` setting registered by this process, None before the first
+
+
+def _drop_override_notice(record) -> bool:
+  return not str(record.msg).startswith("Type handler registry")
 
 
 def drop_read_only_notice(record) -> bool:
