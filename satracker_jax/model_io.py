@@ -132,11 +132,17 @@ def host_variables(model, model_config, seed: int) -> dict:
   return out
 
 
+def model_shapes(model, model_config) -> dict:
+  """`{"params", "batch_stats"}` of `model` as ShapeDtypeStructs (traced once per model)."""
+  def unboxed():
+    variables = nn.meta.unbox(_boxed_shapes(model, model_config))  # the same trace serves both
+    return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
+  return _shapes_once("abstract", model, model_config, unboxed)
+
+
 def abstract_variables(config) -> dict:
   """Shapes and dtypes of the config's variables; nothing is allocated."""
-  model = build_model(config.model)
-  return _shapes_once("abstract", model, config.model, lambda: jax.eval_shape(
-      lambda: init_variables(model, config.model, jax.random.PRNGKey(0))))
+  return model_shapes(build_model(config.model), config.model)
 
 
 def random_variables(config, seed: int = 0) -> dict:

@@ -179,8 +179,7 @@ def _compile_here(config_spec: str, overrides: Sequence[str], devices: int, mesh
   cpu = jax.devices("cpu")
   mesh_obj = sharding_lib.make_mesh(config.train.mesh, devices=cpu[:devices])
   model = loop.default_model(config)
-  abstract_vars = jax.eval_shape(
-      lambda: model_io.init_variables(model, config.model, state_lib.init_rng(config)))
+  abstract_vars = model_io.model_shapes(model, config.model)
   tx, schedule = optim_lib.build_optimizer(config, abstract_vars["params"], fsdp=mesh_obj.shape["fsdp"])
   abstract = state_lib.abstract_state(model, config, tx)
   state_sh = sharding_lib.state_shardings(abstract, mesh_obj)

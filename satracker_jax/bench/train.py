@@ -103,8 +103,7 @@ def run(config_spec: str = "configs/tiny.py", overrides=(), *, batch: int = 0, s
   batch_size = int(config.train.batch_size)
   model = loop.default_model(config)
   loss_fn = loop.default_loss_fn(config)
-  abstract_vars = jax.eval_shape(
-      lambda: model_io.init_variables(model, config.model, state_lib.init_rng(config)))
+  abstract_vars = model_io.model_shapes(model, config.model)
   tx, schedule = optim_lib.build_optimizer(config, abstract_vars["params"], fsdp=mesh.shape["fsdp"])
   state_sh = sharding_lib.state_shardings(state_lib.abstract_state(model, config, tx), mesh)
   t0 = time.perf_counter()

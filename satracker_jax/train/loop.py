@@ -18,10 +18,9 @@ import os
 import signal
 import tempfile
 import time
-from typing import Any, Callable, Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import jax
-import numpy as np
 
 from satracker_jax import compile_cache, config_utils, model_io, paths
 from satracker_jax.train import checkpoint as ckpt_lib
@@ -309,8 +308,7 @@ def train(config, workdir: str, *, model=None, loss_fn: Optional[Callable] = Non
   program_key = step_program_key(config) if model is None and loss_fn is None else None
   model = model if model is not None else default_model(config)
   loss_fn = loss_fn if loss_fn is not None else default_loss_fn(config)
-  abstract_vars = jax.eval_shape(
-      lambda: model_io.init_variables(model, config.model, state_lib.init_rng(config)))
+  abstract_vars = model_io.model_shapes(model, config.model)
   tx, schedule = optim_lib.build_optimizer(config, abstract_vars["params"], fsdp=mesh.shape["fsdp"])
   abstract = state_lib.abstract_state(model, config, tx)
   state_sh = sharding_lib.state_shardings(abstract, mesh)

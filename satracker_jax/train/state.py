@@ -42,8 +42,8 @@ def init_rng(config):
 
 
 def abstract_state(model, config, tx) -> Any:
-  return jax.eval_shape(lambda: create_state(
-      model_io.init_variables(model, config.model, init_rng(config)), tx))
+  # From the model's shapes (traced once per process): only the optimizer's init is traced here.
+  return jax.eval_shape(lambda v: create_state(v, tx), model_io.model_shapes(model, config.model))
 
 
 def with_shardings(abstract_tree, shardings):
