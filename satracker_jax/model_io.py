@@ -4,6 +4,7 @@ Everything that *uses* a model (tracker, evaluation, export, `satracker track`, 
 trainer itself reach the model's variables through this module, never through each other:
 
     abstract = abstract_variables(config)          # {"params", "batch_stats"} as ShapeDtypeStructs
+    abstract = model_shapes(model, config.model)   # the same for a built model (traced once each)
     variables = random_variables(config, seed=0)   # freshly initialised (smoke runs, benchmarks)
     check_variables(config, variables, "where")    # ValueError naming the first mismatched entry
     config, variables = load_variables(path)       # a trained model, ready for inference
