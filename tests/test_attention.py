@@ -1,4 +1,5 @@
-"""Attention goes through `jax.nn.dot_product_attention` and matches the einsum attention it replaced."""
+"""The attention (`vit.dot_product_attention`: XLA path with a hand-written backward, cuDNN through
+`jax.nn.dot_product_attention`) matches the einsum attention of the first version."""
 import functools
 
 import jax
@@ -11,7 +12,7 @@ from satracker_jax.smoke import model_inputs
 
 
 def einsum_attention(q, k, v, key_mask=None):
-  """The model's attention before `jax.nn.dot_product_attention` (kept here as the reference).
+  """The model's first attention, autodiffed (kept here as the reference).
 
   [B, T, N, H] x [B, S, N, H]; logits and softmax in float32; a query whose keys are all masked
   gets a zero output.

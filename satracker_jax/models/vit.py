@@ -25,12 +25,13 @@ def gelu(x):
 
 
 def dot_product_attention(query, key, value, key_mask=None, implementation: str = "xla"):
-  """softmax(q k^T / sqrt(H)) v over [B, T, N, H] / [B, S, N, H] through `jax.nn.dot_product_attention`.
+  """softmax(q k^T / sqrt(H)) v over [B, T, N, H] / [B, S, N, H] (XLA: `_attend`; cuDNN: through
+  `jax.nn.dot_product_attention`).
 
   key_mask [B, S] (nonzero = attend). A query whose keys are all masked gets a zero output, not the
   uniform average over padding that a masked softmax gives, so masked-out content can never leak
   into the result (and the row's gradient is zero). Logits and softmax run in float32 under
-  bfloat16 compute (JAX's XLA path does that itself).
+  bfloat16 compute.
 
   implementation "cudnn" uses cuDNN's fused (flash) kernel where it applies, i.e. on a GPU with
   bfloat16/float16 inputs (cuDNN has no float32 kernel); everywhere else it runs the XLA path, so
@@ -39,15 +40,56 @@ def dot_product_attention(query, key, value, key_mask=None, implementation: str 
   impl = implementation
   if impl == "cudnn" and (jax.default_backend() != "gpu" or query.dtype not in (jnp.bfloat16, jnp.float16)):
     impl = "xla"
-  mask = None if key_mask is None else key_mask.astype(bool)[:, None, None, :]
-  if impl == "cudnn":
-    y = _cudnn_attention(query, key, value, mask)
-  else:
-    y = jax.nn.dot_product_attention(query, key, value, mask=mask, implementation="xla")
+  if impl != "cudnn":
+    return _attend(query, key, value, None if key_mask is None else key_mask.astype(bool))
+  y = _cudnn_attention(query, key, value, None if key_mask is None else key_mask.astype(bool)[:, None, None, :])
   if key_mask is not None:
     any_key = jnp.any(key_mask.astype(bool), axis=-1)[:, None, None, None]
     y = jnp.where(any_key, y, jnp.zeros((), y.dtype))
   return y
+
+
+def _probabilities(query, key, key_mask):
+  """softmax(q k^T / sqrt(H)) in float32, [B, N, T, S]; all zero for a query with no key."""
+  logits = jnp.einsum("btnh,bsnh->bnts", query, key, preferred_element_type=jnp.float32)
+  logits = logits * (query.shape[-1] ** -0.5)
+  if key_mask is not None:
+    logits = jnp.where(key_mask[:, None, None, :], logits, jnp.finfo(jnp.float32).min)
+  exp = jnp.exp(logits - jnp.max(logits, axis=-1, keepdims=True))
+  probs = exp / jnp.sum(exp, axis=-1, keepdims=True)
+  if key_mask is not None:
+    probs = probs * jnp.any(key_mask, axis=-1)[:, None, None, None]
+  return probs
+
+
+@jax.custom_vjp
+def _attend(query, key, value, key_mask):
+  """The XLA attention: the same values as `jax.nn.dot_product_attention(implementation="xla")`
+  (float32 logits and softmax, probabilities cast to the value dtype), with a hand-written backward
+  pass that keeps only q, k, v and the probabilities. Autodiff of the softmax kept its
+  intermediates as arrays of their own, each a kernel on XLA:CPU (3 of a self-attention's 19
+  forward-and-backward kernels)."""
+  return _attend_fwd(query, key, value, key_mask)[0]
+
+
+def _attend_fwd(query, key, value, key_mask):
+  probs = _probabilities(query, key, key_mask)
+  y = jnp.einsum("bnts,bsnh->btnh", probs.astype(value.dtype), value)
+  return y, (query, key, value, key_mask, probs)
+
+
+def _attend_bwd(residuals, dy):
+  query, key, value, key_mask, probs = residuals
+  dprobs = jnp.einsum("btnh,bsnh->bnts", dy, value, preferred_element_type=jnp.float32)
+  dvalue = jnp.einsum("bnts,btnh->bsnh", probs.astype(dy.dtype), dy)
+  dlogits = probs * (dprobs - jnp.sum(dprobs * probs, axis=-1, keepdims=True))
+  dlogits = (dlogits * (query.shape[-1] ** -0.5)).astype(query.dtype)
+  dquery = jnp.einsum("bnts,bsnh->btnh", dlogits, key)
+  dkey = jnp.einsum("bnts,btnh->bsnh", dlogits, query)
+  return dquery, dkey, dvalue, None
+
+
+_attend.defvjp(_attend_fwd, _attend_bwd)
 
 
 def _cudnn_attention(query, key, value, mask):
