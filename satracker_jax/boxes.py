@@ -49,6 +49,11 @@ def _xp2(a, b):
 
 
 def _split(box):
+  """The four coordinates of [..., 4] boxes. A JAX array is split once (the gradient of a split is
+  one concatenation; indexing each coordinate made a padded gradient array per read)."""
+  if _is_jax(box):
+    import jax.numpy as jnp  # noqa: PLC0415  (already imported: the input is a jax array)
+    return tuple(jnp.squeeze(part, -1) for part in jnp.split(box, 4, axis=-1))
   return box[..., 0], box[..., 1], box[..., 2], box[..., 3]
 
 
@@ -99,18 +104,20 @@ def generalized_box_iou(a_xyxy, b_xyxy):
   """Element-wise GIoU of xyxy boxes, in [-1, 1]; finite for zero-size boxes."""
   xp = _xp2(a_xyxy, b_xyxy)
   iou, union, (a, b) = _iou_parts(xp, xp.asarray(a_xyxy), xp.asarray(b_xyxy))
-  enclose_w = xp.maximum(xp.maximum(a[..., 2], b[..., 2]) - xp.minimum(a[..., 0], b[..., 0]), 0.0)
-  enclose_h = xp.maximum(xp.maximum(a[..., 3], b[..., 3]) - xp.minimum(a[..., 1], b[..., 1]), 0.0)
+  enclose_w = xp.maximum(xp.maximum(a[2], b[2]) - xp.minimum(a[0], b[0]), 0.0)
+  enclose_h = xp.maximum(xp.maximum(a[3], b[3]) - xp.minimum(a[1], b[1]), 0.0)
   enclose = enclose_w * enclose_h
   return iou - (enclose - union) / (enclose + _EPS)
 
 
 def _iou_parts(xp, a, b):
+  """IoU, union and the two boxes' coordinates (x0, y0, x1, y1 each)."""
+  a, b = _split(a), _split(b)
   # Sizes are clamped at 0 so an inverted (x1 < x0) prediction counts as empty, not negative.
-  area_a = xp.maximum(a[..., 2] - a[..., 0], 0.0) * xp.maximum(a[..., 3] - a[..., 1], 0.0)
-  area_b = xp.maximum(b[..., 2] - b[..., 0], 0.0) * xp.maximum(b[..., 3] - b[..., 1], 0.0)
-  inter_w = xp.maximum(xp.minimum(a[..., 2], b[..., 2]) - xp.maximum(a[..., 0], b[..., 0]), 0.0)
-  inter_h = xp.maximum(xp.minimum(a[..., 3], b[..., 3]) - xp.maximum(a[..., 1], b[..., 1]), 0.0)
+  area_a = xp.maximum(a[2] - a[0], 0.0) * xp.maximum(a[3] - a[1], 0.0)
+  area_b = xp.maximum(b[2] - b[0], 0.0) * xp.maximum(b[3] - b[1], 0.0)
+  inter_w = xp.maximum(xp.minimum(a[2], b[2]) - xp.maximum(a[0], b[0]), 0.0)
+  inter_h = xp.maximum(xp.minimum(a[3], b[3]) - xp.maximum(a[1], b[1]), 0.0)
   inter = inter_w * inter_h
   union = area_a + area_b - inter
   return inter / (union + _EPS), union, (a, b)

@@ -283,16 +283,19 @@ def save_variables(path: str, config, variables: dict) -> str:
 
 
 def _upgrade_layout(variables: dict, where: str) -> dict:
-  """Variables of the per-block layout (satracker-jax before the stacked blocks) -> the stored
-  layout, in memory (models/layout.py); variables already stored pass through unchanged."""
+  """Variables of an earlier parameter layout (per-block blocks, separate cross-attention key /
+  value) -> the stored layout, in memory (models/layout.py); stored variables pass through."""
   from satracker_jax import weights_io  # noqa: PLC0415
   params = variables.get("params", {})
-  if not layout.is_per_block(params):
+  if not layout.is_earlier(params):
     return variables
   flat = weights_io.flatten(jax.device_get(params), sep="/")
-  print(f"{where}: per-block parameter layout (vit_block_i / bert_layer_j) mapped to the stacked "
-        "layout in memory; `satracker export --format orbax` writes it in the new layout")
-  return dict(variables, params=weights_io.unflatten(layout.to_stacked(flat, where)))
+  what = " and ".join(w for w, old in (
+      ("per-block blocks (vit_block_i / bert_layer_j)", layout.is_per_block(flat)),
+      ("separate cross-attention key / value", layout.has_separate_cross_kv(flat))) if old)
+  print(f"{where}: parameter layout of an earlier version ({what}) mapped to the current one in "
+        "memory; `satracker export --format orbax` writes it in the current layout")
+  return dict(variables, params=weights_io.unflatten(layout.upgrade(flat, where)))
 
 
 def _checked_config(source_config, config, variables_or_abstract, where: str):
@@ -445,10 +448,10 @@ def _load_checkpoint(path: str, config, step):
       config = saved_config
     else:
       where += " (checked against the given config)"
-    legacy = layout.is_per_block(saved["params"])
+    legacy = layout.is_earlier(saved["params"])
     if not legacy:
       check_variables(config, saved, where)
-    # A checkpoint of the per-block layout restores as it was saved, then maps (_upgrade_layout).
+    # A checkpoint of an earlier layout restores as it was saved, then maps (_upgrade_layout).
     abstract = saved if legacy else abstract_variables(config)
     target, restore_args = _single_device_target(abstract)
     restored = manager.restore(step, args=ocp.args.Composite(**{STATE_ITEM: ocp.args.PyTreeRestore(

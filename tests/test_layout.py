@@ -1,4 +1,5 @@
-"""The stored parameter layout (stacked blocks, fused qkv) and the per-block names at its edges."""
+"""The stored parameter layout (stacked blocks, fused qkv, fused cross-attention kv), the per-block
+names at its edges, and the layouts of earlier versions, which load through a mapping."""
 import jax
 import numpy as np
 import pytest
@@ -48,20 +49,50 @@ def test_per_block_gaps_and_missing_projections_are_named():
     layout.to_stacked(no_value, "old.npz")
 
 
-def test_a_params_file_of_the_per_block_layout_loads_through_the_mapping(tiny_config, tiny_variables, tmp_path,
-                                                                         capsys):
-  """A model saved before the stacked layout (per-block names, separate q/k/v) loads as the same
-  model: the file written here is today's variables in yesterday's names."""
+# The layouts of earlier versions, made from today's flat parameters: before the stacked blocks
+# (per-block names, separate q/k/v and cross-attention k/v), and before the fused cross-attention kv.
+EARLIER = {
+    "per_block": lambda flat: layout.split_cross_kv(layout.to_per_block(flat)),
+    "cross_kv": layout.split_cross_kv,
+}
+EARLIER_SAYS = {"per_block": "per-block", "cross_kv": "separate cross-attention key / value"}
+
+
+def test_cross_attention_key_and_value_fuse_and_split_back():
+  rng = np.random.default_rng(2)
+  flat = {"tem_1/search_attn/kv/kernel": rng.standard_normal((4, 6)).astype(np.float32),
+          "tem_1/search_attn/kv/bias": rng.standard_normal(6).astype(np.float32),
+          "tem_1/search_attn/query/kernel": np.ones((4, 3), np.float32),
+          "vit_blocks/attn/qkv/kernel": np.ones((2, 4, 12), np.float32)}
+  old = layout.split_cross_kv(flat)
+  np.testing.assert_array_equal(old["tem_1/search_attn/value/kernel"], flat["tem_1/search_attn/kv/kernel"][:, 3:])
+  assert layout.is_earlier(old) and not layout.is_per_block(old) and not layout.is_earlier(flat)
+  assert layout.is_earlier(weights_io.unflatten(old)) and not layout.is_earlier(weights_io.unflatten(flat))
+  back = layout.upgrade(old)
+  assert set(back) == set(flat)
+  for k in flat:
+    np.testing.assert_array_equal(back[k], flat[k])
+  with pytest.raises(layout.LayoutError, match=r"old.npz: tem_1/search_attn/value/bias is missing"):
+    layout.upgrade({k: v for k, v in old.items() if k != "tem_1/search_attn/value/bias"}, "old.npz")
+
+
+@pytest.mark.parametrize("earlier", sorted(EARLIER))
+def test_a_params_file_of_an_earlier_layout_loads_through_the_mapping(tiny_config, tiny_variables, tmp_path,
+                                                                      capsys, earlier):
+  """A model saved by an earlier version loads as the same model: the file written here is today's
+  variables in yesterday's names."""
   path = model_io.save_variables(str(tmp_path / "new.npz"), tiny_config, tiny_variables)
   with np.load(path) as data:
     arrays = dict(data)
   params = {k[len("params/"):]: v for k, v in arrays.items() if k.startswith("params/")}
-  old = {f"params/{k}": v for k, v in layout.to_per_block(params).items()}
-  assert "params/vit_block_3/attn/query/kernel" in old and "params/vit_blocks/attn/qkv/kernel" not in old
+  old = {f"params/{k}": v for k, v in EARLIER[earlier](params).items()}
+  assert "params/tem_1/search_attn/key/kernel" in old and "params/tem_1/search_attn/kv/kernel" not in old
+  assert ("params/vit_block_3/attn/query/kernel" in old) == (earlier == "per_block")
   rest = {k: v for k, v in arrays.items() if not k.startswith("params/")}
   np.savez(tmp_path / "old.npz", **old, **rest)
   _, loaded = model_io.load_variables(str(tmp_path / "old.npz"))
-  assert "per-block parameter layout" in capsys.readouterr().out
+  said = capsys.readouterr().out
+  assert "parameter layout of an earlier version" in said and EARLIER_SAYS[earlier] in said
   want = weights_io.flatten(jax.device_get(tiny_variables), sep="/")
   got = weights_io.flatten(jax.device_get(loaded), sep="/")
   assert set(got) == set(want)
@@ -69,13 +100,14 @@ def test_a_params_file_of_the_per_block_layout_loads_through_the_mapping(tiny_co
     np.testing.assert_array_equal(got[k], want[k])
 
 
-def test_a_training_checkpoint_of_the_per_block_layout_loads_for_inference_and_refuses_resume(
-    tiny_config, tiny_variables, tmp_path):
-  """Orbax checkpoints written before the stacked layout: eval / track / init_from read their weights
+@pytest.mark.parametrize("earlier", sorted(EARLIER))
+def test_a_training_checkpoint_of_an_earlier_layout_loads_for_inference_and_refuses_resume(
+    tiny_config, tiny_variables, tmp_path, earlier):
+  """Orbax checkpoints written by an earlier version: eval / track / init_from read their weights
   through the mapping; resuming the run (whose optimizer state has the old tree) is one clear error."""
   from satracker_jax.train import checkpoint as ckpt_lib
   stored = weights_io.flatten(jax.device_get(tiny_variables["params"]), sep="/")
-  old_params = weights_io.unflatten(layout.to_per_block(stored))
+  old_params = weights_io.unflatten(EARLIER[earlier](stored))
   config = tiny_config.copy_and_resolve_references()
   config.train.async_checkpointing = False
   ckpt = ckpt_lib.Checkpointer(str(tmp_path), config)
@@ -88,7 +120,7 @@ def test_a_training_checkpoint_of_the_per_block_layout_loads_for_inference_and_r
   assert set(got) == set(stored)
   for k in stored:
     np.testing.assert_array_equal(got[k], stored[k])
-  with pytest.raises(ValueError, match=r"per-block parameter layout.*train.init_from="):
+  with pytest.raises(ValueError, match=EARLIER_SAYS[earlier] + r".* of an earlier satracker-jax.*train.init_from="):
     ckpt.restore(7, state)
   ckpt.close()
 

@@ -11,6 +11,11 @@ these names (the PyTorch checkpoints are per block), lr rules and layer decay ar
 and checkpoints or params files of the per-block layout (satracker-jax before the stacked layout)
 load through `to_stacked`, once, in memory.
 
+The fusion modules' cross-attentions (`tem_i/search_attn`, `sam_i/vision_attn`, ...) project keys
+and values with one `kv` Dense (kernel [Cc, 2C], outputs ordered k | v); satracker-jax before that
+stored `key` and `value` apart. `is_earlier` recognises either earlier layout (per-block blocks,
+separate cross-attention key / value) and `upgrade` maps it to the stored one.
+
 Row i of `vit_blocks` is ViT block i; row j of `bert_layers` is BERT layer j (models/config.py
 requires the stages to use layers 0..n-1). The functions work on flat `{"a/b/c": array}` dicts of
 numpy or jax arrays (or zero-stride numpy stand-ins of a shape), nothing else.
@@ -30,6 +35,11 @@ QKV = ("query", "key", "value")
 _PER_BLOCK = re.compile(r"^(vit_block|bert_layer)_(\d+)/(.+)$")
 _BLOCK_PREFIX = re.compile(r"^(vit_block|bert_layer)_\d+(/|$)")
 _STACK_OF = {"vit_block": "vit_blocks", "bert_layer": "bert_layers"}
+
+
+# A cross-attention projection of the layout before the fused `kv`: (module/attention, key|value, leaf).
+_CROSS_KV = re.compile(r"^((?:tem|sam)_\d+/\w+_attn)/(key|value)/(kernel|bias)$")
+KV = ("key", "value")
 
 
 class LayoutError(ValueError):
@@ -134,3 +144,66 @@ def shapes_to_per_block(shapes: Mapping[str, tuple]) -> dict[str, tuple]:
   """{stored name: shape} -> {per-block name: shape}, without touching any data."""
   stand_ins = {k: np.broadcast_to(np.float32(0), tuple(v)) for k, v in shapes.items()}
   return {k: tuple(v.shape) for k, v in to_per_block(stand_ins).items()}
+
+
+def _flat_names(tree_or_names) -> list[str]:
+  """Flat 'a/b/c' names of a nested mapping (its leaves), or the given names as they are."""
+  if isinstance(tree_or_names, Mapping):
+    names = []
+    for key, value in tree_or_names.items():
+      if isinstance(value, Mapping) and value:
+        names += [f"{key}/{n}" for n in _flat_names(value)]
+      else:
+        names.append(str(key))
+    return names
+  return list(tree_or_names)
+
+
+def has_separate_cross_kv(tree_or_names) -> bool:
+  """Whether the fusion modules' cross-attentions store `key` and `value` apart (before `kv`)."""
+  return any(_CROSS_KV.match(n) for n in _flat_names(tree_or_names))
+
+
+def is_earlier(tree_or_names) -> bool:
+  """Whether parameters (a nested tree or flat names) are in a layout of an earlier version: per-block
+  ViT / BERT names, or separate cross-attention key / value projections."""
+  names = _flat_names(tree_or_names)
+  return is_per_block(names) or has_separate_cross_kv(names)
+
+
+def fuse_cross_kv(flat: Mapping[str, Any], where: str = "parameters") -> dict[str, Any]:
+  """Flat names with separate cross-attention `key` / `value` -> one `kv` (numpy, k | v on the
+  output axis). A key without its value (or the reverse) is a LayoutError naming it."""
+  out, parts = {}, {}
+  for name, value in flat.items():
+    m = _CROSS_KV.match(name)
+    if m:
+      parts.setdefault((m.group(1), m.group(3)), {})[m.group(2)] = value
+    else:
+      out[name] = value
+  for (attn, leaf), kv in parts.items():
+    if set(kv) != set(KV):
+      raise LayoutError(f"{where}: {attn}/{sorted(set(KV) - set(kv))[0]}/{leaf} is missing")
+    out[f"{attn}/kv/{leaf}"] = np.concatenate([np.asarray(kv[p]) for p in KV], axis=-1)
+  return out
+
+
+def split_cross_kv(flat: Mapping[str, Any]) -> dict[str, Any]:
+  """The inverse of `fuse_cross_kv`: each `kv` leaf of a fusion module given as `key` and `value`
+  (the names of earlier versions; what tests write to stand for an old checkpoint)."""
+  out = {}
+  for name, value in flat.items():
+    m = re.match(r"^((?:tem|sam)_\d+/\w+_attn)/kv/(kernel|bias)$", name)
+    if not m:
+      out[name] = value
+      continue
+    half = value.shape[-1] // 2
+    out[f"{m.group(1)}/key/{m.group(2)}"] = value[..., :half]
+    out[f"{m.group(1)}/value/{m.group(2)}"] = value[..., half:]
+  return out
+
+
+def upgrade(flat: Mapping[str, Any], where: str = "parameters") -> dict[str, Any]:
+  """Flat parameters of any earlier layout -> the stored layout (blocks stacked, q/k/v and the
+  cross-attention k/v fused); parameters already stored pass through."""
+  return fuse_cross_kv(to_stacked(flat, where), where)

@@ -10,11 +10,11 @@ Parameters (docs/INTERFACES.md "Parameter names"; the SATracker module shares th
 scope): the ViT blocks are stored as one stacked tree `vit_blocks` and the BERT layers as
 `bert_layers` (leading layer axis, fused self-attention qkv: models/layout.py), the fusion and DM
 modules per stage (`tem_1`, `sam_7`, `dm_7`, ...). Stacked storage means one optimizer update per
-leaf for all blocks (about 290 tensors in base instead of 650) and nothing re-stacked per call.
+leaf for all blocks (266 tensors in base instead of 650, with the fused cross-attention kv) and
+nothing re-stacked per call.
 
 Running the blocks: unrolled by default (`model.scan_layers=False`): each stage takes its row of
-the stack (a static slice, which XLA folds into the weight's first use; its gradient is written
-into the stacked gradient). Base's stages meet every second block (TEM at 1,3,5, SAM and DM at
+the stack (`rows_of`: static slices; the gradient of the stack is the rows' gradients stacked). Base's stages meet every second block (TEM at 1,3,5, SAM and DM at
 7,9,11), so a scan would loop over two blocks at a time: little compile saved, and on GPUs a
 WHILE loop stops fusion across blocks and CUDA-graph capture (measured on the 2-core machine: base
 tracker step 689 ms with scans, 295 ms unrolled, before the stacked layout). With
@@ -99,6 +99,33 @@ def unstack_rows(params: dict) -> dict:
   return out
 
 
+@jax.custom_vjp
+def _rows(stacked_leaf):
+  return tuple(stacked_leaf[r] for r in range(stacked_leaf.shape[0]))
+
+
+def _rows_fwd(stacked_leaf):
+  return _rows(stacked_leaf), None
+
+
+def _rows_bwd(_, row_cotangents):
+  return (jnp.stack(row_cotangents),)
+
+
+_rows.defvjp(_rows_fwd, _rows_bwd)
+
+
+def rows_of(stacked) -> tuple:
+  """The rows of a stacked tree as a tuple of trees (what `take_row` reads), for the unrolled blocks
+  of a differentiated step: the gradient of the stack is the rows' gradients stacked, one array
+  per leaf. Autodiff of the row slices padded each row's gradient to the stack's shape and summed
+  the pads (XLA:CPU: about two kernels per row and leaf)."""
+  leaves, tree = jax.tree.flatten(stacked)
+  per_leaf = [_rows(leaf) for leaf in leaves]
+  rows = len(per_leaf[0]) if per_leaf else 0
+  return tuple(jax.tree.unflatten(tree, [leaf_rows[r] for leaf_rows in per_leaf]) for r in range(rows))
+
+
 def run_blocks(block_fn: Callable, stacked, rows: Sequence[int], x, *, scan: bool, remat: str = "none"):
   """x through `block_fn(params of row r, x)` for r in `rows` (rows of the `stacked` tree).
 
@@ -175,6 +202,9 @@ class SynchronousBackbone(nn.Module):
     vit_blocks = stack("vit_blocks", stacked_init(vit_block, v_cfg.depth, jnp.zeros((1, 1, v_cfg.dim))))
     bert_layers = stack("bert_layers", stacked_init(
         bert_layer, cfg.num_text_layers, jnp.zeros((1, 1, t_cfg.dim)), jnp.ones((1, 1), jnp.int32)))
+    if not cfg.scan_layers:  # each stage reads its own row (a tuple given by inference stays)
+      vit_blocks = vit_blocks if isinstance(vit_blocks, (list, tuple)) else rows_of(vit_blocks)
+      bert_layers = bert_layers if isinstance(bert_layers, (list, tuple)) else rows_of(bert_layers)
     vit_fn = lambda p, v: shard_batch(vit_block.apply({"params": p}, v))
     bert_fn = lambda p, t: shard_batch(bert_layer.apply({"params": p}, t, text_mask))
 

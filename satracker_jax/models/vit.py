@@ -3,7 +3,9 @@
 Self-attention projects queries, keys and values with one fused `qkv` Dense layer (kernel
 [C, 3C], outputs ordered (q|k|v, head, head_dim): timm's `attn.qkv` transposed, BERT's three
 weights concatenated), so each block runs one matmul instead of three. Cross-attention (the fusion
-modules, where queries and keys/values come from different tokens) keeps `query`/`key`/`value`.
+modules, where queries and keys/values come from different tokens) projects the queries with
+`query` and the keys and values with one `kv` Dense (kernel [Cc, 2C], outputs ordered (k|v, head,
+head_dim)); earlier versions stored `key` and `value` apart (models/layout.py maps them).
 """
 from __future__ import annotations
 
@@ -117,7 +119,7 @@ class Attention(nn.Module):
   """Multi-head attention with an optional key mask (see dot_product_attention).
 
   Without `context` it is self-attention through one fused `qkv` Dense; with `context`,
-  cross-attention through `query` (on x) and `key` / `value` (on the context).
+  cross-attention through `query` (on x) and one fused `kv` Dense (on the context).
   """
   dim: int
   heads: int
@@ -133,13 +135,14 @@ class Attention(nn.Module):
     dense = lambda features, name: initializers.Dense(
         features, dtype=self.dtype, name=name)
     split = lambda t: t.reshape(*t.shape[:-1], self.heads, head_dim)  # [B, T, N, H]
+    # jnp.split, not indexing: the gradient of a split is one concatenation, of indexing one
+    # padded array per part, summed.
+    parts = lambda t, n: [p.squeeze(-3) for p in jnp.split(t.reshape(*t.shape[:-1], n, self.heads, head_dim), n, -3)]
     if context is None:
-      qkv = dense(3 * self.dim, "qkv")(x).reshape(*x.shape[:-1], 3, self.heads, head_dim)
-      q, k, v = qkv[..., 0, :, :], qkv[..., 1, :, :], qkv[..., 2, :, :]
+      q, k, v = parts(dense(3 * self.dim, "qkv")(x), 3)
     else:
       q = split(dense(self.dim, "query")(x))
-      k = split(dense(self.dim, "key")(context))
-      v = split(dense(self.dim, "value")(context))
+      k, v = parts(dense(2 * self.dim, "kv")(context), 2)
     y = dot_product_attention(q, k, v, key_mask, self.implementation)
     y = y.reshape(*y.shape[:-2], self.dim)
     return dense(self.out_dim or x.shape[-1], "out")(y)

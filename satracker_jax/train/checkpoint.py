@@ -114,11 +114,13 @@ class Checkpointer:
   def restore(self, step: int, target_state: Any) -> tuple[Any, dict, dict]:
     """-> (state laid out as `target_state`'s shardings, data position, saved config dict)."""
     saved = self.state_metadata(step)
-    if layout.is_per_block(saved.get("params", {})):
+    if layout.is_earlier(saved.get("params", {})):
+      what = ("per-block parameter layout" if layout.is_per_block(saved.get("params", {}))
+              else "separate cross-attention key / value parameters")
       raise ValueError(
-          f"checkpoint {self.directory}/{step} has the per-block parameter layout of satracker-jax "
-          "before the stacked blocks, so its optimizer state cannot resume this run; continue it as a "
-          f"warm start in a new workdir (--config.train.init_from={self.directory}), which maps the weights")
+          f"checkpoint {self.directory}/{step} has the {what} of an earlier satracker-jax, so its "
+          "optimizer state cannot resume this run; continue it as a warm start in a new workdir "
+          f"(--config.train.init_from={self.directory}), which maps the weights")
     where = f"checkpoint {self.directory}/{step}"
     # The parameters first: a model of another shape is named by its parameter, not by the
     # optimizer's copy of it (opt_state/...), which sorts first.
