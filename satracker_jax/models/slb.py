@@ -14,8 +14,9 @@ leaf for all blocks (266 tensors in base instead of 650, with the fused cross-at
 nothing re-stacked per call.
 
 Running the blocks: unrolled by default (`model.scan_layers=False`): each stage takes its row of
-the stack (`rows_of`: static slices; the gradient of the stack is the rows' gradients stacked). Base's stages meet every second block (TEM at 1,3,5, SAM and DM at
-7,9,11), so a scan would loop over two blocks at a time: little compile saved, and on GPUs a
+the stack (`rows_of`: static slices; the gradient of the stack is the rows' gradients stacked).
+Base's stages meet every second block (TEM at 1,3,5, SAM and DM at 7,9,11), so a scan would loop
+over two blocks at a time: little compile saved, and on GPUs a
 WHILE loop stops fusion across blocks and CUDA-graph capture (measured on the 2-core machine: base
 tracker step 689 ms with scans, 295 ms unrolled, before the stacked layout). With
 `model.scan_layers=True` the blocks between two meeting stages run as one `lax.scan` over their
