@@ -287,12 +287,10 @@ def _upgrade_layout(variables: dict, where: str) -> dict:
   value) -> the stored layout, in memory (models/layout.py); stored variables pass through."""
   from satracker_jax import weights_io  # noqa: PLC0415
   params = variables.get("params", {})
-  if not layout.is_earlier(params):
+  what = layout.earlier_layout(params)
+  if not what:
     return variables
   flat = weights_io.flatten(jax.device_get(params), sep="/")
-  what = " and ".join(w for w, old in (
-      ("per-block blocks (vit_block_i / bert_layer_j)", layout.is_per_block(flat)),
-      ("separate cross-attention key / value", layout.has_separate_cross_kv(flat))) if old)
   print(f"{where}: parameter layout of an earlier version ({what}) mapped to the current one in "
         "memory; `satracker export --format orbax` writes it in the current layout")
   return dict(variables, params=weights_io.unflatten(layout.upgrade(flat, where)))

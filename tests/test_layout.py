@@ -1,5 +1,7 @@
 """The stored parameter layout (stacked blocks, fused qkv, fused cross-attention kv), the per-block
 names at its edges, and the layouts of earlier versions, which load through a mapping."""
+import re
+
 import jax
 import numpy as np
 import pytest
@@ -49,11 +51,26 @@ def test_per_block_gaps_and_missing_projections_are_named():
     layout.to_stacked(no_value, "old.npz")
 
 
+def split_cross_kv(flat):
+  """The inverse of `layout.fuse_cross_kv`: each fusion module's `kv` leaf given as `key` and
+  `value`, as versions before the fused kv stored them."""
+  out = {}
+  for name, value in flat.items():
+    m = re.match(r"^((?:tem|sam)_\d+/\w+_attn)/kv/(kernel|bias)$", name)
+    if not m:
+      out[name] = value
+      continue
+    half = value.shape[-1] // 2
+    out[f"{m.group(1)}/key/{m.group(2)}"] = value[..., :half]
+    out[f"{m.group(1)}/value/{m.group(2)}"] = value[..., half:]
+  return out
+
+
 # The layouts of earlier versions, made from today's flat parameters: before the stacked blocks
 # (per-block names, separate q/k/v and cross-attention k/v), and before the fused cross-attention kv.
 EARLIER = {
-    "per_block": lambda flat: layout.split_cross_kv(layout.to_per_block(flat)),
-    "cross_kv": layout.split_cross_kv,
+    "per_block": lambda flat: split_cross_kv(layout.to_per_block(flat)),
+    "cross_kv": split_cross_kv,
 }
 EARLIER_SAYS = {"per_block": "per-block", "cross_kv": "separate cross-attention key / value"}
 
@@ -64,7 +81,7 @@ def test_cross_attention_key_and_value_fuse_and_split_back():
           "tem_1/search_attn/kv/bias": rng.standard_normal(6).astype(np.float32),
           "tem_1/search_attn/query/kernel": np.ones((4, 3), np.float32),
           "vit_blocks/attn/qkv/kernel": np.ones((2, 4, 12), np.float32)}
-  old = layout.split_cross_kv(flat)
+  old = split_cross_kv(flat)
   np.testing.assert_array_equal(old["tem_1/search_attn/value/kernel"], flat["tem_1/search_attn/kv/kernel"][:, 3:])
   assert layout.is_earlier(old) and not layout.is_per_block(old) and not layout.is_earlier(flat)
   assert layout.is_earlier(weights_io.unflatten(old)) and not layout.is_earlier(weights_io.unflatten(flat))

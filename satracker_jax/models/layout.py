@@ -164,11 +164,20 @@ def has_separate_cross_kv(tree_or_names) -> bool:
   return any(_CROSS_KV.match(n) for n in _flat_names(tree_or_names))
 
 
+def earlier_layout(tree_or_names) -> str:
+  """What makes parameters (a nested tree or flat names) a layout of an earlier version, in words
+  for a message ("per-block blocks (...)", "separate cross-attention key / value", or both);
+  "" for the stored layout."""
+  names = _flat_names(tree_or_names)
+  return " and ".join(what for what, old in (
+      ("per-block blocks (vit_block_i / bert_layer_j)", is_per_block(names)),
+      ("separate cross-attention key / value", has_separate_cross_kv(names))) if old)
+
+
 def is_earlier(tree_or_names) -> bool:
   """Whether parameters (a nested tree or flat names) are in a layout of an earlier version: per-block
   ViT / BERT names, or separate cross-attention key / value projections."""
-  names = _flat_names(tree_or_names)
-  return is_per_block(names) or has_separate_cross_kv(names)
+  return bool(earlier_layout(tree_or_names))
 
 
 def fuse_cross_kv(flat: Mapping[str, Any], where: str = "parameters") -> dict[str, Any]:
@@ -185,21 +194,6 @@ def fuse_cross_kv(flat: Mapping[str, Any], where: str = "parameters") -> dict[st
     if set(kv) != set(KV):
       raise LayoutError(f"{where}: {attn}/{sorted(set(KV) - set(kv))[0]}/{leaf} is missing")
     out[f"{attn}/kv/{leaf}"] = np.concatenate([np.asarray(kv[p]) for p in KV], axis=-1)
-  return out
-
-
-def split_cross_kv(flat: Mapping[str, Any]) -> dict[str, Any]:
-  """The inverse of `fuse_cross_kv`: each `kv` leaf of a fusion module given as `key` and `value`
-  (the names of earlier versions; what tests write to stand for an old checkpoint)."""
-  out = {}
-  for name, value in flat.items():
-    m = re.match(r"^((?:tem|sam)_\d+/\w+_attn)/kv/(kernel|bias)$", name)
-    if not m:
-      out[name] = value
-      continue
-    half = value.shape[-1] // 2
-    out[f"{m.group(1)}/key/{m.group(2)}"] = value[..., :half]
-    out[f"{m.group(1)}/value/{m.group(2)}"] = value[..., half:]
   return out
 
 

@@ -120,7 +120,10 @@ def rows_of(stacked) -> tuple:
   """The rows of a stacked tree as a tuple of trees (what `take_row` reads), for the unrolled blocks
   of a differentiated step: the gradient of the stack is the rows' gradients stacked, one array
   per leaf. Autodiff of the row slices padded each row's gradient to the stack's shape and summed
-  the pads (XLA:CPU: about two kernels per row and leaf)."""
+  the pads (XLA:CPU: about two kernels per row and leaf). A stack already given as its rows
+  (`unstack_rows`, what inference passes) is returned as it is."""
+  if isinstance(stacked, (list, tuple)):
+    return tuple(stacked)
   leaves, tree = jax.tree.flatten(stacked)
   per_leaf = [_rows(leaf) for leaf in leaves]
   rows = len(per_leaf[0]) if per_leaf else 0
@@ -203,9 +206,8 @@ class SynchronousBackbone(nn.Module):
     vit_blocks = stack("vit_blocks", stacked_init(vit_block, v_cfg.depth, jnp.zeros((1, 1, v_cfg.dim))))
     bert_layers = stack("bert_layers", stacked_init(
         bert_layer, cfg.num_text_layers, jnp.zeros((1, 1, t_cfg.dim)), jnp.ones((1, 1), jnp.int32)))
-    if not cfg.scan_layers:  # each stage reads its own row (a tuple given by inference stays)
-      vit_blocks = vit_blocks if isinstance(vit_blocks, (list, tuple)) else rows_of(vit_blocks)
-      bert_layers = bert_layers if isinstance(bert_layers, (list, tuple)) else rows_of(bert_layers)
+    if not cfg.scan_layers:  # each stage reads its own row
+      vit_blocks, bert_layers = rows_of(vit_blocks), rows_of(bert_layers)
     vit_fn = lambda p, v: shard_batch(vit_block.apply({"params": p}, v))
     bert_fn = lambda p, t: shard_batch(bert_layer.apply({"params": p}, t, text_mask))
 

@@ -114,13 +114,12 @@ class Checkpointer:
   def restore(self, step: int, target_state: Any) -> tuple[Any, dict, dict]:
     """-> (state laid out as `target_state`'s shardings, data position, saved config dict)."""
     saved = self.state_metadata(step)
-    if layout.is_earlier(saved.get("params", {})):
-      what = ("per-block parameter layout" if layout.is_per_block(saved.get("params", {}))
-              else "separate cross-attention key / value parameters")
+    earlier = layout.earlier_layout(saved.get("params", {}))
+    if earlier:
       raise ValueError(
-          f"checkpoint {self.directory}/{step} has the {what} of an earlier satracker-jax, so its "
-          "optimizer state cannot resume this run; continue it as a warm start in a new workdir "
-          f"(--config.train.init_from={self.directory}), which maps the weights")
+          f"checkpoint {self.directory}/{step} has {earlier}, the parameter layout of an earlier "
+          "satracker-jax, so its optimizer state cannot resume this run; continue it as a warm start "
+          f"in a new workdir (--config.train.init_from={self.directory}), which maps the weights")
     where = f"checkpoint {self.directory}/{step}"
     # The parameters first: a model of another shape is named by its parameter, not by the
     # optimizer's copy of it (opt_state/...), which sorts first.
