@@ -42,10 +42,9 @@ def dot_product_attention(query, key, value, key_mask=None, implementation: str 
   impl = implementation
   if impl == "cudnn" and (jax.default_backend() != "gpu" or query.dtype not in (jnp.bfloat16, jnp.float16)):
     impl = "xla"
-  if impl == "cudnn":
-    y = _cudnn_attention(query, key, value, None if key_mask is None else key_mask.astype(bool)[:, None, None, :])
-  else:
-    y = _attend(query, key, value, None if key_mask is None else key_mask.astype(bool))
+  if impl != "cudnn":
+    return _attend(query, key, value, None if key_mask is None else key_mask.astype(bool))
+  y = _cudnn_attention(query, key, value, None if key_mask is None else key_mask.astype(bool)[:, None, None, :])
   if key_mask is not None:
     any_key = jnp.any(key_mask.astype(bool), axis=-1)[:, None, None, None]
     y = jnp.where(any_key, y, jnp.zeros((), y.dtype))
@@ -53,15 +52,16 @@ def dot_product_attention(query, key, value, key_mask=None, implementation: str 
 
 
 def _probabilities(query, key, key_mask):
-  """softmax(q k^T / sqrt(H)) in float32, [B, N, T, S] (uniform for a query with no key, whose
-  output the caller zeroes). The scale is applied to q, as JAX's XLA attention does: [T, H]
-  multiplications instead of [T, S]."""
-  query = query * jnp.asarray(query.shape[-1] ** -0.5, query.dtype)
+  """softmax(q k^T / sqrt(H)) in float32, [B, N, T, S]; all zero for a query with no key."""
   logits = jnp.einsum("btnh,bsnh->bnts", query, key, preferred_element_type=jnp.float32)
+  logits = logits * (query.shape[-1] ** -0.5)
   if key_mask is not None:
     logits = jnp.where(key_mask[:, None, None, :], logits, jnp.finfo(jnp.float32).min)
   exp = jnp.exp(logits - jnp.max(logits, axis=-1, keepdims=True))
-  return exp / jnp.sum(exp, axis=-1, keepdims=True)
+  probs = exp / jnp.sum(exp, axis=-1, keepdims=True)
+  if key_mask is not None:
+    probs = probs * jnp.any(key_mask, axis=-1)[:, None, None, None]
+  return probs
 
 
 @jax.custom_vjp
