@@ -284,16 +284,18 @@ def save_variables(path: str, config, variables: dict) -> str:
 
 def _upgrade_layout(variables: dict, where: str) -> dict:
   """Variables of an earlier parameter layout (per-block blocks, separate cross-attention key /
-  value) -> the stored layout, in memory (models/layout.py); stored variables pass through."""
+  value, head conv biases) -> the stored layout, in memory (models/layout.py); stored variables
+  pass through."""
   from satracker_jax import weights_io  # noqa: PLC0415
   params = variables.get("params", {})
   what = layout.earlier_layout(params)
   if not what:
     return variables
-  flat = weights_io.flatten(jax.device_get(params), sep="/")
+  flat = lambda tree: weights_io.flatten(jax.device_get(tree), sep="/")
   print(f"{where}: parameter layout of an earlier version ({what}) mapped to the current one in "
         "memory; `satracker export --format orbax` writes it in the current layout")
-  return dict(variables, params=weights_io.unflatten(layout.upgrade(flat, where)))
+  params, batch_stats = layout.upgrade_variables(flat(params), flat(variables.get("batch_stats", {})), where)
+  return dict(variables, params=weights_io.unflatten(params), batch_stats=weights_io.unflatten(batch_stats))
 
 
 def _checked_config(source_config, config, variables_or_abstract, where: str):

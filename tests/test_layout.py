@@ -2,12 +2,13 @@
 names at its edges, and the layouts of earlier versions, which load through a mapping."""
 import re
 
+import flax.linen as nn
 import jax
 import numpy as np
 import pytest
 
 from satracker_jax import model_io, weights_io
-from satracker_jax.models import layout
+from satracker_jax.models import initializers, layout
 
 
 def _per_block(rng, blocks=3, dim=4):
@@ -66,13 +67,78 @@ def split_cross_kv(flat):
   return out
 
 
-# The layouts of earlier versions, made from today's flat parameters: before the stacked blocks
-# (per-block names, separate q/k/v and cross-attention k/v), and before the fused cross-attention kv.
+def add_head_conv_bias(params, batch_stats, seed=3):
+  """The inverse of `layout.fold_head_conv_bias`: a bias on each of the head's 3x3 convs and the
+  same amount added to its BatchNorm's running mean, as versions before the bias-free convs had.
+  Multiples of 1/8, so that folding them back out is exact."""
+  rng = np.random.default_rng(seed)
+  params, batch_stats = dict(params), dict(batch_stats)
+  for name in [n for n in batch_stats if re.match(r"^box_head/\w+_tower/bn_\d+/mean$", n)]:
+    tower, _, leaf = name.rpartition("/bn_")
+    bias = (rng.integers(-16, 16, batch_stats[name].shape) / 8).astype(np.float32)
+    params[f"{tower}/conv_{leaf.partition('/')[0]}/bias"] = bias
+    batch_stats[name] = batch_stats[name] + bias
+  return params, batch_stats
+
+
+# The layouts of earlier versions, made from today's flat variables (params, batch_stats): before
+# the stacked blocks (per-block names, separate q/k/v and cross-attention k/v), before the fused
+# cross-attention kv, and before the bias-free head convs (which both earlier ones had too).
 EARLIER = {
-    "per_block": lambda flat: split_cross_kv(layout.to_per_block(flat)),
-    "cross_kv": split_cross_kv,
+    "per_block": lambda p, s: add_head_conv_bias(split_cross_kv(layout.to_per_block(p)), s),
+    "cross_kv": lambda p, s: add_head_conv_bias(split_cross_kv(p), s),
+    "head_conv_bias": add_head_conv_bias,
 }
-EARLIER_SAYS = {"per_block": "per-block", "cross_kv": "separate cross-attention key / value"}
+EARLIER_SAYS = {"per_block": "per-block", "cross_kv": "separate cross-attention key / value",
+                "head_conv_bias": "head conv biases before BatchNorm"}
+
+
+class _TowerWithConvBias(nn.Module):
+  """models/head.ConvTower as versions before the bias-free convs had it."""
+  channels: tuple
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    for k, c in enumerate(self.channels):
+      x = initializers.Conv(c, (3, 3), padding=1, name=f"conv_{k}")(x)
+      x = initializers.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name=f"bn_{k}")(x)
+      x = nn.relu(x)
+    return initializers.Conv(1, (1, 1), name="out")(x)
+
+
+def test_a_head_conv_bias_folds_into_the_running_mean_and_computes_the_same():
+  """The head conv's bias of an earlier layout, folded into BatchNorm's running mean, gives the
+  same outputs in inference (running statistics) and in training (batch statistics, and the
+  updated running mean is the folded one's)."""
+  from satracker_jax.models.head import ConvTower
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 4, 4, 3))
+  old = _TowerWithConvBias((4, 2))
+  variables = nn.meta.unbox(old.init(jax.random.PRNGKey(1), x, train=False))
+  flat = lambda tree: weights_io.flatten(jax.device_get(tree), sep="/")
+  rng = np.random.default_rng(4)
+  params = {k: (v + rng.standard_normal(v.shape).astype(np.float32) if k.endswith("/bias") else v)
+            for k, v in flat(variables["params"]).items()}
+  stats = {k: (rng.standard_normal(v.shape).astype(np.float32) if k.endswith("/mean") else v + 1.0)
+           for k, v in flat(variables["batch_stats"]).items()}
+  assert layout.has_head_conv_bias(["box_head/score_tower/conv_0/bias"])
+  prefix = lambda d: {f"box_head/score_tower/{k}": v for k, v in d.items()}
+  strip = lambda d: weights_io.unflatten({k[len("box_head/score_tower/"):]: v for k, v in d.items()})
+  new_params, new_stats = layout.fold_head_conv_bias(prefix(params), prefix(stats), "old.npz")
+  assert set(new_params) == set(prefix({k: v for k, v in params.items() if not re.match(r"conv_\d/bias", k)}))
+  before = {"params": weights_io.unflatten(params), "batch_stats": weights_io.unflatten(stats)}
+  after = {"params": strip(new_params), "batch_stats": strip(new_stats)}
+  new = ConvTower((4, 2), 1)
+  np.testing.assert_allclose(new.apply(after, x, train=False), old.apply(before, x, train=False),
+                             rtol=1e-5, atol=1e-5)
+  y_old, s_old = old.apply(before, x, train=True, mutable=["batch_stats"])
+  y_new, s_new = new.apply(after, x, train=True, mutable=["batch_stats"])
+  np.testing.assert_allclose(y_new, y_old, rtol=1e-5, atol=1e-5)
+  _, folded = layout.fold_head_conv_bias(prefix(params), prefix(flat(s_old["batch_stats"])))
+  for k, v in prefix(flat(s_new["batch_stats"])).items():
+    np.testing.assert_allclose(v, folded[k], rtol=1e-5, atol=1e-5)
+  with pytest.raises(layout.LayoutError, match=r"old.npz: box_head/score_tower/conv_1/bias has no running "
+                                               r"mean box_head/score_tower/bn_1/mean"):
+    layout.fold_head_conv_bias({"box_head/score_tower/conv_1/bias": np.zeros(2, np.float32)}, {}, "old.npz")
 
 
 def test_cross_attention_key_and_value_fuse_and_split_back():
@@ -101,11 +167,13 @@ def test_a_params_file_of_an_earlier_layout_loads_through_the_mapping(tiny_confi
   path = model_io.save_variables(str(tmp_path / "new.npz"), tiny_config, tiny_variables)
   with np.load(path) as data:
     arrays = dict(data)
-  params = {k[len("params/"):]: v for k, v in arrays.items() if k.startswith("params/")}
-  old = {f"params/{k}": v for k, v in EARLIER[earlier](params).items()}
-  assert "params/tem_1/search_attn/key/kernel" in old and "params/tem_1/search_attn/kv/kernel" not in old
+  part = lambda name: {k[len(name) + 1:]: v for k, v in arrays.items() if k.startswith(name + "/")}
+  params, stats = EARLIER[earlier](part("params"), part("batch_stats"))
+  old = {**{f"params/{k}": v for k, v in params.items()}, **{f"batch_stats/{k}": v for k, v in stats.items()}}
+  assert ("params/tem_1/search_attn/key/kernel" in old) == (earlier != "head_conv_bias")
   assert ("params/vit_block_3/attn/query/kernel" in old) == (earlier == "per_block")
-  rest = {k: v for k, v in arrays.items() if not k.startswith("params/")}
+  assert "params/box_head/size_tower/conv_2/bias" in old
+  rest = {k: v for k, v in arrays.items() if not k.startswith(("params/", "batch_stats/"))}
   np.savez(tmp_path / "old.npz", **old, **rest)
   _, loaded = model_io.load_variables(str(tmp_path / "old.npz"))
   said = capsys.readouterr().out
@@ -123,17 +191,17 @@ def test_a_training_checkpoint_of_an_earlier_layout_loads_for_inference_and_refu
   """Orbax checkpoints written by an earlier version: eval / track / init_from read their weights
   through the mapping; resuming the run (whose optimizer state has the old tree) is one clear error."""
   from satracker_jax.train import checkpoint as ckpt_lib
-  stored = weights_io.flatten(jax.device_get(tiny_variables["params"]), sep="/")
-  old_params = weights_io.unflatten(EARLIER[earlier](stored))
+  stored = weights_io.flatten(jax.device_get(tiny_variables), sep="/")
+  part = lambda name: {k[len(name) + 1:]: v for k, v in stored.items() if k.startswith(name + "/")}
+  old_params, old_stats = map(weights_io.unflatten, EARLIER[earlier](part("params"), part("batch_stats")))
   config = tiny_config.copy_and_resolve_references()
   config.train.async_checkpointing = False
   ckpt = ckpt_lib.Checkpointer(str(tmp_path), config)
-  state = {"step": np.int32(7), "params": old_params, "batch_stats": jax.device_get(tiny_variables["batch_stats"]),
-           "opt_state": {"mu": old_params}}
+  state = {"step": np.int32(7), "params": old_params, "batch_stats": old_stats, "opt_state": {"mu": old_params}}
   ckpt.save(7, state, {"next_sample_index": 56}, 1.0, True)
   ckpt.wait()
   _, loaded = model_io.load_variables(str(tmp_path))
-  got = weights_io.flatten(jax.device_get(loaded["params"]), sep="/")
+  got = weights_io.flatten(jax.device_get(loaded), sep="/")
   assert set(got) == set(stored)
   for k in stored:
     np.testing.assert_array_equal(got[k], stored[k])

@@ -48,7 +48,7 @@ def _expected_param_count(m) -> int:
   def tower(out):
     total, prev = 0, c
     for w in widths:
-      total += 9 * prev * w + w + 2 * w  # conv3x3 + BatchNorm scale/bias
+      total += 9 * prev * w + 2 * w  # conv3x3 (no bias: BatchNorm follows) + BatchNorm scale/bias
       prev = w
     return total + dense(prev, out)
   head_total = tower(1) + tower(2) + tower(2)

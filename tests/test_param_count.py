@@ -9,7 +9,7 @@ from satracker_jax.config_utils import load_config
 from satracker_jax.models import build_model
 
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
-BASE_PARAMS = 237_916_308
+BASE_PARAMS = 237_914_868  # 237,916,308 before the head's 3x3 convs lost their bias (3 towers x 480)
 
 
 def _abstract_params(config):

@@ -13,7 +13,12 @@ Dtype = Any
 
 
 class ConvTower(nn.Module):
-  """(conv3x3 - BatchNorm - ReLU) per entry of `channels`, then a 1x1 conv to `out_features`."""
+  """(conv3x3 - BatchNorm - ReLU) per entry of `channels`, then a 1x1 conv to `out_features`.
+
+  The 3x3 convs have no bias: BatchNorm subtracts the mean, so a bias there would only get a
+  gradient of rounding noise (which Adam scales up to full-size steps) and its running mean would
+  hold it anyway. OSTrack's convs have one; an earlier layout's bias folds into the running mean
+  (models/layout.py `fold_head_conv_bias`), which gives the same function."""
   channels: Sequence[int]
   out_features: int
   dtype: Dtype = jnp.float32
@@ -21,7 +26,7 @@ class ConvTower(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool):
     for k, c in enumerate(self.channels):
-      x = initializers.Conv(c, (3, 3), padding=1, dtype=self.dtype, name=f"conv_{k}")(x)
+      x = initializers.Conv(c, (3, 3), padding=1, use_bias=False, dtype=self.dtype, name=f"conv_{k}")(x)
       # PyTorch BatchNorm2d defaults (momentum 0.1 = Flax 0.9, eps 1e-5) so converted stats fit.
       # Under jit with a sharded batch the statistics are over the global batch (synchronised BN).
       x = initializers.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,

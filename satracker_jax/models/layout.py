@@ -13,8 +13,11 @@ load through `to_stacked`, once, in memory.
 
 The fusion modules' cross-attentions (`tem_i/search_attn`, `sam_i/vision_attn`, ...) project keys
 and values with one `kv` Dense (kernel [Cc, 2C], outputs ordered k | v); satracker-jax before that
-stored `key` and `value` apart. `is_earlier` recognises either earlier layout (per-block blocks,
-separate cross-attention key / value) and `upgrade` maps it to the stored one.
+stored `key` and `value` apart. The head's 3x3 convs have no bias (BatchNorm follows them);
+satracker-jax before that stored one, which folds into the BatchNorm's running mean
+(`fold_head_conv_bias`: the same function, in training and inference). `is_earlier` recognises
+each earlier layout (per-block blocks, separate cross-attention key / value, head conv biases) and
+`upgrade_variables` maps one to the stored layout (`upgrade`: the parameters' part).
 
 Row i of `vit_blocks` is ViT block i; row j of `bert_layers` is BERT layer j (models/config.py
 requires the stages to use layers 0..n-1). The functions work on flat `{"a/b/c": array}` dicts of
@@ -40,6 +43,8 @@ _STACK_OF = {"vit_block": "vit_blocks", "bert_layer": "bert_layers"}
 # A cross-attention projection of the layout before the fused `kv`: (module/attention, key|value, leaf).
 _CROSS_KV = re.compile(r"^((?:tem|sam)_\d+/\w+_attn)/(key|value)/(kernel|bias)$")
 KV = ("key", "value")
+# A head conv's bias before its BatchNorm (the layout before bias-free convs): (tower, layer).
+_HEAD_CONV_BIAS = re.compile(r"^(box_head/\w+_tower)/conv_(\d+)/bias$")
 
 
 class LayoutError(ValueError):
@@ -164,19 +169,24 @@ def has_separate_cross_kv(tree_or_names) -> bool:
   return any(_CROSS_KV.match(n) for n in _flat_names(tree_or_names))
 
 
+def has_head_conv_bias(tree_or_names) -> bool:
+  """Whether the head's 3x3 convs have a bias before their BatchNorm (before the bias-free convs)."""
+  return any(_HEAD_CONV_BIAS.match(n) for n in _flat_names(tree_or_names))
+
+
 def earlier_layout(tree_or_names) -> str:
   """What makes parameters (a nested tree or flat names) a layout of an earlier version, in words
-  for a message ("per-block blocks (...)", "separate cross-attention key / value", or both);
-  "" for the stored layout."""
+  for a message ("per-block blocks (...)", "separate cross-attention key / value", "head conv
+  biases before BatchNorm", joined by "and"); "" for the stored layout."""
   names = _flat_names(tree_or_names)
   return " and ".join(what for what, old in (
       ("per-block blocks (vit_block_i / bert_layer_j)", is_per_block(names)),
-      ("separate cross-attention key / value", has_separate_cross_kv(names))) if old)
+      ("separate cross-attention key / value", has_separate_cross_kv(names)),
+      ("head conv biases before BatchNorm", has_head_conv_bias(names))) if old)
 
 
 def is_earlier(tree_or_names) -> bool:
-  """Whether parameters (a nested tree or flat names) are in a layout of an earlier version: per-block
-  ViT / BERT names, or separate cross-attention key / value projections."""
+  """Whether parameters (a nested tree or flat names) are in a layout of an earlier version."""
   return bool(earlier_layout(tree_or_names))
 
 
@@ -197,7 +207,35 @@ def fuse_cross_kv(flat: Mapping[str, Any], where: str = "parameters") -> dict[st
   return out
 
 
+def fold_head_conv_bias(params: Mapping[str, Any], batch_stats: Mapping[str, Any],
+                        where: str = "parameters") -> tuple[dict[str, Any], dict[str, Any]]:
+  """Flat params and batch_stats with a bias on the head's 3x3 convs -> without it, the bias
+  subtracted from the BatchNorm's running mean: BN(conv(x) + b) with mean m is BN(conv(x)) with
+  mean m - b, and with batch statistics b cancels. A bias without its running mean is a
+  LayoutError naming it."""
+  params_out, stats_out = {}, dict(batch_stats)
+  for name, value in params.items():
+    m = _HEAD_CONV_BIAS.match(name)
+    if not m:
+      params_out[name] = value
+      continue
+    mean_name = f"{m.group(1)}/bn_{m.group(2)}/mean"
+    if mean_name not in batch_stats:
+      raise LayoutError(f"{where}: {name} has no running mean {mean_name} to fold into")
+    mean = np.asarray(batch_stats[mean_name])
+    stats_out[mean_name] = (mean - np.asarray(value, mean.dtype)).astype(mean.dtype)
+  return params_out, stats_out
+
+
 def upgrade(flat: Mapping[str, Any], where: str = "parameters") -> dict[str, Any]:
-  """Flat parameters of any earlier layout -> the stored layout (blocks stacked, q/k/v and the
-  cross-attention k/v fused); parameters already stored pass through."""
+  """Flat parameters of an earlier layout -> the stored layout's blocks (stacked, q/k/v and the
+  cross-attention k/v fused); parameters already stored pass through. Head conv biases need the
+  running means too: `upgrade_variables`."""
   return fuse_cross_kv(to_stacked(flat, where), where)
+
+
+def upgrade_variables(params: Mapping[str, Any], batch_stats: Mapping[str, Any],
+                      where: str = "parameters") -> tuple[dict[str, Any], dict[str, Any]]:
+  """Flat params and batch_stats of any earlier layout -> the stored layout (`upgrade`, then
+  `fold_head_conv_bias`); variables already stored pass through."""
+  return fold_head_conv_bias(upgrade(params, where), batch_stats, where)

@@ -10,7 +10,7 @@ Parameters (docs/INTERFACES.md "Parameter names"; the SATracker module shares th
 scope): the ViT blocks are stored as one stacked tree `vit_blocks` and the BERT layers as
 `bert_layers` (leading layer axis, fused self-attention qkv: models/layout.py), the fusion and DM
 modules per stage (`tem_1`, `sam_7`, `dm_7`, ...). Stacked storage means one optimizer update per
-leaf for all blocks (266 tensors in base instead of 650, with the fused cross-attention kv) and
+leaf for all blocks (254 tensors in base instead of 650, with the fused cross-attention kv) and
 nothing re-stacked per call.
 
 Running the blocks: unrolled by default (`model.scan_layers=False`): each stage takes its row of
