@@ -81,6 +81,12 @@ def add_head_conv_bias(params, batch_stats, seed=3):
   return params, batch_stats
 
 
+def _parts(flat):
+  """Flat `params/...` and `batch_stats/...` variables -> (params, batch_stats), each flat."""
+  part = lambda name: {k[len(name) + 1:]: v for k, v in flat.items() if k.startswith(name + "/")}
+  return part("params"), part("batch_stats")
+
+
 # The layouts of earlier versions, made from today's flat variables (params, batch_stats): before
 # the stacked blocks (per-block names, separate q/k/v and cross-attention k/v), before the fused
 # cross-attention kv, and before the bias-free head convs (which both earlier ones had too).
@@ -167,8 +173,7 @@ def test_a_params_file_of_an_earlier_layout_loads_through_the_mapping(tiny_confi
   path = model_io.save_variables(str(tmp_path / "new.npz"), tiny_config, tiny_variables)
   with np.load(path) as data:
     arrays = dict(data)
-  part = lambda name: {k[len(name) + 1:]: v for k, v in arrays.items() if k.startswith(name + "/")}
-  params, stats = EARLIER[earlier](part("params"), part("batch_stats"))
+  params, stats = EARLIER[earlier](*_parts(arrays))
   old = {**{f"params/{k}": v for k, v in params.items()}, **{f"batch_stats/{k}": v for k, v in stats.items()}}
   assert ("params/tem_1/search_attn/key/kernel" in old) == (earlier != "head_conv_bias")
   assert ("params/vit_block_3/attn/query/kernel" in old) == (earlier == "per_block")
@@ -192,8 +197,7 @@ def test_a_training_checkpoint_of_an_earlier_layout_loads_for_inference_and_refu
   through the mapping; resuming the run (whose optimizer state has the old tree) is one clear error."""
   from satracker_jax.train import checkpoint as ckpt_lib
   stored = weights_io.flatten(jax.device_get(tiny_variables), sep="/")
-  part = lambda name: {k[len(name) + 1:]: v for k, v in stored.items() if k.startswith(name + "/")}
-  old_params, old_stats = map(weights_io.unflatten, EARLIER[earlier](part("params"), part("batch_stats")))
+  old_params, old_stats = map(weights_io.unflatten, EARLIER[earlier](*_parts(stored)))
   config = tiny_config.copy_and_resolve_references()
   config.train.async_checkpointing = False
   ckpt = ckpt_lib.Checkpointer(str(tmp_path), config)
