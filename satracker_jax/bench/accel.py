@@ -135,6 +135,11 @@ def _language(train_batches, steps: int, small: bool, work: str, timeout: float)
   return {"config": "configs/synthetic.py:language", "rows": rows}
 
 
+def _num(value, digits: int = 0) -> str:
+  """A figure for the tables: rounded, or n/a where the part did not measure it."""
+  return "n/a" if value is None else f"{value:,.{digits}f}"
+
+
 def _markdown(report: dict) -> str:
   lines = [f"# Accelerator report: {report['config']}", ""]
   env = report.get("environment", {})
@@ -167,14 +172,20 @@ def _markdown(report: dict) -> str:
                      f"whole loop {r['loop_fps']:.0f} frames/s")
     lines.append("")
   if "eval" in report:
-    lines += [f"- bench eval end to end: {json.dumps(report['eval'].get('end_to_end', report['eval']))[:300]}", ""]
+    e = report["eval"]
+    lines += [f"`bench eval` ({e.get('sequences')} sequences of {e.get('frames')} frames, "
+              f"{'x'.join(map(str, e.get('frame_size') or ()))} {e.get('data')}):", "",
+              "| run | frames/s | CPU ms/frame |", "|---|---|---|"]
+    lines += [f"| {name} | {_num(r.get('frames_per_s'))} | {_num(r.get('cpu_ms_per_frame'), 1)} |"
+              for name, r in (e.get("runs") or {}).items()]
+    lines.append("")
   if "data" in report:
     d = report["data"]
-    lines += [f"- input pipeline: {d.get('samples_per_s', 'n/a')} samples/s on {d.get('cpus')} cores vs the "
-              f"train step's {d.get('train_samples_per_s', 'n/a')} samples/s", ""]
+    lines += [f"- input pipeline: {_num(d.get('samples_per_s'))} samples/s on {d.get('cpus')} cores vs the "
+              f"train step's {_num(d.get('train_samples_per_s'))} samples/s", ""]
   if "language" in report:
     lines += ["| language recipe batch | samples/s |", "|---|---|"]
-    lines += [f"| {r['batch']} | {r['samples_per_s']} |" for r in report["language"]["rows"]]
+    lines += [f"| {r['batch']} | {_num(r['samples_per_s'])} |" for r in report["language"]["rows"]]
     lines.append("")
   for part, err in report.get("errors", {}).items():
     lines.append(f"- {part}: FAILED: {err}")
