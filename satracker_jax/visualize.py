@@ -9,9 +9,12 @@ which Pillow reads.
 """
 from __future__ import annotations
 
+import contextlib
+import itertools
 import os
 import shutil
 import subprocess
+import warnings
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
@@ -159,6 +162,18 @@ def write_gif(frames: Iterable[np.ndarray], path: str, fps: float = 10.0) -> str
   return path
 
 
+@contextlib.contextmanager
+def _ffmpeg_starts_quietly():
+  """imageio-ffmpeg starts ffmpeg with a preexec_fn (os.setpgrp: Ctrl-C reaches us, not ffmpeg),
+  so Python runs its at-fork hooks, and JAX's then warns that the fork "will likely lead to a
+  deadlock". The child execs ffmpeg at once and runs nothing of JAX's: that one warning, raised
+  from `subprocess`, is not shown."""
+  with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning,
+                            module="subprocess")
+    yield
+
+
 def write_mp4(frames: Iterable[np.ndarray], path: str, fps: float = 25.0) -> str:
   frames = [np.asarray(f, dtype=np.uint8) for f in frames]
   if not frames:
@@ -171,8 +186,9 @@ def write_mp4(frames: Iterable[np.ndarray], path: str, fps: float = 25.0) -> str
   iio = _imageio()
   if iio is not None:
     # macro_block_size=1: the plugin would otherwise resize every frame up to a multiple of 16.
-    iio.imwrite(path, np.stack(frames), plugin="FFMPEG", fps=fps, codec="libx264",
-                macro_block_size=1)
+    with _ffmpeg_starts_quietly():
+      iio.imwrite(path, np.stack(frames), plugin="FFMPEG", fps=fps, codec="libx264",
+                  macro_block_size=1)
     return path
   binary = _ffmpeg()
   if binary is None:
@@ -204,7 +220,10 @@ def read_video(path: str) -> Iterator[np.ndarray]:
   iio = _imageio()
   if iio is not None:
     with iio.imopen(path, "r", plugin="FFMPEG") as video:
-      for frame in video.iter():
+      frames = video.iter()
+      with _ffmpeg_starts_quietly():  # ffmpeg starts with the first frame
+        first = next(frames, None)
+      for frame in () if first is None else itertools.chain([first], frames):
         yield np.asarray(frame)[..., :3].astype(np.uint8)
     return
   binary = _ffmpeg()
