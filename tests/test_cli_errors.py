@@ -266,3 +266,19 @@ def test_a_synthetic_config_without_a_checkpoint_takes_the_vocabulary_of_the_dat
     common.load_model(args, [], needs_vocab=True)
   config, _ = common.load_model(args, [])  # export needs no vocabulary
   assert "{synthetic_root}" in config.text.vocab_file
+
+
+def test_tensorflow_start_up_notices_stay_off_a_verbs_console():
+  # Every verb sets the environment before TensorFlow can load; the oneDNN notice ("oneDNN custom
+  # operations are on ...", behind absl's "All log messages before absl::InitializeLog()") ignores
+  # TF_CPP_MIN_LOG_LEVEL and printed twice at the start of train, eval and bench data.
+  code = ("from satracker_jax import cli\n"
+          "try:\n  cli.main(['synth', '--help'])\nexcept SystemExit:\n  pass\n"
+          "import tensorflow as tf\nprint(float(tf.constant(1.0) + 1.0))")
+  env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "TF_ENABLE_ONEDNN_OPTS")}
+  proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
+                        timeout=120)
+  assert proc.returncode == 0, proc.stderr
+  assert proc.stdout.strip().endswith("2.0")
+  for noise in ("oneDNN", "absl::InitializeLog", "I0000"):
+    assert noise not in proc.stdout + proc.stderr, proc.stderr
