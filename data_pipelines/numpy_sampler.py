@@ -304,12 +304,12 @@ class _Batches:
     self._fill()
     parts, need = [], self._batch_size
     while need:
-      if not self._chunks:
+      if self._chunks:
+        chunk = self._chunks.popleft()
+      else:
         chunk = self._pending.popleft().result()
         self._queued -= _length(chunk)
-        self._chunks.append(chunk)
         self._fill()  # the next batches are made while the caller uses this one
-      chunk = self._chunks.popleft()
       if _length(chunk) > need:  # a chunk across two batches: its rest starts the next one
         self._chunks.appendleft({key: value[need:] for key, value in chunk.items()})
         chunk = {key: value[:need] for key, value in chunk.items()}

@@ -81,6 +81,11 @@ def add_head_conv_bias(params, batch_stats, seed=3):
   return params, batch_stats
 
 
+def _flat(tree):
+  """Nested variables (device or host arrays) -> flat `{"a/b/c": numpy array}`."""
+  return weights_io.flatten(jax.device_get(tree), sep="/")
+
+
 def _parts(flat):
   """Flat `params/...` and `batch_stats/...` variables -> (params, batch_stats), each flat."""
   part = lambda name: {k[len(name) + 1:]: v for k, v in flat.items() if k.startswith(name + "/")}
@@ -120,12 +125,11 @@ def test_a_head_conv_bias_folds_into_the_running_mean_and_computes_the_same():
   x = jax.random.normal(jax.random.PRNGKey(0), (2, 4, 4, 3))
   old = _TowerWithConvBias((4, 2))
   variables = nn.meta.unbox(old.init(jax.random.PRNGKey(1), x, train=False))
-  flat = lambda tree: weights_io.flatten(jax.device_get(tree), sep="/")
   rng = np.random.default_rng(4)
   params = {k: (v + rng.standard_normal(v.shape).astype(np.float32) if k.endswith("/bias") else v)
-            for k, v in flat(variables["params"]).items()}
+            for k, v in _flat(variables["params"]).items()}
   stats = {k: (rng.standard_normal(v.shape).astype(np.float32) if k.endswith("/mean") else v + 1.0)
-           for k, v in flat(variables["batch_stats"]).items()}
+           for k, v in _flat(variables["batch_stats"]).items()}
   assert layout.has_head_conv_bias(["box_head/score_tower/conv_0/bias"])
   prefix = lambda d: {f"box_head/score_tower/{k}": v for k, v in d.items()}
   strip = lambda d: weights_io.unflatten({k[len("box_head/score_tower/"):]: v for k, v in d.items()})
@@ -139,8 +143,8 @@ def test_a_head_conv_bias_folds_into_the_running_mean_and_computes_the_same():
   y_old, s_old = old.apply(before, x, train=True, mutable=["batch_stats"])
   y_new, s_new = new.apply(after, x, train=True, mutable=["batch_stats"])
   np.testing.assert_allclose(y_new, y_old, rtol=1e-5, atol=1e-5)
-  _, folded = layout.fold_head_conv_bias(prefix(params), prefix(flat(s_old["batch_stats"])))
-  for k, v in prefix(flat(s_new["batch_stats"])).items():
+  _, folded = layout.fold_head_conv_bias(prefix(params), prefix(_flat(s_old["batch_stats"])))
+  for k, v in prefix(_flat(s_new["batch_stats"])).items():
     np.testing.assert_allclose(v, folded[k], rtol=1e-5, atol=1e-5)
   with pytest.raises(layout.LayoutError, match=r"old.npz: box_head/score_tower/conv_1/bias has no running "
                                                r"mean box_head/score_tower/bn_1/mean"):
@@ -183,8 +187,8 @@ def test_a_params_file_of_an_earlier_layout_loads_through_the_mapping(tiny_confi
   _, loaded = model_io.load_variables(str(tmp_path / "old.npz"))
   said = capsys.readouterr().out
   assert "parameter layout of an earlier version" in said and EARLIER_SAYS[earlier] in said
-  want = weights_io.flatten(jax.device_get(tiny_variables), sep="/")
-  got = weights_io.flatten(jax.device_get(loaded), sep="/")
+  want = _flat(tiny_variables)
+  got = _flat(loaded)
   assert set(got) == set(want)
   for k in want:
     np.testing.assert_array_equal(got[k], want[k])
@@ -196,7 +200,7 @@ def test_a_training_checkpoint_of_an_earlier_layout_loads_for_inference_and_refu
   """Orbax checkpoints written by an earlier version: eval / track / init_from read their weights
   through the mapping; resuming the run (whose optimizer state has the old tree) is one clear error."""
   from satracker_jax.train import checkpoint as ckpt_lib
-  stored = weights_io.flatten(jax.device_get(tiny_variables), sep="/")
+  stored = _flat(tiny_variables)
   old_params, old_stats = map(weights_io.unflatten, EARLIER[earlier](*_parts(stored)))
   config = tiny_config.copy_and_resolve_references()
   config.train.async_checkpointing = False
@@ -205,7 +209,7 @@ def test_a_training_checkpoint_of_an_earlier_layout_loads_for_inference_and_refu
   ckpt.save(7, state, {"next_sample_index": 56}, 1.0, True)
   ckpt.wait()
   _, loaded = model_io.load_variables(str(tmp_path))
-  got = weights_io.flatten(jax.device_get(loaded), sep="/")
+  got = _flat(loaded)
   assert set(got) == set(stored)
   for k in stored:
     np.testing.assert_array_equal(got[k], stored[k])
